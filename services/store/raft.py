@@ -1,0 +1,389 @@
+"""One store replica's raft side: pysyncobj, group commit, and linearizable read barriers.
+
+pysyncobj runs raft on its own thread and applies committed log entries there. The
+gRPC side runs on the asyncio loop. They meet in three places only:
+
+- ``Replica.propose`` queues a command; a flush turns every command queued at that
+  moment into one :class:`~skiff.store.v1.raft_pb2.Batch`, one raft entry (group commit:
+  one synchronous write commits in about a millisecond, and many concurrent ones share
+  the same round trip).
+- ``_StateMachine.apply``, the one replicated method, applies a batch to the
+  :class:`~services.store.mvcc.Store` under ``Replica.lock`` and hands the results back
+  to the loop with ``call_soon_threadsafe``, where the proposer's futures are resolved.
+  Results are routed by command id, not by pysyncobj's callback, so a command that
+  pysyncobj reported as failed but that did commit still answers its client.
+- Reads take ``Replica.lock`` for the moment they read.
+
+pysyncobj numbers replicated methods by position, so there is exactly one, taking
+bytes: a journal written by this version replays under the next.
+
+A command may be proposed more than once (a lost forward, a leader change, a retry
+timer); the state machine applies each (origin, id) at most once. A linearizable read
+waits for a batch proposed after it arrived to be applied locally (an empty batch when
+nothing else is pending): the read then sees every write committed before it began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.transport import TCPTransport
+
+from services.store import errors
+from services.store.errors import EtcdError
+from services.store.mvcc import Store
+from skiff.logging import get_logger
+from skiff.store.v1 import raft_pb2
+
+log = get_logger("store.raft")
+
+#: A batch stops growing at this many bytes or commands; pysyncobj sends an entry in
+#: one message below ``_ENTRY_LIMIT`` (its chunked path for larger entries is avoided).
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+MAX_BATCH_COMMANDS = 2000
+_ENTRY_LIMIT = 64 * 1024 * 1024
+#: Batches proposed and not yet applied; more wait and join the next batch.
+MAX_INFLIGHT = 2
+#: A batch with no outcome after this long is proposed again (a forward can be lost).
+RETRY_AFTER = 2.0
+#: Pause before re-proposing a batch pysyncobj rejected (no leader, leader changed).
+RETRY_BACKOFF = 0.02
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class RaftTimings:
+    """Raft timeouts in seconds; the defaults replace a dead leader well within a second."""
+
+    heartbeat: float = 0.05
+    election_min: float = 0.2
+    election_max: float = 0.4
+    connection_timeout: float = 0.8
+    reconnect: float = 0.2
+
+
+@dataclass
+class _Inflight:
+    """A proposed batch: its bytes, who waits on it, and how often it was proposed."""
+
+    seq: int
+    data: bytes
+    command_ids: list[int]
+    barriers: list[asyncio.Future[None]]
+    deadline: float
+    attempt: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
+    """Make pysyncobj's follower-side append_entries handling follow raft.
+
+    pysyncobj deletes every entry after ``prevLogIdx`` whenever the follower has more,
+    even entries that match the leader's and were already applied; a duplicated or
+    stale append (the leader resends from a reset index) then shortens a log below
+    what it applied, the follower can vote for a candidate missing committed entries,
+    and replicas diverge. Raft deletes only from the first *conflicting* entry. This
+    rewrites the message so pysyncobj does exactly that: matching entries are skipped,
+    and when the message ends inside our log, ``prevLogIdx`` moves to what is safe to
+    report as matching (the message's last entry, or our commit index, which only holds
+    committed entries) so entries beyond are truncated only if uncommitted.
+
+    Runs on pysyncobj's thread, as the message handler does.
+    """
+    if (message.get("type") != "append_entries" or "transmission" in message
+            or message.get("prevLogIdx") is None):
+        return message
+    raft_log = syncobj._SyncObj__raftLog  # type: ignore[attr-defined]
+    first, last = raft_log[0][1], raft_log[-1][1]
+    prev = message["prevLogIdx"]
+    if prev >= last or prev < first or raft_log[prev - first][2] != message["prevLogTerm"]:
+        return message  # nothing of ours to lose, or pysyncobj rejects it anyway
+    entries = message.get("entries", [])
+    index, k = prev + 1, 0
+    while k < len(entries) and index <= last and raft_log[index - first][2] == entries[k][2]:
+        index, k = index + 1, k + 1
+    if k < len(entries):
+        new_prev = index - 1  # first conflict, or our log ended: append from here
+    else:
+        committed = min(last, syncobj._SyncObj__raftCommitIndex)  # type: ignore[attr-defined]
+        new_prev = max(index - 1, committed)
+    if new_prev == prev:
+        return message
+    repaired = dict(message)
+    repaired["prevLogIdx"] = new_prev
+    repaired["prevLogTerm"] = raft_log[new_prev - first][2]
+    repaired["entries"] = entries[k:]
+    return repaired
+
+
+class _RaftTransport(TCPTransport):
+    """pysyncobj's TCP transport with :func:`repair_append_entries` in front of raft."""
+
+    def setOnMessageReceivedCallback(self, callback: Callable | None) -> None:
+        if callback is None:
+            super().setOnMessageReceivedCallback(None)
+            return
+
+        def repaired(node: Any, message: Any) -> None:
+            if isinstance(message, dict):
+                message = repair_append_entries(self._syncObj, message)
+            callback(node, message)
+
+        super().setOnMessageReceivedCallback(repaired)
+
+
+class _StateMachine(SyncObjConsumer):
+    """The replicated object: one method, ``apply(bytes)``, and snapshots of the store."""
+
+    def __init__(self, store: Store, lock: threading.Lock,
+                 on_applied: Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]) -> None:
+        super().__init__()
+        self._store = store
+        self._lock = lock
+        self._on_applied = on_applied
+
+    @replicated
+    def apply(self, data: bytes) -> None:
+        batch = raft_pb2.Batch.FromString(data)
+        with self._lock:
+            results = self._store.apply_batch(batch)
+        self._on_applied(batch, results)
+
+    def _serialize(self) -> bytes:
+        with self._lock:
+            return self._store.snapshot()
+
+    def _deserialize(self, data: bytes) -> None:
+        with self._lock:
+            self._store.restore(data)
+
+
+@dataclass
+class ReplicaOptions:
+    """How a replica joins raft: its peer address, the others', and where it keeps data."""
+
+    self_address: str
+    peer_addresses: list[str]
+    journal_file: str
+    dump_file: str
+    password: str
+    timings: RaftTimings = field(default_factory=RaftTimings)
+    #: Compact pysyncobj's log (a full dump to disk) after this many entries.
+    log_compaction_entries: int = 20_000
+
+
+class Replica:
+    """A store replica: the MVCC store, kept in agreement with its peers through raft.
+
+    ``on_applied`` hooks (the lessor, watchers) run on the loop after every applied
+    batch, on every replica, proposer or not.
+    """
+
+    def __init__(self, options: ReplicaOptions, *, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = Store()
+        self.lock = threading.Lock()
+        self.origin = random.getrandbits(63) | 1
+        self._loop = loop
+        self._ids = itertools.count(1)
+        self._seqs = itertools.count(1)
+        self._pending: list[raft_pb2.Command] = []
+        self._pending_deadline = 0.0
+        self._barriers: list[asyncio.Future[None]] = []
+        self._futures: dict[int, asyncio.Future[raft_pb2.Result]] = {}
+        self._inflight: dict[int, _Inflight] = {}
+        self._flush_scheduled = False
+        self._applied = asyncio.Event()
+        self._hooks: list[Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]] = []
+        self._machine = _StateMachine(self.store, self.lock, self._applied_threadsafe)
+        timings = options.timings
+        conf = SyncObjConf(
+            password=options.password,
+            appendEntriesUseBatch=False,  # send at once: latency comes from group commit
+            appendEntriesPeriod=timings.heartbeat,
+            raftMinTimeout=timings.election_min,
+            raftMaxTimeout=timings.election_max,
+            connectionTimeout=timings.connection_timeout,
+            connectionRetryTime=timings.reconnect,
+            appendEntriesBatchSizeBytes=_ENTRY_LIMIT,
+            sendBufferSize=4 * 1024 * 1024,
+            recvBufferSize=4 * 1024 * 1024,
+            journalFile=options.journal_file,
+            fullDumpFile=options.dump_file,
+            # A forked dump would inherit the gRPC and raft listening sockets and keep
+            # them open after this process dies, so a restart could not rebind (or
+            # would share the port with a process that never answers).
+            useFork=False,
+            logCompactionMinEntries=options.log_compaction_entries,
+            logCompactionMinTime=600,
+            commandsWaitLeader=True,
+            bindRetryTime=0.2,
+        )
+        self._syncobj = SyncObj(options.self_address, options.peer_addresses, conf,
+                                consumers=[self._machine], transportClass=_RaftTransport)
+
+    # ----------------------------------------------------------------- status
+
+    def add_apply_hook(self, hook: Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]) -> None:
+        """Call ``hook(batch, results)`` on the loop after each batch is applied here."""
+        self._hooks.append(hook)
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._syncobj._isLeader())
+
+    @property
+    def leader_address(self) -> str | None:
+        leader = self._syncobj._getLeader()
+        return leader.address if leader is not None else None
+
+    @property
+    def term(self) -> int:
+        return int(self._syncobj.raftCurrentTerm)
+
+    @property
+    def commit_index(self) -> int:
+        return int(self._syncobj.raftCommitIndex)
+
+    @property
+    def applied_index(self) -> int:
+        return int(self._syncobj.raftLastApplied)
+
+    @property
+    def ready(self) -> bool:
+        """A leader is known and this replica has applied what the leader had committed."""
+        return self.leader_address is not None and bool(self._syncobj.isReady())
+
+    def destroy(self) -> None:
+        """Stop raft (its thread, sockets and files)."""
+        self._syncobj.destroy()
+
+    # --------------------------------------------------------------- proposing
+
+    async def propose(self, command: raft_pb2.Command, *, timeout: float) -> Any:
+        """Replicate ``command`` and return its response message; raise its EtcdError."""
+        command.id = next(self._ids)
+        future: asyncio.Future[raft_pb2.Result] = self._loop.create_future()
+        self._futures[command.id] = future
+        self._pending.append(command)
+        self._pending_deadline = max(self._pending_deadline, time.monotonic() + timeout)
+        self._schedule_flush()
+        try:
+            result = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise errors.TIMEOUT from None
+        finally:
+            self._futures.pop(command.id, None)
+        outcome = result.WhichOneof("outcome")
+        if outcome == "error":
+            raise EtcdError(_STATUS_CODES.get(result.error.code, grpc.StatusCode.UNKNOWN),
+                            result.error.message)
+        return getattr(result, outcome)
+
+    async def read_barrier(self, *, timeout: float) -> None:
+        """Return once this replica has applied every write committed before the call."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._barriers.append(future)
+        self._pending_deadline = max(self._pending_deadline, time.monotonic() + timeout)
+        self._schedule_flush()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise errors.TIMEOUT from None
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # call_soon: every coroutine already runnable in this loop iteration gets
+            # to queue its command first, so they share one batch.
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while (self._pending or self._barriers) and len(self._inflight) < MAX_INFLIGHT:
+            count, size = 0, 0
+            while (count < len(self._pending) and count < MAX_BATCH_COMMANDS
+                   and (count == 0 or size < MAX_BATCH_BYTES)):
+                size += self._pending[count].ByteSize()
+                count += 1
+            commands, self._pending = self._pending[:count], self._pending[count:]
+            seq = next(self._seqs)
+            batch = raft_pb2.Batch(origin=self.origin, seq=seq, commands=commands)
+            inflight = _Inflight(seq=seq, data=batch.SerializeToString(),
+                                 command_ids=[c.id for c in commands], barriers=self._barriers,
+                                 deadline=self._pending_deadline)
+            self._barriers = []
+            self._inflight[seq] = inflight
+            self._submit(inflight)
+
+    def _submit(self, inflight: _Inflight) -> None:
+        inflight.attempt += 1
+        attempt, seq = inflight.attempt, inflight.seq
+
+        def on_result(_result: Any, error: int) -> None:  # pysyncobj's thread
+            if error:
+                self._loop.call_soon_threadsafe(self._rejected, seq, attempt, error)
+
+        self._machine.apply(inflight.data, callback=on_result)
+        inflight.timer = self._loop.call_later(RETRY_AFTER, self._retry, seq, attempt)
+
+    def _rejected(self, seq: int, attempt: int, error: int) -> None:
+        inflight = self._inflight.get(seq)
+        if inflight is None or inflight.attempt != attempt:
+            return
+        if inflight.timer is not None:
+            inflight.timer.cancel()
+        log.debug("batch rejected", seq=seq, attempt=attempt, reason=error)
+        inflight.timer = self._loop.call_later(RETRY_BACKOFF, self._retry, seq, attempt)
+
+    def _retry(self, seq: int, attempt: int) -> None:
+        inflight = self._inflight.get(seq)
+        if inflight is None or inflight.attempt != attempt:
+            return
+        waiting = any(not f.done() for f in inflight.barriers) or any(
+            i in self._futures for i in inflight.command_ids)
+        if not waiting or time.monotonic() > inflight.deadline:
+            del self._inflight[seq]  # everyone waiting gave up; their calls timed out
+            self._schedule_flush()
+            return
+        self._submit(inflight)
+
+    # ----------------------------------------------------------------- applied
+
+    def _applied_threadsafe(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._on_applied, batch, results)
+        except RuntimeError:
+            pass  # the loop closed: the process is stopping
+
+    def _on_applied(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
+        if batch.origin == self.origin:
+            for command, result in zip(batch.commands, results, strict=True):
+                future = self._futures.get(command.id)
+                if future is not None and not future.done():
+                    future.set_result(result)
+            inflight = self._inflight.pop(batch.seq, None)
+            if inflight is not None:
+                if inflight.timer is not None:
+                    inflight.timer.cancel()
+                for barrier in inflight.barriers:
+                    if not barrier.done():
+                        barrier.set_result(None)
+                self._schedule_flush()
+        for hook in self._hooks:
+            hook(batch, results)
+        applied, self._applied = self._applied, asyncio.Event()
+        applied.set()
+
+    async def wait_applied(self) -> None:
+        """Return after the next batch is applied here."""
+        await self._applied.wait()

@@ -1,0 +1,232 @@
+"""Watch streams, served from the replica's own applied history.
+
+A watcher is a cursor: the next revision it must see. Nothing is pushed into
+per-watcher buffers; after each applied batch the stream's sender reads the store's
+event history from each cursor on, sends what matches, and advances the cursor. So a
+slow client never makes the writer wait or buffer without bound (its cursor just
+lags, until compaction passes it and the watch is cancelled with compact_revision,
+as etcd does), and since revisions are identical on every replica, a client whose
+replica died resumes on another from its last revision with nothing lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from services.store import errors
+from services.store.errors import EtcdError
+from services.store.mvcc import RevisionEvents
+from services.store.raft import Replica
+from skiff.store.v1 import kv_pb2, rpc_pb2
+
+Event = kv_pb2.Event
+WatchCreateRequest = rpc_pb2.WatchCreateRequest
+
+#: Revisions read per cursor per pass, and the size at which a response is cut.
+MAX_REVISIONS_PER_READ = 1000
+MAX_RESPONSE_BYTES = 1024 * 1024
+#: What etcd answers as the id of a watch it could not create, or of a progress reply.
+INVALID_WATCH_ID = -1
+
+
+@dataclass
+class Watcher:
+    """One watch on a stream: its range, options, and the next revision it must see."""
+
+    watch_id: int
+    key: bytes
+    range_end: bytes
+    next_revision: int
+    prev_kv: bool
+    no_put: bool
+    no_delete: bool
+    progress_notify: bool
+
+    def matches(self, kv: kv_pb2.KeyValue, is_delete: bool) -> bool:
+        """Whether this watcher reports a change of ``kv`` (a pure function of the watch)."""
+        if (self.no_delete if is_delete else self.no_put):
+            return False
+        key = kv.key
+        if not self.range_end:
+            return key == self.key
+        if self.range_end == b"\0":
+            return key >= self.key
+        return self.key <= key < self.range_end
+
+    def events(self, revisions: list[RevisionEvents]) -> list[Event]:
+        """This watcher's events among ``revisions``, in order."""
+        out = []
+        for revision in revisions:
+            for kv, prev in revision.changes:
+                is_delete = kv.version == 0
+                if self.matches(kv, is_delete):
+                    event = Event(type=Event.DELETE if is_delete else Event.PUT, kv=kv)
+                    if self.prev_kv and prev is not None:
+                        event.prev_kv.CopyFrom(prev)
+                    out.append(event)
+        return out
+
+
+class WatchStream:
+    """Serves one client's Watch stream: its create, cancel and progress requests."""
+
+    def __init__(self, replica: Replica, header: Callable[[rpc_pb2.ResponseHeader], None], *,
+                 progress_interval: float) -> None:
+        self._replica = replica
+        self._header = header
+        self._progress_interval = progress_interval
+        self._watchers: dict[int, Watcher] = {}
+        self._next_id = 0
+        self._control: list[rpc_pb2.WatchResponse] = []
+        self._progress_requested = False
+        self._wake = asyncio.Event()
+
+    async def serve(self, requests: AsyncIterator[rpc_pb2.WatchRequest]
+                    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        """Yield the stream's responses until the client goes away."""
+        reader = asyncio.create_task(self._read(requests), name="watch-reader")
+        applied = asyncio.create_task(self._follow_applied(), name="watch-applied")
+        try:
+            while not reader.done() or self._control:
+                for response in self._drain():
+                    yield response
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._progress_interval)
+                except TimeoutError:
+                    for response in self._progress_notifications():
+                        yield response
+                self._wake.clear()
+        finally:
+            for task in (reader, applied):
+                task.cancel()
+            for task in (reader, applied):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request_union")
+                if kind == "create_request":
+                    self._create(request.create_request)
+                elif kind == "cancel_request":
+                    self._cancel(request.cancel_request.watch_id)
+                elif kind == "progress_request":
+                    self._progress_requested = True
+                self._wake.set()
+        finally:
+            self._wake.set()
+
+    async def _follow_applied(self) -> None:
+        while True:
+            await self._replica.wait_applied()
+            self._wake.set()
+
+    def _respond(self, **fields: object) -> rpc_pb2.WatchResponse:
+        response = rpc_pb2.WatchResponse(**fields)
+        self._header(response.header)
+        return response
+
+    def _create(self, request: WatchCreateRequest) -> None:
+        key = request.key or b"\0"  # etcd: an empty key is the smallest key
+        range_end = request.range_end
+        if request.start_revision < 0:
+            self._control.append(self._respond(
+                watch_id=INVALID_WATCH_ID, created=True, canceled=True,
+                cancel_reason=errors.COMPACTED.message.removeprefix("etcdserver: ")))
+            return
+        if range_end and range_end != b"\0" and key >= range_end:
+            self._control.append(self._respond(
+                watch_id=INVALID_WATCH_ID, created=True, canceled=True,
+                cancel_reason="mvcc: watcher range is empty"))
+            return
+        watch_id = request.watch_id
+        if watch_id == 0:
+            while self._next_id in self._watchers:
+                self._next_id += 1
+            watch_id = self._next_id
+            self._next_id += 1
+        elif watch_id in self._watchers:
+            self._control.append(self._respond(
+                watch_id=INVALID_WATCH_ID, created=True, canceled=True,
+                cancel_reason="mvcc: duplicate watch ID provided on the WatchStream"))
+            return
+        filters = set(request.filters)
+        self._watchers[watch_id] = Watcher(
+            watch_id=watch_id, key=key, range_end=range_end,
+            next_revision=request.start_revision or self._replica.store.revision + 1,
+            prev_kv=request.prev_kv, no_put=WatchCreateRequest.NOPUT in filters,
+            no_delete=WatchCreateRequest.NODELETE in filters,
+            progress_notify=request.progress_notify,
+        )
+        self._control.append(self._respond(watch_id=watch_id, created=True))
+
+    def _cancel(self, watch_id: int) -> None:
+        if self._watchers.pop(watch_id, None) is not None:
+            self._control.append(self._respond(watch_id=watch_id, canceled=True))
+
+    def _drain(self) -> list[rpc_pb2.WatchResponse]:
+        """Control replies first, then every watcher's new events, then a progress reply."""
+        out, self._control = self._control, []
+        for watcher in list(self._watchers.values()):
+            out.extend(self._catch_up(watcher))
+        if self._progress_requested and self._all_synced():
+            self._progress_requested = False
+            out.append(self._respond(watch_id=INVALID_WATCH_ID))
+        return out
+
+    def _all_synced(self) -> bool:
+        current = self._replica.store.revision
+        return all(w.next_revision > current for w in self._watchers.values())
+
+    def _catch_up(self, watcher: Watcher) -> list[rpc_pb2.WatchResponse]:
+        responses: list[rpc_pb2.WatchResponse] = []
+        store = self._replica.store
+        while watcher.next_revision <= store.revision:
+            try:
+                with self._replica.lock:
+                    revisions = store.events_since(watcher.next_revision,
+                                                   max_revisions=MAX_REVISIONS_PER_READ)
+            except EtcdError:  # compacted past the cursor: etcd cancels the watch
+                del self._watchers[watcher.watch_id]
+                responses.append(self._respond(watch_id=watcher.watch_id, canceled=True,
+                                               compact_revision=store.compact_revision))
+                return responses
+            if not revisions:
+                break
+            watcher.next_revision = revisions[-1].revision + 1
+            responses.extend(self._event_responses(watcher, revisions))
+        return responses
+
+    def _event_responses(self, watcher: Watcher,
+                         revisions: list[RevisionEvents]) -> list[rpc_pb2.WatchResponse]:
+        # Cut between revisions only: a revision's events always arrive together.
+        out: list[rpc_pb2.WatchResponse] = []
+        events: list[Event] = []
+        size = 0
+        for revision in revisions:
+            batch = watcher.events([revision])
+            if not batch:
+                continue
+            events.extend(batch)
+            size += sum(e.ByteSize() for e in batch)
+            if size >= MAX_RESPONSE_BYTES:
+                out.append(self._events_response(watcher, events, revision.revision))
+                events, size = [], 0
+        if events:
+            out.append(self._events_response(watcher, events, revisions[-1].revision))
+        return out
+
+    def _events_response(self, watcher: Watcher, events: list[Event],
+                         revision: int) -> rpc_pb2.WatchResponse:
+        response = self._respond(watch_id=watcher.watch_id, events=events)
+        response.header.revision = revision
+        return response
+
+    def _progress_notifications(self) -> list[rpc_pb2.WatchResponse]:
+        current = self._replica.store.revision
+        return [self._respond(watch_id=w.watch_id) for w in self._watchers.values()
+                if w.progress_notify and w.next_revision > current]
