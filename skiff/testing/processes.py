@@ -1,0 +1,190 @@
+"""Real daemons as child processes on free loopback ports, for tests and benchmarks.
+
+A :class:`Daemon` is one process with its log file; a :class:`StoreCluster` is three
+(or N) ``skiff-store`` replicas wired together. Both wait on real health checks
+(polled with a deadline, never a fixed sleep), can SIGKILL and restart members, and
+always stop what they started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Daemon:
+    """One daemon process, its arguments and its log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **self.env}, start_new_session=True)
+        log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` and, for SIGKILL, reap the process."""
+        if self.alive:
+            assert self.process is not None
+            self.process.send_signal(sig)
+            if sig == signal.SIGKILL:
+                self.process.wait()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        if not self.alive:
+            return
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def wait_for(predicate, *, timeout: float, interval: float = 0.05,  # type: ignore[no-untyped-def]
+                   what: str = "condition"):
+    """Poll ``await predicate()`` until it is truthy; return its value or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = await predicate()
+            if value:
+                return value
+        except Exception as e:  # the condition may not be checkable yet (no server)
+            last_error = e
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"{what} not met within {timeout}s (last error: {last_error!r})")
+
+
+async def grpc_healthy(address: str, service: str = "") -> bool:
+    """Whether the gRPC health service at ``address`` says SERVING."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class StoreMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    daemon: Daemon
+
+    @property
+    def endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.client_port}"
+
+
+class StoreCluster:
+    """``size`` skiff-store replicas under ``base_dir`` (data, logs, the peer password)."""
+
+    def __init__(self, base_dir: Path, *, size: int = 3, extra_args: list[str] | None = None,
+                 log_level: str = "info") -> None:
+        self.base_dir = base_dir
+        base_dir.mkdir(parents=True, exist_ok=True)
+        password_file = base_dir / "peer-password"
+        password_file.write_text(secrets.token_hex(16))
+        self.members: list[StoreMember] = []
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        initial = ",".join(f"s{i}=http://{LOOPBACK}:{peer}" for i, (_, peer) in enumerate(ports))
+        for i, (client, peer) in enumerate(ports):
+            name = f"s{i}"
+            argv = [sys.executable, "-m", "services.store", "--name", name,
+                    "--data-dir", str(base_dir / name),
+                    "--listen-client-urls", f"http://{LOOPBACK}:{client}",
+                    "--listen-peer-urls", f"http://{LOOPBACK}:{peer}",
+                    "--initial-cluster", initial, "--peer-password-file", str(password_file),
+                    "--log-level", log_level, *(extra_args or [])]
+            daemon = Daemon(name, argv, base_dir / f"{name}.log")
+            self.members.append(StoreMember(name, client, peer, base_dir / name, daemon))
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self) -> None:
+        for member in self.members:
+            member.daemon.start()
+
+    async def wait_healthy(self, timeout: float = 30.0,
+                           members: list[int] | None = None) -> None:
+        """Wait until every (given) running member reports SERVING."""
+        for i in members if members is not None else range(len(self.members)):
+            member = self.members[i]
+            await wait_for(lambda m=member: grpc_healthy(m.endpoint), timeout=timeout,
+                           what=f"store member {member.name} healthy")
+
+    async def leader(self, timeout: float = 10.0) -> int:
+        """Index of the member that leads, as the members themselves report it."""
+
+        async def find() -> int | None:
+            for i, member in enumerate(self.members):
+                if not member.daemon.alive:
+                    continue
+                async with grpc.aio.insecure_channel(member.endpoint) as channel:
+                    status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                        rpc_pb2.StatusRequest(), timeout=1.0)
+                if status.leader and status.leader == status.header.member_id:
+                    return i + 1  # truthy even for member 0
+            return None
+
+        return await wait_for(find, timeout=timeout, what="a store leader") - 1
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
+        self.members[index].daemon.kill(sig)
+
+    def restart(self, index: int) -> None:
+        daemon = self.members[index].daemon
+        daemon.stop()
+        daemon.start()
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.daemon.stop()
+
+    def logs(self, lines: int = 60) -> str:
+        return "\n".join(f"----- {m.name} ({m.daemon.log_path}) -----\n{m.daemon.log_tail(lines)}"
+                         for m in self.members)

@@ -1,0 +1,37 @@
+"""Shared fixtures: real daemons on free loopback ports, their logs shown when a test fails."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from skiff.testing.processes import StoreCluster
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test using this fixture failed (in setup or in its body)."""
+    node = request.node
+    return any(getattr(node, f"rep_{when}", None) is not None
+               and getattr(node, f"rep_{when}").failed for when in ("setup", "call"))
+
+
+@pytest.fixture
+async def store_cluster(tmp_path, request) -> AsyncIterator[StoreCluster]:
+    """Three real skiff-store replicas, healthy; stopped (and logs printed on failure) after."""
+    cluster = StoreCluster(tmp_path / "store")
+    cluster.start()
+    try:
+        await cluster.wait_healthy()
+        yield cluster
+    finally:
+        cluster.stop()
+        if failed(request):
+            print(cluster.logs())
