@@ -8,10 +8,13 @@ install:
 	./scripts/install.sh
 
 up: install
-	./scripts/up.sh
+	$(PYTHON) -m skiff.cli.cluster up
 
 down:
-	./scripts/down.sh
+	$(PYTHON) -m skiff.cli.cluster down
+
+status:
+	$(PYTHON) -m skiff.cli.cluster status
 
 test: install
 	./scripts/test.sh

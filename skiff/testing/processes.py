@@ -8,21 +8,21 @@ always stop what they started.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
+
+__all__ = ["Daemon", "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -79,30 +79,6 @@ class Daemon:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-async def wait_for(predicate, *, timeout: float, interval: float = 0.05,  # type: ignore[no-untyped-def]
-                   what: str = "condition"):
-    """Poll ``await predicate()`` until it is truthy; return its value or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = await predicate()
-            if value:
-                return value
-        except Exception as e:  # the condition may not be checkable yet (no server)
-            last_error = e
-        await asyncio.sleep(interval)
-    raise TimeoutError(f"{what} not met within {timeout}s (last error: {last_error!r})")
-
-
-async def grpc_healthy(address: str, service: str = "") -> bool:
-    """Whether the gRPC health service at ``address`` says SERVING."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass

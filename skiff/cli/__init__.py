@@ -1,0 +1,1 @@
+"""Command-line tools: ``skiff`` (local cluster lifecycle); ``skiffctl`` comes later."""
