@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from prometheus_client import Histogram
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.monotonic import monotonic as monotonic_time
 from pysyncobj.transport import TCPTransport
 
 from services.store import errors
@@ -52,24 +54,43 @@ MAX_BATCH_BYTES = 2 * 1024 * 1024
 MAX_BATCH_COMMANDS = 2000
 _ENTRY_LIMIT = 64 * 1024 * 1024
 #: Batches proposed and not yet applied; more wait and join the next batch.
-MAX_INFLIGHT = 2
+MAX_INFLIGHT = 1
 #: A batch with no outcome after this long is proposed again (a forward can be lost).
 RETRY_AFTER = 2.0
 #: Pause before re-proposing a batch pysyncobj rejected (no leader, leader changed).
 RETRY_BACKOFF = 0.02
+
+BATCH_COMMANDS = Histogram("skiff_store_batch_commands", "Commands per proposed raft entry",
+                           buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048))
+COMMIT_SECONDS = Histogram("skiff_store_batch_commit_seconds",
+                           "From proposing a batch to applying it on its proposer",
+                           buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1, 5))
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
 class RaftTimings:
-    """Raft timeouts in seconds; the defaults replace a dead leader well within a second."""
+    """Raft timeouts in seconds.
+
+    The election timeout is long enough that a leader starved of CPU for a few hundred
+    milliseconds (two cores, several daemons, one GIL) is not deposed; a leader that
+    dies is still replaced within a fraction of a second, because its peers see its
+    connections close and call an election after ``leader_lost`` instead of waiting out
+    the timeout (see :class:`_RaftTransport`).
+    """
 
     heartbeat: float = 0.05
-    election_min: float = 0.2
-    election_max: float = 0.4
-    connection_timeout: float = 0.8
-    reconnect: float = 0.2
+    election_min: float = 0.6
+    election_max: float = 1.2
+    leader_lost: tuple[float, float] = (0.02, 0.25)
+    #: pysyncobj drops a connection it has not *read* from for this long, and checks it
+    #: only when it sends. Followers never talk to each other except to elect, so with a
+    #: short timeout the first vote request on their idle connection closes it and is
+    #: lost, and elections split. Dead peers are noticed through closed sockets and
+    #: TCP keepalive instead, and a stalled leader through the election timeout.
+    connection_timeout: float = 3600.0
+    reconnect: float = 0.1
 
 
 @dataclass
@@ -83,6 +104,7 @@ class _Inflight:
     deadline: float
     attempt: int = 0
     timer: asyncio.TimerHandle | None = None
+    proposed_at: float = field(default_factory=time.perf_counter)
 
 
 def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
@@ -127,7 +149,50 @@ def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
 
 
 class _RaftTransport(TCPTransport):
-    """pysyncobj's TCP transport with :func:`repair_append_entries` in front of raft."""
+    """pysyncobj's TCP transport, with :func:`repair_append_entries` in front of raft and
+    an early election when the connection to the leader closes.
+
+    A killed process's sockets are closed by its kernel at once, so a follower learns of
+    a dead leader long before its election timeout; it then schedules an election after
+    a short random delay (so the two followers rarely both stand). A leader that merely
+    stalls keeps its connections and is waited for the full timeout.
+    """
+
+    #: Seconds (min, max) before standing for election once the leader's connection closes.
+    leader_lost: tuple[float, float] = RaftTimings.leader_lost
+
+    def _stand_soon(self, leader: Any) -> None:
+        """Bring this follower's election forward, staggered by rank among the followers.
+
+        Followers that saw the same connection close would otherwise stand at nearly
+        the same moment and split the vote, then wait out a full election timeout; a
+        rank-ordered delay lets the first stand alone (and if its log is behind, the
+        next stands a step later and wins).
+        """
+        syncobj = self._syncObj
+        followers = sorted(n.address for n in (*syncobj.otherNodes, syncobj.selfNode)
+                           if n != leader)
+        low, high = self.leader_lost
+        step = (high - low) / max(1, len(followers))
+        delay = low + followers.index(syncobj.selfNode.address) * step + random.uniform(0, step / 3)
+        deadline = monotonic_time() + delay
+        if deadline < syncobj._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
+            syncobj._SyncObj__raftElectionDeadline = deadline  # type: ignore[attr-defined]
+            log.info("lost the raft leader's connection", leader=leader.address,
+                     election_in=round(delay, 3))
+
+    def setOnNodeDisconnectedCallback(self, callback: Callable | None) -> None:
+        if callback is None:
+            super().setOnNodeDisconnectedCallback(None)
+            return
+
+        def disconnected(node: Any) -> None:
+            callback(node)
+            syncobj = self._syncObj
+            if node == syncobj._getLeader() and not syncobj._isLeader():
+                self._stand_soon(node)
+
+        super().setOnNodeDisconnectedCallback(disconnected)
 
     def setOnMessageReceivedCallback(self, callback: Callable | None) -> None:
         if callback is None:
@@ -227,11 +292,19 @@ class Replica:
             logCompactionMinTime=600,
             commandsWaitLeader=True,
             bindRetryTime=0.2,
+            onStateChanged=self._state_changed,
         )
+        transport = type("RaftTransport", (_RaftTransport,), {"leader_lost": timings.leader_lost})
         self._syncobj = SyncObj(options.self_address, options.peer_addresses, conf,
-                                consumers=[self._machine], transportClass=_RaftTransport)
+                                consumers=[self._machine], transportClass=transport)
 
     # ----------------------------------------------------------------- status
+
+    _STATES = ("follower", "candidate", "leader")
+
+    def _state_changed(self, old: int, new: int) -> None:  # pysyncobj's thread
+        log.info("raft state changed", previous=self._STATES[old], state=self._STATES[new],
+                 term=self._syncobj.raftCurrentTerm if hasattr(self, "_syncobj") else 0)
 
     def add_apply_hook(self, hook: Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]) -> None:
         """Call ``hook(batch, results)`` on the loop after each batch is applied here."""
@@ -316,6 +389,7 @@ class Replica:
                 size += self._pending[count].ByteSize()
                 count += 1
             commands, self._pending = self._pending[:count], self._pending[count:]
+            BATCH_COMMANDS.observe(count)
             seq = next(self._seqs)
             batch = raft_pb2.Batch(origin=self.origin, seq=seq, commands=commands)
             inflight = _Inflight(seq=seq, data=batch.SerializeToString(),
@@ -373,6 +447,7 @@ class Replica:
                     future.set_result(result)
             inflight = self._inflight.pop(batch.seq, None)
             if inflight is not None:
+                COMMIT_SECONDS.observe(time.perf_counter() - inflight.proposed_at)
                 if inflight.timer is not None:
                     inflight.timer.cancel()
                 for barrier in inflight.barriers:

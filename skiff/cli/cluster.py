@@ -96,7 +96,10 @@ def up(data_dir: Path, timeout: float) -> int:
         supervisorctl(config, "reread")
         supervisorctl(config, "update")
     else:
-        subprocess.run(["supervisord", "-c", str(config)], check=True)
+        started = subprocess.run(["supervisord", "-c", str(config)], check=False)
+        if started.returncode:
+            print(f"skiff up: supervisord did not start (see {data_dir / 'supervisord.log'})")
+            return 1
     try:
         asyncio.run(_wait_healthy(timeout))
     except TimeoutError as e:
@@ -120,13 +123,27 @@ async def _wait_healthy(timeout: float) -> None:
 def down(data_dir: Path, purge: bool) -> int:
     config = data_dir / "supervisord.conf"
     if _running(config):
+        pid = int(supervisorctl(config, "pid").stdout.strip())
         print(supervisorctl(config, "shutdown").stdout.strip())
+        try:
+            asyncio.run(wait_for(lambda: _exited(pid), timeout=60, what="supervisord to exit"))
+        except TimeoutError as e:
+            print(f"skiff down: {e}")
+            return 1
     else:
         print(f"skiff down: no cluster is running from {data_dir}")
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
     return 0
+
+
+async def _exited(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 async def _store_status(replica: StoreReplica) -> str:
