@@ -107,6 +107,12 @@ class _Inflight:
     proposed_at: float = field(default_factory=time.perf_counter)
 
 
+def _expire(future: asyncio.Future[Any]) -> None:
+    # One timer per call is cheaper than asyncio.wait_for's extra future and task.
+    if not future.done():
+        future.set_exception(errors.TIMEOUT)
+
+
 def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
     """Make pysyncobj's follower-side append_entries handling follow raft.
 
@@ -350,11 +356,11 @@ class Replica:
         self._pending.append(command)
         self._pending_deadline = max(self._pending_deadline, time.monotonic() + timeout)
         self._schedule_flush()
+        expiry = self._loop.call_later(timeout, _expire, future)
         try:
-            result = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise errors.TIMEOUT from None
+            result = await future
         finally:
+            expiry.cancel()
             self._futures.pop(command.id, None)
         outcome = result.WhichOneof("outcome")
         if outcome == "error":
@@ -368,10 +374,11 @@ class Replica:
         self._barriers.append(future)
         self._pending_deadline = max(self._pending_deadline, time.monotonic() + timeout)
         self._schedule_flush()
+        expiry = self._loop.call_later(timeout, _expire, future)
         try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise errors.TIMEOUT from None
+            await future
+        finally:
+            expiry.cancel()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

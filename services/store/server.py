@@ -46,10 +46,12 @@ class Context:
         self.replica = replica
         self.lessor = lessor
         self._member_ids = {m.peer_address: m.id for m in config.initial_cluster}
+        self._cluster_id = config.cluster_id
+        self._member_id = config.member.id
 
     def fill_header(self, header: rpc_pb2.ResponseHeader) -> None:
-        header.cluster_id = self.config.cluster_id
-        header.member_id = self.config.member.id
+        header.cluster_id = self._cluster_id
+        header.member_id = self._member_id
         header.raft_term = self.replica.term
         if not header.revision:
             header.revision = self.replica.store.revision
@@ -70,6 +72,7 @@ def _unary(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp
            ) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]:
     """Map EtcdError to its gRPC status, fill the header, and count the call."""
     name = method.__name__
+    answered, latency = REQUESTS.labels(name, "OK"), LATENCY.labels(name)
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
@@ -80,8 +83,8 @@ def _unary(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp
             REQUESTS.labels(name, e.code.name).inc()
             await context.abort(e.code, e.message)
         self.ctx.fill_header(response.header)  # type: ignore[attr-defined]
-        REQUESTS.labels(name, "OK").inc()
-        LATENCY.labels(name).observe(time.perf_counter() - started)
+        answered.inc()
+        latency.observe(time.perf_counter() - started)
         return response
 
     return wrapper
