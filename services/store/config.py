@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-compaction-retention", type=int, default=100_000,
                    help="revisions kept when the leader compacts periodically (0: never)")
     p.add_argument("--auto-compaction-interval", type=float, default=60.0, help="seconds")
+    p.add_argument("--experimental-watch-progress-notify-interval", type=float, default=600.0,
+                   help="seconds between progress notifications to watches that ask for them")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -123,4 +125,5 @@ def parse_args(argv: list[str] | None = None) -> StoreConfig:
         metrics_url=args.listen_metrics_urls, log_level=args.log_level,
         auto_compaction_retention=args.auto_compaction_retention,
         auto_compaction_interval=args.auto_compaction_interval,
+        progress_notify_interval=args.experimental_watch_progress_notify_interval,
     )

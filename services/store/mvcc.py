@@ -438,11 +438,13 @@ class Store:
         else:
             revision = self._read_revision(request.revision)
         kvs = [kv for key in self.iter_keys(request.key, request.range_end)
-               if (kv := self._at(key, revision)) is not None and _passes_filters(request, kv)]
+               if (kv := self._at(key, revision)) is not None]
+        # etcd's count is of the keys in the range, before the revision filters.
         response = rpc_pb2.RangeResponse(count=len(kvs))
         response.header.revision = self.revision
         if request.count_only:
             return response
+        kvs = [kv for kv in kvs if _passes_filters(request, kv)]
         order, target = request.sort_order, request.sort_target
         if order == RangeRequest.NONE and target != RangeRequest.KEY:
             order = RangeRequest.ASCEND  # etcd: a sort target without an order ascends

@@ -89,15 +89,22 @@ class WatchStream:
         """Yield the stream's responses until the client goes away."""
         reader = asyncio.create_task(self._read(requests), name="watch-reader")
         applied = asyncio.create_task(self._follow_applied(), name="watch-applied")
+        loop = asyncio.get_running_loop()
+        # Progress notifications follow a clock of their own, as etcd's ticker: activity
+        # elsewhere in the store must not postpone them (it is what they report on).
+        next_progress = loop.time() + self._progress_interval
         try:
-            while not reader.done() or self._control:
+            # A client that stops sending (half-closes) still gets its watches' events, as
+            # from etcd; only a failed read of its requests ends the stream from here.
+            while not _failed(reader) or self._control:
                 for response in self._drain():
                     yield response
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._progress_interval)
-                except TimeoutError:
+                if loop.time() >= next_progress:
+                    next_progress = loop.time() + self._progress_interval
                     for response in self._progress_notifications():
                         yield response
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), next_progress - loop.time())
                 self._wake.clear()
         finally:
             for task in (reader, applied):
@@ -230,3 +237,7 @@ class WatchStream:
         current = self._replica.store.revision
         return [self._respond(watch_id=w.watch_id) for w in self._watchers.values()
                 if w.progress_notify and w.next_revision > current]
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and task.exception() is not None

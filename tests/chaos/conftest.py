@@ -1,0 +1,33 @@
+"""Chaos fixtures: a store cluster that also compacts under load, its logs shown on failure."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from skiff.testing.processes import StoreCluster
+
+#: Compaction runs often enough to happen during a run, and keeps far more revisions
+#: than a watcher falls behind while it resumes on another replica.
+COMPACTION_ARGS = ["--auto-compaction-retention", "20000", "--auto-compaction-interval", "5"]
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    # The reports are those tests/conftest.py's makereport hook keeps on the item.
+    return any(getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
+               for when in ("setup", "call"))
+
+
+@pytest.fixture
+async def chaos_cluster(tmp_path, request) -> AsyncIterator[StoreCluster]:
+    """Three real replicas that compact every few seconds; stopped after, logs on failure."""
+    cluster = StoreCluster(tmp_path / "store", extra_args=COMPACTION_ARGS)
+    cluster.start()
+    try:
+        await cluster.wait_healthy()
+        yield cluster
+    finally:
+        cluster.stop()
+        if _failed(request):
+            print(cluster.logs(lines=200))
