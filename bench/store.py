@@ -79,6 +79,9 @@ START_DELAY = 1.0
 # ============================================================================ settings
 
 
+PHASE_NAMES = ("sequential_put", "put_throughput", "range", "txn_cas", "watch", "failover")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The scale knobs (see ``--help``); the defaults finish ``--start both`` in minutes."""
@@ -104,6 +107,8 @@ class Settings:
     failover_put_timeout: float = 5.0
     etcd_heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
     etcd_election_ms: int = DEFAULT_ELECTION_MS
+    #: Which phases run (comma-separated); all of them by default.
+    phases: str = ",".join(PHASE_NAMES)
 
 
 # ========================================================================= statistics
@@ -636,17 +641,26 @@ class Bench:
             "started_by_bench": self.cluster is not None,
         }
         progress(self.target, f"leader is {self.endpoints[leader]}")
-        result["sequential_put"] = await self.sequential_put(leader)
-        result["put_throughput"] = await self.closed_loop(
-            "put", self.settings.put_clients, prefix=self.prefix + b"put/")
-        await self.populate(self.prefix + b"range/", self.settings.range_keys)
-        for name, serializable in (("range_linearizable", False), ("range_serializable", True)):
-            result[name] = await self.closed_loop(
-                "range", self.settings.range_clients, prefix=self.prefix + b"range/",
-                keys=self.settings.range_keys, serializable=serializable)
-        result["txn_cas"] = await self.txn_cas()
-        result["watch"] = await self.watch(leader)
-        if self.cluster is not None:
+        phases = set(self.settings.phases.split(","))
+        if "sequential_put" in phases:
+            result["sequential_put"] = await self.sequential_put(leader)
+        if "put_throughput" in phases:
+            result["put_throughput"] = await self.closed_loop(
+                "put", self.settings.put_clients, prefix=self.prefix + b"put/")
+        if "range" in phases:
+            await self.populate(self.prefix + b"range/", self.settings.range_keys)
+            for name, serializable in (("range_linearizable", False),
+                                       ("range_serializable", True)):
+                result[name] = await self.closed_loop(
+                    "range", self.settings.range_clients, prefix=self.prefix + b"range/",
+                    keys=self.settings.range_keys, serializable=serializable)
+        if "txn_cas" in phases:
+            result["txn_cas"] = await self.txn_cas()
+        if "watch" in phases:
+            result["watch"] = await self.watch(leader)
+        if "failover" not in phases:
+            pass
+        elif self.cluster is not None:
             result["failover"] = await self.failover()
         else:
             result["failover"] = {
@@ -1053,7 +1067,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                    help="seconds a put may take during failover before it counts as failed")
     p.add_argument("--etcd-heartbeat-ms", type=int, default=defaults.etcd_heartbeat_ms)
     p.add_argument("--etcd-election-ms", type=int, default=defaults.etcd_election_ms)
+    p.add_argument("--phases", default=defaults.phases,
+                   help=f"comma-separated subset of {','.join(PHASE_NAMES)}")
     args = p.parse_args(argv)
+    unknown = set(args.phases.split(",")) - set(PHASE_NAMES)
+    if unknown:
+        p.error(f"--phases: unknown {', '.join(sorted(unknown))}")
     if args.loop == "uvloop" and not _has_uvloop():
         p.error("--loop uvloop: uvloop is not installed")
     if args.profile and not profiling.available():

@@ -21,7 +21,7 @@ from services.store.config import StoreConfig
 from services.store.errors import EtcdError
 from services.store.lessor import Lessor
 from services.store.raft import Replica
-from services.store.watch import WatchStream
+from services.store.watch import SharedResponses, WatchStream
 from skiff.store.v1 import raft_pb2, rpc_pb2, rpc_pb2_grpc
 
 #: etcd's bounds on a lease's TTL (its minimum follows from election timeouts; ours
@@ -142,12 +142,29 @@ class KVService(rpc_pb2_grpc.KVServicer):
 class WatchService(rpc_pb2_grpc.WatchServicer):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.shared = SharedResponses(ctx.replica)
 
-    async def Watch(self, request_iterator, context) -> AsyncIterator[rpc_pb2.WatchResponse]:
+    async def Watch(self, request_iterator, context
+                    ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
         stream = WatchStream(self.ctx.replica, self.ctx.fill_header,
-                             progress_interval=self.ctx.config.progress_notify_interval)
+                             progress_interval=self.ctx.config.progress_notify_interval,
+                             shared=self.shared)
         async for response in stream.serve(request_iterator):
             yield response
+
+
+def _serialize_watch_response(response: rpc_pb2.WatchResponse | bytes) -> bytes:
+    """Watch streams yield some responses already serialized (shared between streams)."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def _add_watch_service(servicer: WatchService, server: grpc.aio.Server) -> None:
+    """Register Watch as the generated code would, but with a serializer taking bytes."""
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.Watch, request_deserializer=rpc_pb2.WatchRequest.FromString,
+        response_serializer=_serialize_watch_response)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "etcdserverpb.Watch", {"Watch": handler}),))
 
 
 class LeaseService(rpc_pb2_grpc.LeaseServicer):
@@ -251,7 +268,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 def add_services(server: grpc.aio.Server, ctx: Context) -> None:
     """Register every etcd service of the store on ``server``."""
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(ctx), server)
-    rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(ctx), server)
+    _add_watch_service(WatchService(ctx), server)
     rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(ctx), server)
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(ctx), server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(ctx), server)

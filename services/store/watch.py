@@ -45,6 +45,11 @@ class Watcher:
     no_delete: bool
     progress_notify: bool
 
+    def signature(self) -> tuple[object, ...]:
+        """What this watcher's next responses depend on, besides the store's state."""
+        return (self.watch_id, self.key, self.range_end, self.next_revision, self.prev_kv,
+                self.no_put, self.no_delete)
+
     def matches(self, kv: kv_pb2.KeyValue, is_delete: bool) -> bool:
         """Whether this watcher reports a change of ``kv`` (a pure function of the watch)."""
         if (self.no_delete if is_delete else self.no_put):
@@ -70,12 +75,41 @@ class Watcher:
         return out
 
 
+@dataclass(frozen=True)
+class Shared:
+    """A watcher's serialized event responses, and where its cursor goes after them."""
+
+    responses: list[bytes]
+    next_revision: int
+
+
+class SharedResponses:
+    """Event responses computed since the last applied batch, shared across streams.
+
+    Watchers of the same range with the same options and cursor (typically every
+    up-to-date client of one prefix, each on its own stream with watch id 0) get
+    byte-identical responses: they are built and serialized once per applied batch,
+    not once per stream. Cleared on every apply, since the store's state moved on.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self._entries: dict[tuple[object, ...], Shared] = {}
+        replica.add_applied_listener(self._entries.clear)
+
+    def get(self, signature: tuple[object, ...]) -> Shared | None:
+        return self._entries.get(signature)
+
+    def put(self, signature: tuple[object, ...], shared: Shared) -> None:
+        self._entries[signature] = shared
+
+
 class WatchStream:
     """Serves one client's Watch stream: its create, cancel and progress requests."""
 
     def __init__(self, replica: Replica, header: Callable[[rpc_pb2.ResponseHeader], None], *,
-                 progress_interval: float) -> None:
+                 progress_interval: float, shared: SharedResponses) -> None:
         self._replica = replica
+        self._shared = shared
         self._header = header
         self._progress_interval = progress_interval
         self._watchers: dict[int, Watcher] = {}
@@ -85,14 +119,21 @@ class WatchStream:
         self._wake = asyncio.Event()
 
     async def serve(self, requests: AsyncIterator[rpc_pb2.WatchRequest]
-                    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
-        """Yield the stream's responses until the client goes away."""
+                    ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
+        """Yield the stream's responses until the client goes away.
+
+        Event responses come as serialized bytes (shared with other streams watching
+        the same range, see :class:`SharedResponses`); the server's serializer passes
+        bytes through.
+        """
         reader = asyncio.create_task(self._read(requests), name="watch-reader")
-        applied = asyncio.create_task(self._follow_applied(), name="watch-applied")
         loop = asyncio.get_running_loop()
+        wake = self._wake.set
+        self._replica.add_applied_listener(wake)
         # Progress notifications follow a clock of their own, as etcd's ticker: activity
         # elsewhere in the store must not postpone them (it is what they report on).
         next_progress = loop.time() + self._progress_interval
+        timer = loop.call_at(next_progress, wake)
         try:
             # A client that stops sending (half-closes) still gets its watches' events, as
             # from etcd; only a failed read of its requests ends the stream from here.
@@ -101,17 +142,17 @@ class WatchStream:
                     yield response
                 if loop.time() >= next_progress:
                     next_progress = loop.time() + self._progress_interval
+                    timer = loop.call_at(next_progress, wake)
                     for response in self._progress_notifications():
                         yield response
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), next_progress - loop.time())
+                await self._wake.wait()
                 self._wake.clear()
         finally:
-            for task in (reader, applied):
-                task.cancel()
-            for task in (reader, applied):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            timer.cancel()
+            self._replica.remove_applied_listener(wake)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
     async def _read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
         try:
@@ -125,11 +166,6 @@ class WatchStream:
                     self._progress_requested = True
                 self._wake.set()
         finally:
-            self._wake.set()
-
-    async def _follow_applied(self) -> None:
-        while True:
-            await self._replica.wait_applied()
             self._wake.set()
 
     def _respond(self, **fields: object) -> rpc_pb2.WatchResponse:
@@ -175,9 +211,10 @@ class WatchStream:
         if self._watchers.pop(watch_id, None) is not None:
             self._control.append(self._respond(watch_id=watch_id, canceled=True))
 
-    def _drain(self) -> list[rpc_pb2.WatchResponse]:
+    def _drain(self) -> list[rpc_pb2.WatchResponse | bytes]:
         """Control replies first, then every watcher's new events, then a progress reply."""
-        out, self._control = self._control, []
+        out: list[rpc_pb2.WatchResponse | bytes] = list(self._control)
+        self._control = []
         for watcher in list(self._watchers.values()):
             out.extend(self._catch_up(watcher))
         if self._progress_requested and self._all_synced():
@@ -189,9 +226,16 @@ class WatchStream:
         current = self._replica.store.revision
         return all(w.next_revision > current for w in self._watchers.values())
 
-    def _catch_up(self, watcher: Watcher) -> list[rpc_pb2.WatchResponse]:
-        responses: list[rpc_pb2.WatchResponse] = []
+    def _catch_up(self, watcher: Watcher) -> list[bytes]:
         store = self._replica.store
+        if watcher.next_revision > store.revision:
+            return []
+        signature = watcher.signature()
+        shared = self._shared.get(signature)
+        if shared is not None:
+            watcher.next_revision = shared.next_revision
+            return shared.responses
+        responses: list[bytes] = []
         while watcher.next_revision <= store.revision:
             try:
                 with self._replica.lock:
@@ -199,13 +243,16 @@ class WatchStream:
                                                    max_revisions=MAX_REVISIONS_PER_READ)
             except EtcdError:  # compacted past the cursor: etcd cancels the watch
                 del self._watchers[watcher.watch_id]
-                responses.append(self._respond(watch_id=watcher.watch_id, canceled=True,
-                                               compact_revision=store.compact_revision))
+                responses.append(self._respond(
+                    watch_id=watcher.watch_id, canceled=True,
+                    compact_revision=store.compact_revision).SerializeToString())
                 return responses
             if not revisions:
                 break
             watcher.next_revision = revisions[-1].revision + 1
-            responses.extend(self._event_responses(watcher, revisions))
+            responses.extend(r.SerializeToString()
+                             for r in self._event_responses(watcher, revisions))
+        self._shared.put(signature, Shared(responses, watcher.next_revision))
         return responses
 
     def _event_responses(self, watcher: Watcher,
