@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from skiff.testing.processes import StoreCluster
+from skiff.testing.processes import APIServer, StoreCluster
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -35,3 +35,17 @@ async def store_cluster(tmp_path, request) -> AsyncIterator[StoreCluster]:
         cluster.stop()
         if failed(request):
             print(cluster.logs())
+
+
+@pytest.fixture
+async def apiserver(store_cluster, tmp_path, request) -> AsyncIterator[APIServer]:
+    """A real skiff-apiserver on the three-replica store, healthy; stopped after."""
+    server = APIServer(tmp_path / "apiserver", store_cluster.endpoints)
+    server.start()
+    try:
+        await server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+        if failed(request):
+            print(server.logs())

@@ -22,7 +22,7 @@ import grpc
 from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
-__all__ = ["Daemon", "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
+__all__ = ["APIServer", "Daemon", "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -164,3 +164,42 @@ class StoreCluster:
     def logs(self, lines: int = 60) -> str:
         return "\n".join(f"----- {m.name} ({m.daemon.log_path}) -----\n{m.daemon.log_tail(lines)}"
                          for m in self.members)
+
+
+class APIServer:
+    """One ``skiff-apiserver`` process against ``store_endpoints``, on a free port."""
+
+    def __init__(self, base_dir: Path, store_endpoints: list[str], *, name: str = "apiserver",
+                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
+        self.port = free_port()
+        self.name = name
+        argv = [sys.executable, "-m", "services.apiserver",
+                "--store-endpoints", ",".join(store_endpoints),
+                "--listen", f"{LOOPBACK}:{self.port}", "--log-level", log_level,
+                *(extra_args or [])]
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self.daemon = Daemon(name, argv, base_dir / f"{name}.log")
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        self.daemon.start()
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        await wait_for(lambda: grpc_healthy(self.address), timeout=timeout,
+                       what=f"{self.name} healthy")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.daemon.kill(sig)
+
+    def restart(self) -> None:
+        self.daemon.stop()
+        self.daemon.start()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def logs(self, lines: int = 60) -> str:
+        return f"----- {self.name} ({self.daemon.log_path}) -----\n{self.daemon.log_tail(lines)}"

@@ -1,0 +1,1 @@
+"""The apiserver: Kubernetes-style API over the replicated store."""

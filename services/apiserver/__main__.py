@@ -1,0 +1,149 @@
+"""``skiff-apiserver``: serve the cluster API from the store (flags -> config -> run)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.apiserver.admission import Chain
+from services.apiserver.admission.default_tolerations import DefaultTolerationSeconds
+from services.apiserver.admission.namespace_lifecycle import (
+    SYSTEM_NAMESPACES,
+    NamespaceLifecycle,
+)
+from services.apiserver.admission.service_allocation import ServiceAllocation
+from services.apiserver.cacher import Cacher
+from services.apiserver.config import APIServerConfig, parse_args
+from services.apiserver.registry import Registry
+from services.apiserver.server import servicer_for
+from services.apiserver.storage import Storage, decode
+from services.apiserver.strategies import STRATEGIES
+from skiff import metrics
+from skiff.api import errors
+from skiff.api.kinds import KINDS, Kind, lookup
+from skiff.api.v1 import core_pb2
+from skiff.logging import configure
+
+#: Largest request or response: a list of many thousands of pods.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class APIServer:
+    """The registries of every kind over one store client, and their watch caches."""
+
+    def __init__(self, config: APIServerConfig) -> None:
+        self.config = config
+        self.storage = Storage(config.store_endpoints, timeout=config.store_timeout)
+        self.cachers: dict[str, Cacher] = {
+            k.kind: Cacher(self.storage, k, capacity=config.watch_cache_size,
+                           bookmark_interval=config.bookmark_interval) for k in KINDS}
+        admission = Chain([
+            NamespaceLifecycle(self._namespace),
+            DefaultTolerationSeconds(),
+            ServiceAllocation(config.ranges, self._services),
+        ])
+        self.registries: dict[str, Registry] = {
+            k.kind: Registry(k, STRATEGIES[k.kind], self.storage, self.cachers[k.kind],
+                             admission) for k in KINDS}
+
+    async def _namespace(self, name: str) -> core_pb2.Namespace | None:
+        """A namespace from the cache, or from the store when the cache lags."""
+        namespaces = self.registries["Namespace"]
+        key = namespaces.key("", name)
+        found = self.cachers["Namespace"].get(key)
+        if found is not None:
+            return found  # type: ignore[return-value]
+        stored = await self.storage.get(key)
+        if stored is None:
+            return None
+        return decode(namespaces.kind, stored.value, stored.mod_revision)  # type: ignore[return-value]
+
+    def _services(self) -> list[core_pb2.Service]:
+        items, _ = self.cachers["Service"].list()
+        return items  # type: ignore[return-value]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(c.start() for c in self.cachers.values()))
+        await self.ensure_system_namespaces()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self.cachers.values()),
+                             return_exceptions=True)
+        await self.storage.close()
+
+    async def ensure_system_namespaces(self) -> None:
+        """Create ``default`` and the other system namespaces if they do not exist."""
+        kind: Kind = lookup("Namespace")
+        for name in SYSTEM_NAMESPACES:
+            with contextlib.suppress(errors.AlreadyExists):
+                await self.registries["Namespace"].create(
+                    kind.new(metadata={"name": name}))
+
+    def add_services(self, server: grpc.aio.Server) -> None:
+        for kind in KINDS:
+            kind.add_servicer(servicer_for(self.registries[kind.kind]), server)
+
+
+async def serve(config: APIServerConfig) -> None:
+    """Run the apiserver until SIGTERM or SIGINT."""
+    log = configure("apiserver", config.log_level, listen=config.listen)
+    api = APIServer(config)
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ])
+    api.add_services(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = tuple(k.service for k in KINDS)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME,
+                                         reflection.SERVICE_NAME), server)
+    try:
+        server.add_insecure_port(config.listen)
+    except RuntimeError:
+        raise SystemExit(f"skiff-apiserver: cannot listen on {config.listen} "
+                         f"(address in use?)") from None
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    if config.metrics_url:
+        metrics.serve(config.metrics_url)
+    log.info("starting", store=list(config.store_endpoints))
+    await api.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving")
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("stopping")
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=1.0)
+    await api.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional where it does not build
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(config))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

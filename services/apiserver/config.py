@@ -1,0 +1,69 @@
+"""The apiserver's configuration, from kube-apiserver-like flags."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from services.apiserver.admission.service_allocation import Ranges
+
+
+@dataclass(frozen=True)
+class APIServerConfig:
+    """Everything one apiserver needs; see ``skiff-apiserver --help``."""
+
+    store_endpoints: tuple[str, ...]
+    listen: str = "127.0.0.1:6443"
+    metrics_url: str | None = None
+    ranges: Ranges = field(default_factory=Ranges)
+    #: Events each kind's watch cache keeps for watchers resuming from a version.
+    watch_cache_size: int = 10_000
+    bookmark_interval: float = 1.0
+    store_timeout: float = 10.0
+    log_level: str = "info"
+
+
+def _endpoint(text: str) -> str:
+    """``http://127.0.0.1:2379`` or ``127.0.0.1:2379`` -> ``127.0.0.1:2379``."""
+    address = text.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a store endpoint (host:port)")
+    return address
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skiff-apiserver",
+                                description="Skiff's API server: the cluster API over gRPC, "
+                                            "kept in the store.")
+    p.add_argument("--store-endpoints", "--etcd-servers", dest="store_endpoints",
+                   required=True,
+                   help="comma-separated store (etcd v3) endpoints, host:port or http://...")
+    p.add_argument("--listen", default="127.0.0.1:6443", help="host:port for gRPC clients")
+    p.add_argument("--listen-metrics-urls", dest="metrics_url", default=None,
+                   help="http://host:port for Prometheus /metrics")
+    p.add_argument("--service-cluster-ip-range", default="127.10.0.0/16")
+    p.add_argument("--service-node-port-range", default="30000-32767")
+    p.add_argument("--watch-cache-size", type=int, default=10_000)
+    p.add_argument("--bookmark-interval", type=float, default=1.0, help="seconds")
+    p.add_argument("--store-timeout", type=float, default=10.0,
+                   help="seconds a request keeps retrying an unavailable store")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> APIServerConfig:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        endpoints = tuple(_endpoint(e) for e in args.store_endpoints.split(",") if e.strip())
+        ranges = Ranges.parse(args.service_cluster_ip_range, args.service_node_port_range)
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        parser.error(str(e))
+    if not endpoints:
+        parser.error("--store-endpoints: at least one endpoint is required")
+    return APIServerConfig(
+        store_endpoints=endpoints, listen=args.listen, metrics_url=args.metrics_url,
+        ranges=ranges, watch_cache_size=args.watch_cache_size,
+        bookmark_interval=args.bookmark_interval, store_timeout=args.store_timeout,
+        log_level=args.log_level)

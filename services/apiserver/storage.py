@@ -1,0 +1,679 @@
+"""The apiserver's storage layer: an etcd v3 client that speaks in objects, keys and revisions.
+
+Kubernetes' ``storage/etcd3``, for Skiff. Above it, the registries and the watch
+cache (``cacher.py``); below it, the store replicas (``services/store``), or any etcd.
+
+- Keys: an object lives at ``/registry/<plural>/<namespace>/<name>`` (cluster-scoped
+  kinds: ``/registry/<plural>/<name>``), as protobuf bytes (:func:`encode`).
+- Resource versions: the store's ``mod_revision`` *is* the object's resource version.
+  It is never stored inside the value (:func:`encode` clears it) and always set on the
+  way out (:func:`decode`), so it cannot disagree with the store.
+- Writes are one Txn each, guarded by a compare (``create_revision == 0`` to create,
+  ``mod_revision == expected`` to update or delete): optimistic concurrency is the
+  store's, not ours. A failed compare reads the keys in the same Txn, so the error
+  can say what happened (it changed: :class:`KeyConflict`; it is gone:
+  :class:`KeyNotFound`; it exists: :class:`KeyExists`) without a second round trip.
+- Endpoints: one grpc.aio channel per replica; every call goes to the "current" one,
+  and an UNAVAILABLE or DEADLINE_EXCEEDED answer (a dead replica, no leader) moves the
+  current endpoint on and retries with jittered backoff until the call's total
+  deadline (``timeout``, 10 s by default), then raises :class:`errors.Unavailable`.
+- Ambiguous writes: a write retried after such an error may have been applied by the
+  attempt that "failed". So when a retried write then fails its compare, it checks
+  whether the store already holds exactly its bytes (encoding is deterministic) and if
+  so reports success instead of a conflict with itself.
+- Watches (:class:`StoreWatch`) follow the store's Watch stream over a prefix and
+  survive the death of their replica: revisions are identical on every replica, so
+  the stream resumes on the next endpoint from the last revision seen + 1 and nothing
+  is lost or seen twice. Progress is requested every ``progress_interval`` (and on
+  demand), so even a quiet prefix reports how far the store has got.
+- Errors: every store error is mapped once, in :data:`_ERROR_TABLE`, to the API's
+  vocabulary (``skiff.api.errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import grpc
+from google.protobuf.message import Message
+
+from skiff.api import errors
+from skiff.api.kinds import Kind
+from skiff.logging import get_logger
+from skiff.store.v1 import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from skiff.tasks import spawn
+
+log = get_logger("skiff.apiserver.storage")
+
+REGISTRY = "/registry"
+#: Codes after which another endpoint (or the same one, later) may answer.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: Backoff between attempts: the first waits up to BACKOFF_BASE, doubling to BACKOFF_CAP.
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 1.0
+#: Objects are large in bulk: a list of every pod must fit in one Range response.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A restarted replica should be usable again soon, not after minutes of backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def kind_prefix(kind: Kind, namespace: str = "") -> str:
+    """Where objects of ``kind`` (in ``namespace``, if given) live; ends with ``/``."""
+    if namespace and kind.namespaced:
+        return f"{REGISTRY}/{kind.plural}/{namespace}/"
+    return f"{REGISTRY}/{kind.plural}/"
+
+
+def object_key(kind: Kind, namespace: str, name: str) -> str:
+    """The key of one object: ``/registry/pods/default/web-0``, ``/registry/nodes/n1``."""
+    if kind.namespaced:
+        return f"{REGISTRY}/{kind.plural}/{namespace}/{name}"
+    return f"{REGISTRY}/{kind.plural}/{name}"
+
+
+def key_after(key: str) -> str:
+    """The smallest key greater than ``key``: where the next page of a list starts."""
+    return key + "\0"
+
+
+def prefix_end(prefix: str) -> str:
+    """etcd's range end for every key that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+# -------------------------------------------------------------------------- codec
+
+
+def encode(obj: Message) -> bytes:
+    """An object as stored: protobuf bytes, deterministic, without its resource version.
+
+    Deterministic so that equal objects are equal bytes (map fields in key order): a
+    retried write recognises its own earlier success by comparing bytes.
+    """
+    if obj.metadata.resource_version:  # type: ignore[attr-defined]
+        copy = type(obj)()
+        copy.CopyFrom(obj)
+        copy.metadata.resource_version = ""  # type: ignore[attr-defined]
+        obj = copy
+    return obj.SerializeToString(deterministic=True)
+
+
+def decode(kind: Kind, value: bytes, revision: int) -> Message:
+    """A stored value as an object of ``kind`` whose resource version is ``revision``."""
+    obj = kind.message()
+    obj.ParseFromString(value)
+    obj.metadata.resource_version = str(revision)  # type: ignore[attr-defined]
+    return obj
+
+
+# ------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One key as read from the store."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True)
+class ListResult:
+    """One page of a list: its items in key order, the revision it was read at, and
+    whether more keys follow (read them from ``key_after(items[-1].key)``)."""
+
+    items: tuple[StoredObject, ...]
+    revision: int
+    more: bool
+
+
+ChangeType = Literal["PUT", "DELETE"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One key changed by one revision; ``prev_value`` is the value before (if any)."""
+
+    type: ChangeType
+    key: str
+    value: bytes
+    prev_value: bytes | None
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What one watch response reports: the changes (in revision order) up to and
+    including ``revision``. No changes is a progress notification: nothing in the
+    prefix changed up to ``revision``."""
+
+    revision: int
+    changes: tuple[Change, ...] = ()
+
+
+class KeyExists(errors.AlreadyExists):
+    """A create found ``key`` already there (the object itself, or an ``absent`` key)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key} already exists")
+        self.key = key
+
+
+class KeyConflict(errors.Conflict):
+    """An update or delete expected another mod_revision of ``key``; ``current`` is now."""
+
+    def __init__(self, key: str, expected: int, current: StoredObject) -> None:
+        super().__init__(f"key {key} was modified: expected revision {expected}, "
+                         f"it is at {current.mod_revision}")
+        self.key, self.expected, self.current = key, expected, current
+
+
+class KeyNotFound(errors.NotFound):
+    """An update or delete of ``key``, which does not exist (any more)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key} not found")
+        self.key = key
+
+
+# ------------------------------------------------------------------------- errors
+
+#: The one mapping of store errors: (gRPC code, a fragment of etcd's message or "" for
+#: any) -> the API error to raise, built from the store's message. First match wins.
+_ERROR_TABLE: tuple[tuple[grpc.StatusCode, str, Callable[[str], errors.APIError]], ...] = (
+    (grpc.StatusCode.OUT_OF_RANGE, "required revision has been compacted",
+     lambda d: errors.Gone(f"too old resource version: the store has compacted it ({d})")),
+    # Kubernetes answers a resource version from the future with "Too large resource
+    # version" and a retry hint (504): the caller is ahead of this replica, try again.
+    (grpc.StatusCode.OUT_OF_RANGE, "future revision",
+     lambda d: errors.Unavailable(f"too large resource version: the store has not reached "
+                                  f"it yet ({d})")),
+    (grpc.StatusCode.UNAVAILABLE, "", lambda d: errors.Unavailable(f"store unavailable: {d}")),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, "",
+     lambda d: errors.Unavailable(f"store did not answer in time: {d}")),
+    (grpc.StatusCode.INVALID_ARGUMENT, "", lambda d: errors.BadRequest(f"store refused: {d}")),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "",
+     lambda d: errors.BadRequest(f"store refused (too large): {d}")),
+    (grpc.StatusCode.NOT_FOUND, "", lambda d: errors.NotFound(f"store: {d}")),
+    (grpc.StatusCode.FAILED_PRECONDITION, "", lambda d: errors.Conflict(f"store: {d}")),
+)
+
+
+def map_error(error: grpc.RpcError) -> errors.APIError:
+    """The API error a failed store call stands for (INTERNAL outside the table)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else str(error)) or code.name
+    for table_code, fragment, make in _ERROR_TABLE:
+        if code == table_code and fragment in details:
+            return make(details)
+    result = errors.APIError(f"store error {code.name}: {details}")
+    result.code = grpc.StatusCode.INTERNAL
+    return result
+
+
+def _backoff(failures: int) -> float:
+    """Jittered exponential backoff after ``failures`` consecutive failures (>= 1)."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+# ------------------------------------------------------------------ request pieces
+
+
+def _b(key: str) -> bytes:
+    return key.encode()
+
+
+def _put(key: str, value: bytes) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=_b(key), value=value))
+
+
+def _delete(key: str) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=_b(key)))
+
+
+def _range(key: str) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=_b(key)))
+
+
+def _absent(key: str) -> rpc_pb2.Compare:
+    return rpc_pb2.Compare(key=_b(key), target=rpc_pb2.Compare.CREATE,
+                           result=rpc_pb2.Compare.EQUAL, create_revision=0)
+
+
+def _at_revision(key: str, mod_revision: int) -> rpc_pb2.Compare:
+    if mod_revision <= 0:  # unconditional: the key must merely exist
+        return rpc_pb2.Compare(key=_b(key), target=rpc_pb2.Compare.CREATE,
+                               result=rpc_pb2.Compare.GREATER, create_revision=0)
+    return rpc_pb2.Compare(key=_b(key), target=rpc_pb2.Compare.MOD,
+                           result=rpc_pb2.Compare.EQUAL, mod_revision=mod_revision)
+
+
+def _stored(kv: kv_pb2.KeyValue) -> StoredObject:
+    return StoredObject(key=kv.key.decode(), value=kv.value, mod_revision=kv.mod_revision,
+                        create_revision=kv.create_revision)
+
+
+def _failure_reads(response: rpc_pb2.TxnResponse, keys: Sequence[str]
+                   ) -> dict[str, StoredObject | None]:
+    """What the failure branch's Range ops (one per key, in order) found."""
+    found: dict[str, StoredObject | None] = {}
+    for key, op in zip(keys, response.responses, strict=True):
+        kvs = op.response_range.kvs
+        found[key] = _stored(kvs[0]) if kvs else None
+    return found
+
+
+# ------------------------------------------------------------------------ storage
+
+
+class Storage:
+    """An etcd v3 client over several endpoints (``host:port``), one channel each.
+
+    ``timeout`` bounds a call with all its retries; ``attempt_timeout`` one attempt on
+    one endpoint. Watches ask for progress every ``progress_interval`` seconds and
+    abandon a replica that answers nothing for ``stall_timeout`` (default: the larger
+    of 5 s and five progress intervals).
+
+    Invariant: ``_current`` indexes the endpoint new calls go to; it only moves when a
+    call on that very endpoint failed with a retryable error, so concurrent failures on
+    one dead replica move it once, not once each.
+    """
+
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
+                 attempt_timeout: float = 5.0, progress_interval: float = 1.0,
+                 stall_timeout: float | None = None) -> None:
+        if not endpoints:
+            raise ValueError("Storage needs at least one store endpoint")
+        self.endpoints: tuple[str, ...] = tuple(endpoints)
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.progress_interval = progress_interval
+        # A watch stream that answers nothing this long (not even the progress it is
+        # asked for) is on a hung replica: give up on it and resume on another.
+        self.stall_timeout = (max(5.0, 5 * progress_interval) if stall_timeout is None
+                              else stall_timeout)
+        self._current = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._kv: dict[str, rpc_pb2_grpc.KVStub] = {}
+        self._watches: set[StoreWatch] = set()
+        self._closed = False
+
+    # ----------------------------------------------------------------- plumbing
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint new calls go to."""
+        return self.endpoints[self._current]
+
+    @property
+    def watch_endpoints(self) -> tuple[str, ...]:
+        """The endpoint each live watch stream is connected to (tests kill these)."""
+        return tuple(w.endpoint for w in self._watches if w.endpoint is not None)
+
+    def channel(self, endpoint: str) -> grpc.aio.Channel:
+        """The channel to ``endpoint``, opened on first use (in the running loop)."""
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            if self._closed:
+                # Not retryable: the caller closed it (a watch ends here, not loops).
+                raise errors.Unavailable("store client closed")
+            channel = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+            self._channels[endpoint] = channel
+            self._kv[endpoint] = rpc_pb2_grpc.KVStub(channel)
+        return channel
+
+    def _fail_over(self, endpoint: str, reason: str) -> None:
+        if self.endpoints[self._current] == endpoint and len(self.endpoints) > 1:
+            self._current = (self._current + 1) % len(self.endpoints)
+            log.info("store endpoint failed, moving on", failed=endpoint,
+                     next=self.endpoint, reason=reason)
+
+    async def close(self) -> None:
+        """Close every channel (live watches end with an error)."""
+        self._closed = True
+        channels, self._channels, self._kv = self._channels, {}, {}
+        for channel in channels.values():
+            await channel.close()
+
+    async def __aenter__(self) -> Storage:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: str, request: Message, *, what: str) -> tuple[Any, bool]:
+        """``KV.<method>(request)`` on the current endpoint, failing over and retrying.
+
+        Returns the response and whether an earlier attempt failed in a way that may
+        have applied it (any retried error: "unavailable" may come after the commit).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        failures = 0
+        while True:
+            endpoint = self.endpoint
+            self.channel(endpoint)
+            remaining = deadline - loop.time()
+            try:
+                response = await getattr(self._kv[endpoint], method)(
+                    request, timeout=max(0.001, min(self.attempt_timeout, remaining)))
+                return response, failures > 0
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in RETRYABLE:
+                    raise map_error(e) from None
+                failures += 1
+                self._fail_over(endpoint, f"{e.code().name}: {e.details()}")
+                delay = _backoff(failures)
+                if loop.time() + delay >= deadline:
+                    raise errors.Unavailable(
+                        f"store unavailable: {what} failed for {self.timeout:g}s on "
+                        f"{', '.join(self.endpoints)} (last: {e.code().name}: {e.details()})"
+                    ) from None
+                log.debug("store call failed, retrying", what=what, endpoint=endpoint,
+                          code=e.code().name, delay=round(delay, 3))
+                await asyncio.sleep(delay)
+
+    async def _txn(self, request: rpc_pb2.TxnRequest, *, what: str
+                   ) -> tuple[rpc_pb2.TxnResponse, bool]:
+        return await self._call("Txn", request, what=what)
+
+    # -------------------------------------------------------------------- reads
+
+    async def get(self, key: str) -> StoredObject | None:
+        """``key`` as of now (a linearizable read), or None."""
+        response, _ = await self._call("Range", rpc_pb2.RangeRequest(key=_b(key)),
+                                       what=f"get {key}")
+        return _stored(response.kvs[0]) if response.kvs else None
+
+    async def list(self, prefix: str, *, revision: int = 0, start_key: str = "",
+                   limit: int = 0) -> ListResult:
+        """Keys under ``prefix`` from ``start_key`` on (at most ``limit``; 0: all).
+
+        ``revision`` 0 reads the latest (linearizably); otherwise the keys as of that
+        revision: raises ``Gone`` if it was compacted, ``Unavailable`` ("too large
+        resource version") if the store has not reached it.
+        """
+        if start_key and not start_key.startswith(prefix):
+            raise errors.BadRequest(f"start key {start_key} is outside {prefix}")
+        request = rpc_pb2.RangeRequest(key=_b(start_key or prefix),
+                                       range_end=_b(prefix_end(prefix)),
+                                       revision=max(revision, 0), limit=max(limit, 0))
+        response, _ = await self._call("Range", request, what=f"list {prefix}")
+        return ListResult(items=tuple(_stored(kv) for kv in response.kvs),
+                          revision=revision if revision > 0 else response.header.revision,
+                          more=response.more)
+
+    async def revision(self) -> int:
+        """The store's current revision (a linearizable, count-only read)."""
+        request = rpc_pb2.RangeRequest(key=_b(REGISTRY), count_only=True)
+        response, _ = await self._call("Range", request, what="read revision")
+        return response.header.revision
+
+    # ------------------------------------------------------------------- writes
+
+    async def create(self, key: str, value: bytes, *, puts: Sequence[tuple[str, bytes]] = (),
+                     absent: Sequence[str] = ()) -> int:
+        """Put ``key`` (and ``puts``) if ``key`` and every ``absent`` key do not exist.
+
+        One Txn: all or nothing. Returns the new revision (the object's resource
+        version); raises :class:`KeyExists` naming the first key found.
+        """
+        guarded = [key, *absent]
+        request = rpc_pb2.TxnRequest(
+            compare=[_absent(k) for k in guarded],
+            success=[_put(key, value), *(_put(k, v) for k, v in puts)],
+            failure=[_range(k) for k in guarded])
+        response, retried = await self._txn(request, what=f"create {key}")
+        if response.succeeded:
+            return response.header.revision
+        found = _failure_reads(response, guarded)
+        mine = found[key]
+        if retried and mine is not None and mine.value == value:
+            # An attempt that "failed" had committed: this is our own object.
+            log.info("retried create had already succeeded", key=key)
+            return mine.mod_revision
+        # The failure branch read every guarded key at the revision the compare failed
+        # at, so one of them exists.
+        raise KeyExists(next(k for k in guarded if found[k] is not None))
+
+    async def update(self, key: str, value: bytes, *, mod_revision: int,
+                     puts: Sequence[tuple[str, bytes]] = (), deletes: Sequence[str] = (),
+                     absent: Sequence[str] = ()) -> int:
+        """Put ``key`` if it is still at ``mod_revision`` (0: whatever its revision) and
+        every ``absent`` key does not exist; ``puts`` and ``deletes`` go with it.
+
+        Returns the new revision; raises :class:`KeyConflict` (it changed),
+        :class:`KeyNotFound` (it is gone) or :class:`KeyExists` (an ``absent`` key).
+        """
+        guarded = [key, *absent]
+        request = rpc_pb2.TxnRequest(
+            compare=[_at_revision(key, mod_revision), *(_absent(k) for k in absent)],
+            success=[_put(key, value), *(_put(k, v) for k, v in puts),
+                     *(_delete(k) for k in deletes)],
+            failure=[_range(k) for k in guarded])
+        response, retried = await self._txn(request, what=f"update {key}")
+        if response.succeeded:
+            return response.header.revision
+        found = _failure_reads(response, guarded)
+        current = found[key]
+        if current is None:
+            raise KeyNotFound(key)
+        if retried and current.value == value and current.mod_revision > mod_revision:
+            log.info("retried update had already succeeded", key=key)
+            return current.mod_revision
+        existing = next((k for k in absent if found[k] is not None), None)
+        if existing is None or (mod_revision > 0 and current.mod_revision != mod_revision):
+            raise KeyConflict(key, mod_revision, current)
+        raise KeyExists(existing)
+
+    async def delete(self, key: str, *, mod_revision: int, deletes: Sequence[str] = ()) -> int:
+        """Delete ``key`` (and ``deletes``) if it is still at ``mod_revision`` (0: any).
+
+        Returns the deletion's revision; raises :class:`KeyConflict` or
+        :class:`KeyNotFound`. A retried delete that finds the key gone reports success
+        with the store's current revision: its earlier attempt may have been the one.
+        """
+        request = rpc_pb2.TxnRequest(
+            compare=[_at_revision(key, mod_revision)],
+            success=[_delete(key), *(_delete(k) for k in deletes)],
+            failure=[_range(key)])
+        response, retried = await self._txn(request, what=f"delete {key}")
+        if response.succeeded:
+            return response.header.revision
+        current = _failure_reads(response, [key])[key]
+        if current is None:
+            if retried:
+                log.info("retried delete finds the key gone", key=key)
+                return response.header.revision
+            raise KeyNotFound(key)
+        raise KeyConflict(key, mod_revision, current)
+
+    # -------------------------------------------------------------------- watch
+
+    def watch(self, prefix: str, start_revision: int, *,
+              progress_interval: float | None = None) -> StoreWatch:
+        """Every change under ``prefix`` from ``start_revision`` on (0: from now), as
+        :class:`WatchBatch` items; see :class:`StoreWatch`."""
+        return StoreWatch(self, prefix, start_revision,
+                          progress_interval=(self.progress_interval if progress_interval is None
+                                             else progress_interval))
+
+
+class StoreWatch:
+    """One watch of a prefix, kept alive across replicas: an async iterator of batches.
+
+    Invariant: ``_next_revision`` is the first revision not yet reported; every batch
+    yielded covers revisions below it, so a new stream started there (on any replica)
+    continues exactly where the last one stopped.
+
+    Ends by raising ``Gone`` when the store compacted past ``_next_revision`` (the
+    caller must re-list), or ``Unavailable`` when no replica served the watch for the
+    storage's ``timeout``. ``aclose()`` ends it from the consumer's side.
+    """
+
+    def __init__(self, storage: Storage, prefix: str, start_revision: int, *,
+                 progress_interval: float) -> None:
+        self._storage = storage
+        self.prefix = prefix
+        self._next_revision = start_revision
+        self._progress_interval = progress_interval
+        self._stall_timeout = max(storage.stall_timeout, 2 * progress_interval)
+        self._progress_wanted = asyncio.Event()
+        self.endpoint: str | None = None
+        self._batches = self._run()
+
+    @property
+    def next_revision(self) -> int:
+        return self._next_revision
+
+    def request_progress(self) -> None:
+        """Ask the store now (not at the next interval) how far the prefix has got."""
+        self._progress_wanted.set()
+
+    def __aiter__(self) -> StoreWatch:
+        return self
+
+    async def __anext__(self) -> WatchBatch:
+        return await self._batches.__anext__()
+
+    async def aclose(self) -> None:
+        await self._batches.aclose()
+
+    async def _run(self) -> AsyncIterator[WatchBatch]:
+        storage = self._storage
+        loop = asyncio.get_running_loop()
+        failures = 0
+        outage_since: float | None = None
+        storage._watches.add(self)
+        try:
+            while True:
+                endpoint = storage.endpoint
+                self.endpoint = endpoint
+                try:
+                    # aclosing: when the consumer stops, the stream's call is cancelled now,
+                    # not whenever the generator happens to be collected.
+                    async with contextlib.aclosing(self._stream(endpoint)) as stream:
+                        async for batch in stream:
+                            failures, outage_since = 0, None
+                            if batch is not None:
+                                yield batch
+                    reason = "stream ended"
+                except _StreamBroken as e:
+                    reason = str(e)
+                except grpc.aio.AioRpcError as e:
+                    if e.code() not in RETRYABLE and e.code() != grpc.StatusCode.CANCELLED:
+                        raise map_error(e) from None
+                    reason = f"{e.code().name}: {e.details()}"
+                self.endpoint = None
+                failures += 1
+                now = loop.time()
+                outage_since = now if outage_since is None else outage_since
+                storage._fail_over(endpoint, reason)
+                delay = _backoff(failures)
+                if now + delay - outage_since >= storage.timeout:
+                    raise errors.Unavailable(
+                        f"store unavailable: watch of {self.prefix} found no replica to "
+                        f"serve it for {storage.timeout:g}s (last: {reason})")
+                log.info("store watch broke, resuming", prefix=self.prefix, endpoint=endpoint,
+                         reason=reason, next_revision=self._next_revision)
+                await asyncio.sleep(delay)
+        finally:
+            storage._watches.discard(self)
+            self.endpoint = None
+
+    async def _stream(self, endpoint: str) -> AsyncIterator[WatchBatch | None]:
+        """One Watch stream on ``endpoint``: batches, or None for "alive, nothing new"."""
+        call = rpc_pb2_grpc.WatchStub(self._storage.channel(endpoint)).Watch()
+        prefix = self.prefix
+        create = rpc_pb2.WatchCreateRequest(
+            key=_b(prefix), range_end=_b(prefix_end(prefix)),
+            start_revision=max(self._next_revision, 0), prev_kv=True, progress_notify=True)
+        progress: asyncio.Task[None] | None = None
+        try:
+            await _write(call, rpc_pb2.WatchRequest(create_request=create))
+            progress = spawn(self._request_progress(call), name=f"watch-progress {prefix}")
+            while True:
+                try:
+                    response = await asyncio.wait_for(call.read(), self._stall_timeout)
+                except TimeoutError:
+                    raise _StreamBroken(f"no answer for {self._stall_timeout:g}s") from None
+                if response is grpc.aio.EOF:
+                    raise _StreamBroken("the store ended the stream")
+                if response.canceled:
+                    if response.compact_revision:
+                        raise errors.Gone(
+                            f"too old resource version: {self._next_revision - 1} "
+                            f"({response.compact_revision})")
+                    raise _StreamBroken(f"watch canceled: {response.cancel_reason}")
+                yield self._batch(response)
+        finally:
+            if progress is not None:
+                progress.cancel()
+            call.cancel()
+
+    def _batch(self, response: rpc_pb2.WatchResponse) -> WatchBatch | None:
+        """Advance past ``response``; the batch it reports, if it moves anything."""
+        revision = response.header.revision
+        if response.created:
+            if self._next_revision <= 0:
+                # "From now": pin it, so that a resumed stream knows where now was.
+                self._next_revision = revision + 1
+            return None
+        if not response.events:
+            # Progress: every change up to ``revision`` was sent. A replica that lags
+            # behind what an earlier one reported says nothing new: never go backwards.
+            if revision < self._next_revision:
+                return None
+            self._next_revision = revision + 1
+            return WatchBatch(revision=revision)
+        changes = tuple(_change(event) for event in response.events)
+        revision = max(revision, changes[-1].mod_revision)
+        self._next_revision = revision + 1
+        return WatchBatch(revision=revision, changes=changes)
+
+    async def _request_progress(self, call: Any) -> None:
+        """Every interval (or when asked), ask the stream for a progress notification."""
+        request = rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress_wanted.wait(), self._progress_interval)
+            self._progress_wanted.clear()
+            try:
+                await _write(call, request)
+            except _StreamBroken:
+                return  # the reader sees the same broken stream and reconnects
+
+
+class _StreamBroken(Exception):
+    """The watch stream failed in a way another replica may not: reconnect."""
+
+
+async def _write(call: Any, request: rpc_pb2.WatchRequest) -> None:
+    try:
+        await call.write(request)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as e:
+        raise _StreamBroken(f"write failed: {e!r}") from None
+
+
+def _change(event: kv_pb2.Event) -> Change:
+    is_delete = event.type == kv_pb2.Event.DELETE
+    return Change(type="DELETE" if is_delete else "PUT", key=event.kv.key.decode(),
+                  value=event.kv.value,
+                  prev_value=event.prev_kv.value if event.HasField("prev_kv") else None,
+                  mod_revision=event.kv.mod_revision)
