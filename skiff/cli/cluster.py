@@ -2,8 +2,8 @@
 
 ``skiff up`` renders ``deploy/supervisord.conf.tmpl`` into the data directory, starts
 supervisord with it, and waits (polling health with a deadline) until every daemon
-answers. Today the cluster is the three store replicas; later components join the same
-configuration.
+answers. Today the cluster is the three store replicas and an apiserver; later
+components join the same configuration.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class StoreReplica:
 
 
 REPLICAS = [StoreReplica(i) for i in range(3)]
+#: The apiserver's gRPC port (DESIGN.md) and its metrics port.
+APISERVER_PORT = 6443
+APISERVER_METRICS_PORT = 6444
+APISERVER = f"{HOST}:{APISERVER_PORT}"
 
 
 def default_data_dir() -> Path:
@@ -66,6 +70,10 @@ def render_config(data_dir: Path) -> Path:
     common = {"data_dir": data_dir, "python": sys.executable, "repo": REPO,
               "initial_cluster": initial}
     programs = "\n".join(program.substitute(common, **r.fields()) for r in REPLICAS)
+    apiserver = Template((DEPLOY / "apiserver.program.tmpl").read_text()).substitute(
+        common, host=HOST, port=APISERVER_PORT, metrics_port=APISERVER_METRICS_PORT,
+        store_endpoints=",".join(r.endpoint for r in REPLICAS))
+    programs += "\n" + apiserver
     config = Template((DEPLOY / "supervisord.conf.tmpl").read_text()).substitute(
         data_dir=data_dir, programs=programs)
     path = data_dir / "supervisord.conf"
@@ -107,6 +115,7 @@ def up(data_dir: Path, timeout: float) -> int:
         return 1
     endpoints = ",".join(r.endpoint for r in REPLICAS)
     print(f"Skiff is up (data in {data_dir}).\n"
+          f"  apiserver (gRPC, skiff.api.v1): {APISERVER}\n"
           f"  store (etcd v3 API): {endpoints}\n"
           f"  try: ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world\n"
           f"       ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table\n"
@@ -118,6 +127,14 @@ async def _wait_healthy(timeout: float) -> None:
     for replica in REPLICAS:
         await wait_for(lambda r=replica: grpc_healthy(r.endpoint), timeout=timeout,
                        what=f"{replica.name} healthy")
+    await wait_for(lambda: grpc_healthy(APISERVER), timeout=timeout, what="apiserver healthy")
+
+
+async def _apiserver_status() -> str:
+    try:
+        return "healthy" if await grpc_healthy(APISERVER) else "not serving yet"
+    except grpc.aio.AioRpcError as e:
+        return f"unreachable ({e.code().name})"
 
 
 def down(data_dir: Path, purge: bool) -> int:
@@ -167,6 +184,7 @@ def status(data_dir: Path) -> int:
     print(supervisorctl(config, "status").stdout.rstrip())
     for replica in REPLICAS:
         print(f"{replica.name} {replica.endpoint}: {asyncio.run(_store_status(replica))}")
+    print(f"apiserver {APISERVER}: {asyncio.run(_apiserver_status())}")
     return 0
 
 
