@@ -10,6 +10,7 @@ import sys
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 
 from services.apiserver.admission import Chain
 from services.apiserver.admission.default_tolerations import DefaultTolerationSeconds
@@ -20,6 +21,7 @@ from services.apiserver.admission.namespace_lifecycle import (
 from services.apiserver.admission.service_allocation import ServiceAllocation
 from services.apiserver.cacher import Cacher
 from services.apiserver.config import APIServerConfig, parse_args
+from services.apiserver.metrics import WatchCacheCollector
 from services.apiserver.registry import Registry
 from services.apiserver.server import servicer_for
 from services.apiserver.storage import Storage, decode
@@ -114,6 +116,7 @@ async def serve(config: APIServerConfig) -> None:
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     if config.metrics_url:
+        REGISTRY.register(WatchCacheCollector(api.cachers))
         metrics.serve(config.metrics_url)
     log.info("starting", store=list(config.store_endpoints))
     await api.start()
