@@ -55,12 +55,13 @@ class APIServer:
                              admission) for k in KINDS}
 
     async def _namespace(self, name: str) -> core_pb2.Namespace | None:
-        """A namespace from the cache, or from the store when the cache lags."""
+        """A namespace as the store holds it now (a linearizable read).
+
+        Not from the watch cache: it may lag a namespace deleted a moment ago (through
+        this apiserver or another), and content created in it then would be let in.
+        """
         namespaces = self.registries["Namespace"]
         key = namespaces.key("", name)
-        found = self.cachers["Namespace"].get(key)
-        if found is not None:
-            return found  # type: ignore[return-value]
         stored = await self.storage.get(key)
         if stored is None:
             return None

@@ -16,6 +16,8 @@ from skiff.api.v1 import meta_pb2
 
 #: Kubernetes' limit on the total size of an object's annotations.
 MAX_ANNOTATIONS_BYTES = 256 * 1024
+#: The largest resource version: store revisions are int64.
+MAX_RESOURCE_VERSION = 2**63 - 1
 
 
 def copy(obj: Message) -> Message:
@@ -44,12 +46,12 @@ def validate(kind: Kind, obj: Message) -> list[FieldError]:
     problems: list[FieldError] = []
     if not md.name:
         problems.append(FieldError("metadata.name", "required"))
-    elif kind.kind == "Namespace":
-        problems += validation.dns1123_label("metadata.name", md.name)
-    else:
-        problems += validation.dns1123_subdomain("metadata.name", md.name)
-    if md.generate_name and not md.name:
-        problems += validation.dns1123_subdomain("metadata.generateName", md.generate_name)
+    else:  # the kind's rule: a DNS-1035 label for Services, a DNS-1123 label for Namespaces
+        problems += validation.object_name("metadata.name", md.name, kind=kind.kind)
+    if md.generate_name:
+        # Checked even once a name was generated from it: the client wrote this field.
+        problems += validation.object_name("metadata.generateName", md.generate_name,
+                                           kind=kind.kind, prefix=True)
     if kind.namespaced:
         problems += validation.dns1123_label("metadata.namespace", md.namespace)
     problems += validation.labels("metadata.labels", dict(md.labels))
@@ -97,6 +99,19 @@ def keep_system_fields(new: meta_pb2.ObjectMeta, old: meta_pb2.ObjectMeta) -> No
         new.ClearField("deletion_grace_period_seconds")
 
 
+def validate_update(new: meta_pb2.ObjectMeta, old: meta_pb2.ObjectMeta) -> list[FieldError]:
+    """What an update may not do to metadata: add finalizers to an object being deleted
+    (it would never go; Kubernetes' ``ValidateNoNewFinalizers``)."""
+    if not old.HasField("deletion_timestamp"):
+        return []
+    added = sorted(set(new.finalizers) - set(old.finalizers))
+    if not added:
+        return []
+    return [FieldError("metadata.finalizers", f"Forbidden: no new finalizers can be added if "
+                                              f"the object is being deleted, found new "
+                                              f"finalizers {added}")]
+
+
 def equal_ignoring_version(a: Message, b: Message) -> bool:
     """Whether two versions of an object differ in anything but resource_version."""
     a, b = copy(a), copy(b)
@@ -108,9 +123,10 @@ def parse_resource_version(text: str, field: str) -> int:
     """A resource version as the store revision it stands for ("" and "0": 0)."""
     if not text:
         return 0
-    try:
-        value = int(text)
-    except ValueError:
+    # Decimal digits only (int() would take " 1", "+1" and "1_0"), within the store's
+    # int64 revisions.
+    value = int(text) if text.isascii() and text.isdigit() else -1
+    if value > MAX_RESOURCE_VERSION:
         value = -1
     if value < 0:
         raise errors.BadRequest(f'{field}: Invalid value: "{text}": must be a non-negative '

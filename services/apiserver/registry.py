@@ -34,7 +34,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.apiserver import meta
 from services.apiserver.admission import CREATE, DELETE, UPDATE, Attributes, Chain
 from services.apiserver.cacher import Cacher
-from services.apiserver.storage import Storage, decode, encode, kind_prefix, object_key
+from services.apiserver.storage import (
+    KeyConflict,
+    Storage,
+    StoredObject,
+    decode,
+    encode,
+    kind_prefix,
+    object_key,
+)
 from services.apiserver.strategy import Strategy
 from skiff.api import errors, fields, labels
 from skiff.api.kinds import Kind
@@ -90,6 +98,25 @@ class Registry:
     def _stale(self, name: str) -> errors.Conflict:
         return self._conflict(name, "the object has been modified; please apply your "
                                     "changes to the latest version and try again")
+
+    def _cached(self, key: str) -> tuple[int, Message] | None:
+        """The watch cache's copy of ``key`` and its mod_revision, if it has one.
+
+        A guess at the stored state that a write's compare (on that mod_revision)
+        verifies, saving the store read (Kubernetes' cached existing object). Shared
+        with the cache: never changed.
+        """
+        found = self.cacher.get(key) if self.cacher.ready else None
+        if found is None:
+            return None
+        return int(found.metadata.resource_version), found  # type: ignore[attr-defined]
+
+    async def _current(self, key: str, name: str) -> tuple[int, Message]:
+        """``key`` as stored now, and its mod_revision; NotFound if it is not."""
+        stored = await self.storage.get(key)
+        if stored is None:
+            raise self._not_found(name)
+        return _decoded(self.kind, stored)
 
     async def _read(self, namespace: str, name: str) -> Message:
         stored = await self.storage.get(self.key(namespace, name))
@@ -156,7 +183,7 @@ class Registry:
     # ---------------------------------------------------------------------- get
 
     async def get(self, namespace: str, name: str, resource_version: str = "") -> Message:
-        namespace = self._scope(namespace)
+        namespace = self._scope(namespace or "default")  # as create, update and delete
         if resource_version == "0":
             found = self.cacher.get(self.key(namespace, name))
             if found is None:
@@ -202,24 +229,31 @@ class Registry:
             page = await self.storage.list(prefix, revision=revision, start_key=start,
                                            limit=limit)
             revision = page.revision
-            for stored in page.items:
+            for i, stored in enumerate(page.items):
                 obj = decode(self.kind, stored.value, stored.mod_revision)
-                if predicate(obj):
-                    items.append(obj)
+                if not predicate(obj):
+                    continue
+                items.append(obj)
+                if len(items) == limit:  # a full page: never more than limit items
+                    if not page.more and i == len(page.items) - 1:
+                        return items, revision, ""
+                    return items, revision, _encode_continue(stored.key + "\0", revision)
             if not page.more or not page.items:
                 return items, revision, ""
             start = page.items[-1].key + "\0"
-            if limit and len(items) >= limit:
-                return items, revision, _encode_continue(start, revision)
 
     def predicate(self, options: meta_pb2.ListOptions) -> Callable[[Message], bool]:
         """The options' label and field selectors as one test of an object."""
+        # Each selector's errors name the option they are in, as field errors do.
         try:
             label_selector = labels.parse_selector(options.label_selector)
+        except (ValueError, errors.BadRequest) as e:
+            raise errors.BadRequest(f"labelSelector: {e}") from None
+        try:
             field_selector = fields.parse_field_selector(options.field_selector)
-        except ValueError as e:
-            raise errors.BadRequest(str(e)) from None
-        fields.validate_field_selector(self.kind.kind, field_selector)
+            fields.validate_field_selector(self.kind.kind, field_selector)
+        except (ValueError, errors.BadRequest) as e:
+            raise errors.BadRequest(f"fieldSelector: {e}") from None
         kind_name = self.kind.kind
         if label_selector.empty and not field_selector.requirements:
             return _everything
@@ -250,31 +284,53 @@ class Registry:
         namespace = self._scope(md.namespace or "default")
         wanted = meta.parse_resource_version(md.resource_version, "metadata.resourceVersion")
         key = self.key(namespace, md.name)
+        # Start from the watch cache's copy; the store is read only when the cache does
+        # not have the object, is behind the client's version, or its copy leads to a
+        # refusal or a no-op (which a lagging cache could cause). A stale copy is caught
+        # by the write's compare, whose failure returns the current state.
+        current = self._cached(key)
+        verified = False  # whether ``current`` was read from the store
         for _ in range(MAX_ATTEMPTS):
-            stored = await self.storage.get(key)
-            if stored is None:
-                raise self._not_found(md.name)
-            if wanted and wanted != stored.mod_revision:
+            if current is None or (wanted and current[0] < wanted):
+                current, verified = await self._current(key, md.name), True
+            at, old = current
+            if wanted and wanted != at:
                 raise self._stale(md.name)
-            old = decode(self.kind, stored.value, stored.mod_revision)
-            new = self._prepare_update(obj, old, status=status)
-            if meta.equal_ignoring_version(new, old):
+            try:
+                new = self._prepare_update(obj, old, status=status)
+                unchanged = meta.equal_ignoring_version(new, old)
+                # An update that leaves a deleting object nothing to wait for removes it.
+                finalized = _finalized(new)
+                attrs = Attributes(DELETE if finalized else UPDATE, self.kind, new, old)
+                if not unchanged:
+                    await self.admission.admit(attrs)
+            except errors.APIError:
+                if verified:
+                    raise
+                current = None
+                continue
+            if unchanged:
+                if not verified:
+                    current = None
+                    continue
                 return old  # nothing changed: no write, no event (as Kubernetes)
-            # An update that leaves a deleting object nothing to wait for removes it.
-            finalized = _finalized(new)
-            attrs = Attributes(DELETE if finalized else UPDATE, self.kind, new, old)
-            await self.admission.admit(attrs)
             try:
                 if finalized:
-                    revision = await self.storage.delete(key, mod_revision=stored.mod_revision,
+                    revision = await self.storage.delete(key, mod_revision=at,
                                                          deletes=attrs.deletes)
                 else:
                     revision = await self.storage.update(
-                        key, encode(new), mod_revision=stored.mod_revision, puts=attrs.puts,
+                        key, encode(new), mod_revision=at, puts=attrs.puts,
                         deletes=attrs.deletes, absent=attrs.absent)
+            except KeyConflict as e:
+                if wanted:
+                    raise self._stale(md.name) from None
+                current, verified = _decoded(self.kind, e.current), True
+                continue
             except errors.Conflict:
                 if wanted:
                     raise self._stale(md.name) from None
+                current = None
                 continue
             except errors.AlreadyExists as e:
                 self._retry_or_report(attrs, getattr(e, "key", ""))
@@ -297,6 +353,7 @@ class Registry:
             else:
                 new.metadata.generation = old.metadata.generation
             problems = (meta.validate(self.kind, new) + self.strategy.validate(new)
+                        + meta.validate_update(new.metadata, old.metadata)
                         + self.strategy.validate_update(new, old))
         if problems:
             raise errors.Invalid(self.kind.kind, new.metadata.name, problems)
@@ -307,29 +364,56 @@ class Registry:
 
     async def delete(self, request: meta_pb2.DeleteRequest) -> Message:
         """Delete, or begin deleting (graceful pods, finalizers), a stored object."""
+        if request.propagation_policy not in ("", ORPHAN, BACKGROUND, FOREGROUND):
+            raise errors.BadRequest(
+                f'propagationPolicy: Unsupported value: "{request.propagation_policy}": '
+                f'supported values: "{FOREGROUND}", "{BACKGROUND}", "{ORPHAN}"')
         namespace = self._scope(request.namespace or "default")
         key = self.key(namespace, request.name)
+        pre = request.preconditions
+        # As update: from the watch cache's copy, verified by the write's compare; with
+        # preconditions, from the store (a lagging copy would fail them wrongly).
+        preconditions = pre.HasField("uid") or pre.HasField("resource_version")
+        current = None if preconditions else self._cached(key)
+        verified = False
         for _ in range(MAX_ATTEMPTS):
-            stored = await self.storage.get(key)
-            if stored is None:
-                raise self._not_found(request.name)
-            obj = decode(self.kind, stored.value, stored.mod_revision)
-            self._check_preconditions(obj, request)
-            attrs = Attributes(DELETE, self.kind, obj)
-            await self.admission.admit(attrs)
-            pending = self._begin_deletion(obj, request)
+            if current is None:
+                current, verified = await self._current(key, request.name), True
+            at, obj = current
+            if not verified:
+                obj = meta.copy(obj)  # the cache's own: it gets stamped below
+            try:
+                self._check_preconditions(obj, request)
+                attrs = Attributes(DELETE, self.kind, obj)
+                await self.admission.admit(attrs)
+                pending = self._begin_deletion(obj, request)
+                unchanged = pending is not None and meta.equal_ignoring_version(pending, obj)
+            except errors.APIError:
+                if verified:
+                    raise
+                current = None
+                continue
+            if unchanged:
+                if not verified:
+                    current = None
+                    continue
+                return obj
             try:
                 if pending is not None:
-                    if meta.equal_ignoring_version(pending, obj):
-                        return obj
                     revision = await self.storage.update(key, encode(pending),
-                                                         mod_revision=stored.mod_revision)
+                                                         mod_revision=at)
                     return self._stamp(pending, revision)
-                revision = await self.storage.delete(key, mod_revision=stored.mod_revision,
+                revision = await self.storage.delete(key, mod_revision=at,
                                                      deletes=attrs.deletes)
-            except errors.Conflict:
-                if request.preconditions.HasField("resource_version"):
+            except KeyConflict as e:
+                if pre.HasField("resource_version"):
                     raise
+                current, verified = _decoded(self.kind, e.current), True
+                continue
+            except errors.Conflict:
+                if pre.HasField("resource_version"):
+                    raise
+                current = None
                 continue
             return self._stamp(obj, revision)
         raise self._stale(request.name)
@@ -412,6 +496,10 @@ def _everything(obj: Message) -> bool:
     return True
 
 
+def _decoded(kind: Kind, stored: StoredObject) -> tuple[int, Message]:
+    return stored.mod_revision, decode(kind, stored.value, stored.mod_revision)
+
+
 def _finalized(obj: Message) -> bool:
     """Whether an update leaves a deleting object nothing to wait for: then it goes."""
     md = obj.metadata
@@ -433,6 +521,6 @@ def _decode_continue(token: str, prefix: str) -> tuple[str, int]:
         start, revision = str(data["start"]), int(data["rv"])
     except (ValueError, KeyError, TypeError):
         raise errors.BadRequest("continue: invalid continue token") from None
-    if not start.startswith(prefix) or revision <= 0:
+    if not start.startswith(prefix) or not 0 < revision <= meta.MAX_RESOURCE_VERSION:
         raise errors.BadRequest("continue: the continue token does not belong to this list")
     return start, revision

@@ -155,7 +155,12 @@ async def _until(events: AsyncIterator[Message], deadline: float | None
         if remaining <= 0:
             return
         try:
-            event = await asyncio.wait_for(iterator.__anext__(), remaining)
+            # A timer, not wait_for: wait_for makes a task (and a loop turn) per event,
+            # which doubled the cost of every event sent to a watch with a timeout.
+            # Only the wait is bounded, never the yield: the deadline must not cancel
+            # the RPC while gRPC sends.
+            async with asyncio.timeout(remaining):
+                event = await iterator.__anext__()
         except (StopAsyncIteration, TimeoutError):
             return
         yield event

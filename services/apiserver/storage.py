@@ -191,6 +191,10 @@ class KeyNotFound(errors.NotFound):
         self.key = key
 
 
+class RevisionAhead(errors.Unavailable):
+    """A read at a revision the store replica answering has not applied yet."""
+
+
 # ------------------------------------------------------------------------- errors
 
 #: The one mapping of store errors: (gRPC code, a fragment of etcd's message or "" for
@@ -201,8 +205,8 @@ _ERROR_TABLE: tuple[tuple[grpc.StatusCode, str, Callable[[str], errors.APIError]
     # Kubernetes answers a resource version from the future with "Too large resource
     # version" and a retry hint (504): the caller is ahead of this replica, try again.
     (grpc.StatusCode.OUT_OF_RANGE, "future revision",
-     lambda d: errors.Unavailable(f"too large resource version: the store has not reached "
-                                  f"it yet ({d})")),
+     lambda d: RevisionAhead(f"too large resource version: the store has not reached "
+                             f"it yet ({d})")),
     (grpc.StatusCode.UNAVAILABLE, "", lambda d: errors.Unavailable(f"store unavailable: {d}")),
     (grpc.StatusCode.DEADLINE_EXCEEDED, "",
      lambda d: errors.Unavailable(f"store did not answer in time: {d}")),
@@ -411,10 +415,21 @@ class Storage:
         """
         if start_key and not start_key.startswith(prefix):
             raise errors.BadRequest(f"start key {start_key} is outside {prefix}")
+        # At a fixed past revision the keys are immutable: a serializable read gives what
+        # a linearizable one would, without the read barrier (a raft round trip, paid
+        # by every page of a paged list), unless the replica has not applied that
+        # revision yet; then the barrier catches it up.
         request = rpc_pb2.RangeRequest(key=_b(start_key or prefix),
                                        range_end=_b(prefix_end(prefix)),
-                                       revision=max(revision, 0), limit=max(limit, 0))
-        response, _ = await self._call("Range", request, what=f"list {prefix}")
+                                       revision=max(revision, 0), limit=max(limit, 0),
+                                       serializable=revision > 0)
+        try:
+            response, _ = await self._call("Range", request, what=f"list {prefix}")
+        except RevisionAhead:
+            if not request.serializable:
+                raise
+            request.serializable = False
+            response, _ = await self._call("Range", request, what=f"list {prefix}")
         return ListResult(items=tuple(_stored(kv) for kv in response.kvs),
                           revision=revision if revision > 0 else response.header.revision,
                           more=response.more)

@@ -39,8 +39,13 @@ class Strategy:
 
     def prepare_for_update(self, new: Message, old: Message) -> None:
         """Keep what Update may not change: the status (written only by UpdateStatus)."""
-        if self.kind.has_status:
+        if not self.kind.has_status:
+            return
+        # Copying an unset status would mark it set, and a no-op update would write.
+        if old.HasField("status"):
             new.status.CopyFrom(old.status)
+        else:
+            new.ClearField("status")
 
     def prepare_for_status_update(self, new: Message, old: Message) -> None:
         """Keep everything of ``old`` but the status of ``new``."""

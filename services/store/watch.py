@@ -217,14 +217,20 @@ class WatchStream:
         self._control = []
         for watcher in list(self._watchers.values()):
             out.extend(self._catch_up(watcher))
-        if self._progress_requested and self._all_synced():
-            self._progress_requested = False
-            out.append(self._respond(watch_id=INVALID_WATCH_ID))
+        if self._progress_requested:
+            # One read of the revision for the check and the reply: raft applies in
+            # another thread, and a later read could claim a revision whose events
+            # this stream has not sent yet (a client would then skip them).
+            current = self._replica.store.revision
+            if all(w.next_revision > current for w in self._watchers.values()):
+                self._progress_requested = False
+                out.append(self._progress(INVALID_WATCH_ID, current))
         return out
 
-    def _all_synced(self) -> bool:
-        current = self._replica.store.revision
-        return all(w.next_revision > current for w in self._watchers.values())
+    def _progress(self, watch_id: int, revision: int) -> rpc_pb2.WatchResponse:
+        """A progress notification: every event up to ``revision`` was sent."""
+        return self._respond(watch_id=watch_id,
+                             header=rpc_pb2.ResponseHeader(revision=revision))
 
     def _catch_up(self, watcher: Watcher) -> list[bytes]:
         store = self._replica.store
@@ -282,7 +288,7 @@ class WatchStream:
 
     def _progress_notifications(self) -> list[rpc_pb2.WatchResponse]:
         current = self._replica.store.revision
-        return [self._respond(watch_id=w.watch_id) for w in self._watchers.values()
+        return [self._progress(w.watch_id, current) for w in self._watchers.values()
                 if w.progress_notify and w.next_revision > current]
 
 

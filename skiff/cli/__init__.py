@@ -1,1 +1,1 @@
-"""Command-line tools: ``skiff`` (local cluster lifecycle); ``skiffctl`` comes later."""
+"""Command-line tools: ``skiff`` (local cluster lifecycle) and ``skiffctl`` (kubectl-like)."""

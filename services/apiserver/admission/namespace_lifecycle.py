@@ -2,9 +2,9 @@
 
 As Kubernetes' plugin: a create of a namespaced object needs its namespace to exist
 (NOT_FOUND otherwise) and not be terminating (PERMISSION_DENIED: "unable to create new
-content in namespace x because it is being terminated"). The namespace is looked up in
-the watch cache first and, when the cache does not have it (it may lag a namespace
-created a moment ago), in the store. The system namespaces may not be deleted.
+content in namespace x because it is being terminated"). The namespace is read from
+the store, not the watch cache, which may lag a namespace just created or deleted
+(through any apiserver). The system namespaces may not be deleted.
 """
 
 from __future__ import annotations

@@ -105,10 +105,14 @@ class ServiceAllocation:
             attrs.taken[ip_key(spec.cluster_ip)] = FieldError(
                 "spec.clusterIP", f"Invalid value: \"{spec.cluster_ip}\": provided IP is "
                 "already allocated")
-        elif spec.cluster_ip != HEADLESS and not self._in_ip_range(spec.cluster_ip):
-            problems.append(FieldError(
-                "spec.clusterIP", f"Invalid value: \"{spec.cluster_ip}\": provided IP is not "
-                f"in the valid range. The range of valid IPs is {self.ranges.cluster_ips}"))
+            # A value the service already holds is not checked again (the range may
+            # have changed since it was allocated).
+            if (ip_key(spec.cluster_ip) not in old_keys
+                    and not self._in_ip_range(spec.cluster_ip)):
+                problems.append(FieldError(
+                    "spec.clusterIP", f"Invalid value: \"{spec.cluster_ip}\": provided IP is "
+                    f"not in the valid range. The range of valid IPs is "
+                    f"{self.ranges.cluster_ips}"))
         if spec.cluster_ip != HEADLESS:
             del spec.cluster_ips[:]
             spec.cluster_ips.append(spec.cluster_ip)
@@ -122,7 +126,8 @@ class ServiceAllocation:
                 attrs.taken[node_port_key(port.node_port)] = FieldError(
                     f"spec.ports[{i}].nodePort", f"Invalid value: {port.node_port}: "
                     "provided port is already allocated")
-                if port.node_port not in self.ranges.node_ports:
+                if (node_port_key(port.node_port) not in old_keys
+                        and port.node_port not in self.ranges.node_ports):
                     problems.append(FieldError(
                         f"spec.ports[{i}].nodePort", f"Invalid value: {port.node_port}: "
                         f"provided port is not in the valid range. The range of valid ports "

@@ -196,6 +196,20 @@ def keep_allocated(new: core_pb2.ServiceSpec, old: core_pb2.ServiceSpec) -> None
             used.add(previous)
 
 
+def drop_type_dependent_fields(new: core_pb2.ServiceSpec, old: core_pb2.ServiceSpec) -> None:
+    """A service that stops being a NodePort one loses its nodePorts and
+    externalTrafficPolicy, unless the update itself set them (Kubernetes'
+    ``dropTypeDependentFields``): an edit of the type alone is then valid."""
+    if new.type == old.type or new.type == "NodePort":
+        return
+    if ({p.node_port for p in new.ports if p.node_port}
+            == {p.node_port for p in old.ports if p.node_port}):
+        for port in new.ports:
+            port.node_port = 0
+    if new.external_traffic_policy == old.external_traffic_policy:
+        new.external_traffic_policy = ""
+
+
 def validate_service_update(new: core_pb2.ServiceSpec,
                             old: core_pb2.ServiceSpec) -> list[FieldError]:
     """A set clusterIP never changes; the type may."""
@@ -212,6 +226,7 @@ class ServiceStrategy(Strategy):
 
     def prepare_for_update(self, new: Message, old: Message) -> None:
         super().prepare_for_update(new, old)
+        drop_type_dependent_fields(new.spec, old.spec)  # type: ignore[attr-defined]
         keep_allocated(new.spec, old.spec)  # type: ignore[attr-defined]
 
     def validate(self, obj: Message) -> list[FieldError]:

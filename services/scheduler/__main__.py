@@ -1,0 +1,86 @@
+"""``skiff-scheduler``: bind pending pods to nodes (flags -> config -> run).
+
+Leader-elected by default: run two and one schedules while the other waits on the
+``kube-system/kube-scheduler`` Lease, taking over within a lease duration when the
+leader dies. Informers run in every replica (so a new leader starts warm); only the
+leader's scheduling loop runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from services.scheduler.config import SchedulerDaemonConfig, parse_args
+from services.scheduler.scheduler import Scheduler
+from skiff import metrics
+from skiff.client.client import Client
+from skiff.client.controller import run_with_leader_election
+from skiff.client.events import EventRecorder
+from skiff.client.informer import SharedInformerFactory
+from skiff.logging import configure
+
+#: How long the informers get to list everything before scheduling starts.
+SYNC_TIMEOUT = 120.0
+
+
+async def serve(config: SchedulerDaemonConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    log = configure("scheduler", config.log_level, identity=config.identity)
+    if config.metrics_url:
+        metrics.serve(config.metrics_url)
+    client = Client(config.servers)
+    factory = SharedInformerFactory(client)
+
+    async def schedule() -> None:
+        # A fresh scheduler per leadership term: its cache and queue are rebuilt from
+        # the (shared, already warm) informers' contents by their handlers.
+        recorder = EventRecorder(client, "default-scheduler", host=config.identity)
+        scheduler = Scheduler(client, factory, config.configuration, recorder=recorder)
+        await factory.start_all()
+        if not await factory.wait_for_cache_sync(SYNC_TIMEOUT):
+            raise RuntimeError("informers did not sync")
+        log.info("scheduling", profiles=list(scheduler.frameworks))
+        await scheduler.run()
+
+    election = config.leader_election
+    if election.enabled:
+        main = run_with_leader_election(
+            client, election.name, config.identity, schedule, namespace=election.namespace,
+            lease_duration=election.lease_duration, renew_deadline=election.renew_deadline,
+            retry_period=election.retry_period)
+    else:
+        main = schedule()
+    task = asyncio.ensure_future(main)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    waiter = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("stopping")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    waiter.cancel()
+    await factory.stop_all()
+    await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional where it does not build
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(config))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
