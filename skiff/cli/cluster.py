@@ -2,8 +2,8 @@
 
 ``skiff up`` renders ``deploy/supervisord.conf.tmpl`` into the data directory, starts
 supervisord with it, and waits (polling health with a deadline) until every daemon
-answers. Today the cluster is the three store replicas and an apiserver; later
-components join the same configuration.
+answers. Today the cluster is the three store replicas, an apiserver and a scheduler;
+later components join the same configuration.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ REPLICAS = [StoreReplica(i) for i in range(3)]
 APISERVER_PORT = 6443
 APISERVER_METRICS_PORT = 6444
 APISERVER = f"{HOST}:{APISERVER_PORT}"
+SCHEDULER_METRICS_PORT = 10259
 
 
 def default_data_dir() -> Path:
@@ -73,7 +74,9 @@ def render_config(data_dir: Path) -> Path:
     apiserver = Template((DEPLOY / "apiserver.program.tmpl").read_text()).substitute(
         common, host=HOST, port=APISERVER_PORT, metrics_port=APISERVER_METRICS_PORT,
         store_endpoints=",".join(r.endpoint for r in REPLICAS))
-    programs += "\n" + apiserver
+    scheduler = Template((DEPLOY / "scheduler.program.tmpl").read_text()).substitute(
+        common, host=HOST, apiserver=APISERVER, metrics_port=SCHEDULER_METRICS_PORT)
+    programs += "\n" + apiserver + "\n" + scheduler
     config = Template((DEPLOY / "supervisord.conf.tmpl").read_text()).substitute(
         data_dir=data_dir, programs=programs)
     path = data_dir / "supervisord.conf"
