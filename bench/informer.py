@@ -15,9 +15,11 @@ What is measured (all pods live in a namespace of their own, ``bench-informer-<h
    events. Reported: writes acknowledged per second, events delivered to the handler
    per second, and the lag from each write's acknowledgement (in the writer process) to
    the handler seeing that resource version (CLOCK_MONOTONIC is system-wide, so the
-   two processes' times compare). Here the writers (through one apiserver) are the
-   bottleneck, not the informer: this says the informer keeps up with what one
-   apiserver can write, not how much more it could take.
+   two processes' times compare). A bare Watch stream in the same process is timed
+   alongside, so the lag the apiserver and store add can be told from the informer's.
+   Here the writers (through one apiserver) are the bottleneck, not the informer: this
+   says the informer keeps up with what one apiserver can write, not how much more it
+   could take.
 4. ``backlog``: the informer's own rate. It is stopped; the load generator writes
    ``--backlog`` changes (creates and updates); the informer is started again, resumes
    its watch from its old resource version (the apiserver replays the changes from its

@@ -14,7 +14,7 @@ import signal
 import sys
 
 from services.scheduler.config import SchedulerDaemonConfig, parse_args
-from services.scheduler.scheduler import Scheduler
+from services.scheduler.scheduler import INFORMED_KINDS, Scheduler
 from skiff import metrics
 from skiff.client.client import Client
 from skiff.client.controller import run_with_leader_election
@@ -33,15 +33,24 @@ async def serve(config: SchedulerDaemonConfig) -> None:
         metrics.serve(config.metrics_url)
     client = Client(config.servers)
     factory = SharedInformerFactory(client)
+    # Informers run before (and whether or not) this replica leads: a new leader starts
+    # from a warm cache instead of listing everything after the old one died.
+    for kind in INFORMED_KINDS:
+        factory.informer(kind)
+    await factory.start_all()
 
     async def schedule() -> None:
         # A fresh scheduler per leadership term: its cache and queue are rebuilt from
         # the (shared, already warm) informers' contents by their handlers.
-        recorder = EventRecorder(client, "default-scheduler", host=config.identity)
-        scheduler = Scheduler(client, factory, config.configuration, recorder=recorder)
+        recorders = {p.scheduler_name: EventRecorder(client, p.scheduler_name,
+                                                     host=config.identity)
+                     for p in config.configuration.profiles}
+        scheduler = Scheduler(client, factory, config.configuration, recorders=recorders)
         await factory.start_all()
         if not await factory.wait_for_cache_sync(SYNC_TIMEOUT):
             raise RuntimeError("informers did not sync")
+        if not await scheduler.wait_for_handlers_sync(SYNC_TIMEOUT):
+            raise RuntimeError("the scheduler's cache did not sync")
         log.info("scheduling", profiles=list(scheduler.frameworks))
         await scheduler.run()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -57,6 +57,14 @@ PENDING = Gauge("skiff_scheduler_pending_pods", "Pods in the scheduling queue", 
 
 #: Binds in flight at once: enough to keep the apiserver busy, bounded for memory.
 MAX_BINDS_IN_FLIGHT = 256
+#: The kinds the scheduler watches (the daemon starts these informers before it leads).
+INFORMED_KINDS = ("pods", "nodes", "services", "replicationcontrollers", "replicasets")
+
+
+def profile_name(pod: core_pb2.Pod) -> str:
+    """The scheduler name the pod asks for (``spec.schedulerName``, default
+    ``default-scheduler``): which profile schedules it."""
+    return pod.spec.scheduler_name or "default-scheduler"
 
 
 def is_pending(pod: core_pb2.Pod) -> bool:
@@ -66,12 +74,17 @@ def is_pending(pod: core_pb2.Pod) -> bool:
 
 
 class Scheduler:
-    """Schedules the pods of its profiles' scheduler names; see the module docstring."""
+    """Schedules the pods of its profiles' scheduler names; see the module docstring.
+
+    ``recorders`` has one EventRecorder per profile, by scheduler name: events are
+    signed with the name of the profile that scheduled the pod, as Kubernetes does.
+    """
 
     def __init__(self, client: Client, factory: SharedInformerFactory,
-                 configuration: SchedulerConfiguration, *, recorder: EventRecorder) -> None:
+                 configuration: SchedulerConfiguration, *,
+                 recorders: Mapping[str, EventRecorder]) -> None:
         self.client = client
-        self.recorder = recorder
+        self.recorders = dict(recorders)
         self.cache = SchedulerCache()
         self.queue = SchedulingQueue(
             initial_backoff=configuration.pod_initial_backoff_seconds,
@@ -95,13 +108,27 @@ class Scheduler:
             self._registrations.append((informer, informer.add_handler(
                 self._selector_changed, self._selector_updated, self._selector_changed,
                 name="scheduler")))
+        missing = set(self.frameworks) - set(self.recorders)
+        if missing:
+            raise ValueError(f"no event recorder for profile(s) {sorted(missing)}")
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self._bind_tasks: set[asyncio.Task[None]] = set()
+
+    async def wait_for_handlers_sync(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds in all) until the handlers have been given
+        everything the informers had when they synced, so that the cache holds every
+        node and bound pod before the first cycle; whether they have (Kubernetes'
+        ``WaitForHandlersSync``)."""
+        deadline = time.monotonic() + timeout
+        for _, registration in self._registrations:
+            if not await registration.wait_synced(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
     # ----------------------------------------------------------------- handlers
 
     def _responsible(self, pod: core_pb2.Pod) -> bool:
-        return (pod.spec.scheduler_name or "default-scheduler") in self.frameworks
+        return profile_name(pod) in self.frameworks
 
     def _pod_added(self, pod: core_pb2.Pod) -> None:
         if pod.spec.node_name:
@@ -206,7 +233,7 @@ class Scheduler:
         if current is None or not is_pending(current):
             self.queue.done(queued)
             return
-        profile = pod.spec.scheduler_name or "default-scheduler"
+        profile = profile_name(pod)
         framework = self.frameworks[profile]
         cycle = self.queue.scheduling_cycle
         snapshot = self.cache.snapshot()
@@ -259,14 +286,14 @@ class Scheduler:
             ATTEMPTS.labels("scheduled", profile).inc()
             if queued.initial_attempt_timestamp is not None:
                 E2E_SECONDS.observe(max(0.0, time.monotonic() - queued.initial_attempt_timestamp))
-            self.recorder.event(pod, NORMAL, "Scheduled",
-                                f"Successfully assigned {key} to {node}")
+            self.recorders[profile].event(pod, NORMAL, "Scheduled",
+                                          f"Successfully assigned {key} to {node}")
         finally:
             self._binds.release()
 
     def _failed(self, pod: core_pb2.Pod, reason: str, message: str) -> None:
         """Tell the user: a FailedScheduling event and the pod's PodScheduled condition."""
-        self.recorder.event(pod, WARNING, "FailedScheduling", message)
+        self.recorders[profile_name(pod)].event(pod, WARNING, "FailedScheduling", message)
         spawn(self._mark_unschedulable(pod, reason, message),
               name=f"pod condition {pod_key(pod)}")
 
