@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.apiserver.binding import bind
+from services.apiserver.finalize import finalize
 from services.apiserver.registry import Registry
 from skiff.api import errors
 from skiff.api.v1 import core_pb2, meta_pb2
@@ -71,7 +72,7 @@ class ResourceServicer:
         self.service = registry.kind.service_name
         self._latency = {m: LATENCY.labels(self.service, m) for m in
                          ("Create", "Get", "List", "Update", "UpdateStatus", "Delete",
-                          "Watch", "Bind")}
+                          "Watch", "Bind", "Finalize")}
         self._watchers = WATCHERS.labels(self.service)
 
     def observe(self, method: str, code: grpc.StatusCode, elapsed: float, request: Any,
@@ -142,6 +143,16 @@ class PodsServicer(ResourceServicer):
         return await bind(self.registry, request)
 
 
+class NamespacesServicer(ResourceServicer):
+    """Namespaces add Finalize: the namespace controller's way of changing
+    spec.finalizers (see :mod:`services.apiserver.finalize`)."""
+
+    @_unary
+    async def Finalize(self, request: core_pb2.Namespace,
+                       context: grpc.aio.ServicerContext) -> core_pb2.Namespace:
+        return await finalize(self.registry, request)
+
+
 async def _until(events: AsyncIterator[Message], deadline: float | None
                  ) -> AsyncIterator[Message]:
     """``events`` until ``deadline`` (monotonic), if any: a watch's timeoutSeconds."""
@@ -170,4 +181,6 @@ def servicer_for(registry: Registry) -> ResourceServicer:
     """The servicer of a registry's kind."""
     if registry.kind.kind == "Pod":
         return PodsServicer(registry)
+    if registry.kind.kind == "Namespace":
+        return NamespacesServicer(registry)
     return ResourceServicer(registry)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -54,6 +56,18 @@ E2E_SECONDS = Histogram("skiff_scheduler_pod_scheduling_seconds",
                         "From a pod's first attempt to its successful bind",
                         buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
 PENDING = Gauge("skiff_scheduler_pending_pods", "Pods in the scheduling queue", ["queue"])
+
+
+# Metric children by label values, looked up once: ``labels()`` takes a lock and builds
+# a key on every call, and these are updated on every cycle.
+@lru_cache(maxsize=256)
+def _attempts(result: str, profile: str) -> Any:
+    return ATTEMPTS.labels(result, profile)
+
+
+@lru_cache(maxsize=16)
+def _pending(queue: str) -> Any:
+    return PENDING.labels(queue)
 
 #: Binds in flight at once: enough to keep the apiserver busy, bounded for memory.
 MAX_BINDS_IN_FLIGHT = 256
@@ -224,7 +238,7 @@ class Scheduler:
 
     def _report_queue(self) -> None:
         for name, count in self.queue.counts().items():
-            PENDING.labels(name).set(count)
+            _pending(name).set(count)
 
     async def schedule_one(self, queued: QueuedPodInfo) -> None:
         """One scheduling cycle for one pod (the bind goes on in the background)."""
@@ -240,18 +254,18 @@ class Scheduler:
         try:
             result = framework.schedule(queued.pod_info, snapshot.node_infos)
         except FitError as e:
-            ATTEMPTS.labels("unschedulable", profile).inc()
+            _attempts("unschedulable", profile).inc()
             queued.unschedulable_plugins = frozenset(e.unschedulable_plugins)
             self.queue.add_unschedulable(queued, cycle)
             self._failed(pod, "Unschedulable", e.message)
             return
         except SchedulingError as e:
-            ATTEMPTS.labels("error", profile).inc()
+            _attempts("error", profile).inc()
             queued.unschedulable_plugins = frozenset()
             self.queue.add_unschedulable(queued, cycle)
             self._failed(pod, "SchedulerError", str(e))
             return
-        self.cache.assume(pod, result.node_name)
+        self.cache.assume(queued.pod_info, result.node_name)  # parsed already: no new PodInfo
         self.queue.done(queued)
         await self._binds.acquire()
         task = spawn(self._bind(queued, result.node_name, profile, cycle),
@@ -272,18 +286,18 @@ class Scheduler:
         except (errors.Conflict, errors.NotFound) as e:
             # Bound elsewhere, being deleted, or gone: nothing more to do for it.
             self.cache.forget(key)
-            ATTEMPTS.labels("error", profile).inc()
+            _attempts("error", profile).inc()
             log.info("bind refused", pod=key, node=node, error=str(e))
         except errors.APIError as e:
             self.cache.forget(key)
-            ATTEMPTS.labels("error", profile).inc()
+            _attempts("error", profile).inc()
             log.warning("bind failed", pod=key, node=node, error=str(e))
             if self.pods.store.get(key) is not None:
                 queued.unschedulable_plugins = frozenset()  # an error: retry after backoff
                 self.queue.add_unschedulable(queued, cycle)
         else:
             self.cache.finish_binding(key)
-            ATTEMPTS.labels("scheduled", profile).inc()
+            _attempts("scheduled", profile).inc()
             if queued.initial_attempt_timestamp is not None:
                 E2E_SECONDS.observe(max(0.0, time.monotonic() - queued.initial_attempt_timestamp))
             self.recorders[profile].event(pod, NORMAL, "Scheduled",

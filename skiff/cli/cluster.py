@@ -2,8 +2,8 @@
 
 ``skiff up`` renders ``deploy/supervisord.conf.tmpl`` into the data directory, starts
 supervisord with it, and waits (polling health with a deadline) until every daemon
-answers. Today the cluster is the three store replicas, an apiserver and a scheduler;
-later components join the same configuration.
+answers. Today the cluster is the three store replicas, an apiserver, a scheduler and
+a controller-manager; later components join the same configuration.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ APISERVER_PORT = 6443
 APISERVER_METRICS_PORT = 6444
 APISERVER = f"{HOST}:{APISERVER_PORT}"
 SCHEDULER_METRICS_PORT = 10259
+CONTROLLER_MANAGER_METRICS_PORT = 10257
 
 
 def default_data_dir() -> Path:
@@ -76,7 +77,10 @@ def render_config(data_dir: Path) -> Path:
         store_endpoints=",".join(r.endpoint for r in REPLICAS))
     scheduler = Template((DEPLOY / "scheduler.program.tmpl").read_text()).substitute(
         common, host=HOST, apiserver=APISERVER, metrics_port=SCHEDULER_METRICS_PORT)
-    programs += "\n" + apiserver + "\n" + scheduler
+    controller_manager = Template(
+        (DEPLOY / "controller-manager.program.tmpl").read_text()).substitute(
+        common, host=HOST, apiserver=APISERVER, metrics_port=CONTROLLER_MANAGER_METRICS_PORT)
+    programs += "\n".join(("", apiserver, scheduler, controller_manager))
     config = Template((DEPLOY / "supervisord.conf.tmpl").read_text()).substitute(
         data_dir=data_dir, programs=programs)
     path = data_dir / "supervisord.conf"

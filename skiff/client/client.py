@@ -231,6 +231,13 @@ class ResourceClient:
             raise errors.BadRequest("only pods are bound")
         return await self._call("Bind", binding)
 
+    async def finalize(self, namespace: core_pb2.Namespace) -> core_pb2.Namespace:
+        """Write a namespace's spec.finalizers (the finalize subresource); a deleting
+        namespace left with no finalizers is removed."""
+        if self.kind.kind != "Namespace":
+            raise errors.BadRequest("only namespaces are finalized")
+        return await self._call("Finalize", namespace)
+
     async def watch(self, namespace: str = "", *, resource_version: str = "",
                     label_selector: str = "", field_selector: str = "",
                     allow_bookmarks: bool = False, timeout_seconds: int = 0

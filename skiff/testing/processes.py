@@ -22,8 +22,8 @@ import grpc
 from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
-__all__ = ["APIServer", "Daemon", "Scheduler", "StoreCluster", "free_port", "grpc_healthy",
-           "wait_for"]
+__all__ = ["APIServer", "ControllerManager", "Daemon", "Scheduler", "StoreCluster", "free_port",
+           "grpc_healthy", "wait_for"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -219,6 +219,51 @@ class Scheduler:
         self.name = name
         argv = [sys.executable, "-m", "services.scheduler", "--server", ",".join(servers),
                 "--identity", name, "--log-level", log_level, *(extra_args or [])]
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self.daemon = Daemon(name, argv, base_dir / f"{name}.log")
+
+    @property
+    def pid(self) -> int | None:
+        return self.daemon.process.pid if self.daemon.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.daemon.alive
+
+    def start(self) -> None:
+        self.daemon.start()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.daemon.kill(sig)
+
+    def restart(self) -> None:
+        self.daemon.stop()
+        self.daemon.start()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def logs(self, lines: int = 60) -> str:
+        return f"----- {self.name} ({self.daemon.log_path}) -----\n{self.daemon.log_tail(lines)}"
+
+
+class ControllerManager:
+    """One ``skiff-controller-manager`` process against the apiservers ``servers``.
+
+    ``name`` is its ``--identity`` (the Lease's holderIdentity when it leads);
+    ``controllers`` the ``--controllers`` it runs (None: all). Like the scheduler it
+    serves no health check: whether it works shows in what it does.
+    """
+
+    def __init__(self, base_dir: Path, servers: list[str], *,
+                 name: str = "controller-manager", controllers: list[str] | None = None,
+                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
+        self.name = name
+        argv = [sys.executable, "-m", "services.controller_manager",
+                "--server", ",".join(servers), "--identity", name, "--log-level", log_level]
+        if controllers is not None:
+            argv += ["--controllers", ",".join(controllers)]
+        argv += list(extra_args or [])
         base_dir.mkdir(parents=True, exist_ok=True)
         self.daemon = Daemon(name, argv, base_dir / f"{name}.log")
 

@@ -600,6 +600,8 @@ async def test_failover_between_two_schedulers(env: Env) -> None:
     placement = await env.wait_bound(names)
     assert len(placement) == len(names) >= 40
 
+    print(f"\nfailover: {survivor} took the lease {took_lease:.1f}s after the kill and "
+          f"bound a new pod {first_bind:.1f}s after it; {len(names)} pods")
     # Within about a lease duration (and a few retry periods, on a busy machine).
     assert took_lease < LEASE + RENEW + 3.0, took_lease
     assert first_bind < LEASE + RENEW + 8.0, first_bind

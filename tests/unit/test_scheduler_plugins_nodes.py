@@ -200,9 +200,16 @@ def test_taint_score_prefers_fewer_untolerated_prefer_no_schedule_taints() -> No
     assert run_scores(TaintToleration(), pod, infos) == [100, 100, 50, 0, 100]
 
 
-def test_taint_score_with_no_taints_anywhere_is_max() -> None:
-    infos = [node_info(make_node("a")), node_info(make_node("b"))]
-    assert run_scores(TaintToleration(), make_pod("p"), infos) == [100, 100]
+def test_taint_score_with_no_taints_anywhere_is_skipped() -> None:
+    # Every node would score 100, which ranks nothing: the pre-score skips the plugin.
+    infos = [node_info(make_node("a")),
+             node_info(make_node("b", taints=[("x", "y", "NoSchedule")]))]
+    assert run_scores(TaintToleration(), make_pod("p"), infos) is None
+    # Scored without its pre-score, the answer is still the same everywhere.
+    plugin, pod = TaintToleration(), PodInfo(make_pod("p"))
+    scores = [plugin.score(CycleState(), pod, info) for info in infos]
+    plugin.normalize(CycleState(), pod, infos, scores)
+    assert scores == [100, 100]
 
 
 def test_toleration_without_effect_counts_for_score() -> None:

@@ -39,9 +39,10 @@ def zoned(name: str, zone: str | None, pods: Sequence[core_pb2.Pod]) -> NodeInfo
     return node_info(make_node(name, labels=labels), pods)
 
 
-def test_pod_selected_by_nothing_scores_max_everywhere() -> None:
+def test_pod_selected_by_nothing_is_skipped() -> None:
+    # It would score 100 everywhere, which ranks nothing: the pre-score skips the plugin.
     nodes = [node_info(make_node("a"), [web("w1")]), node_info(make_node("b"))]
-    assert run_scores(SelectorSpread(), web("new"), nodes) == [100, 100]
+    assert run_scores(SelectorSpread(), web("new"), nodes) is None
 
 
 def test_fewer_matching_pods_score_higher() -> None:

@@ -8,7 +8,8 @@ informers. A node's raw score is the number of pods on it in the pod's namespace
 the selector matches, terminating pods left out. Normalized: 100 for the node with the
 fewest, 0 for the most (``100 * (max - count) / max``); when nodes carry zone labels,
 the zone's total counts for 2/3 of the score, so replicas spread across zones first.
-A pod no Service or controller selects gets 100 everywhere.
+A pod no Service or controller selects would get 100 everywhere: its pre-score says
+SKIP instead, which ranks the nodes the same for less work.
 
 Counting is the cost: a pod's replicas are usually scheduled one after another with the
 same selector, so counts are cached per (namespace, selector) and node, and recounted
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from services.scheduler.framework import (
     MAX_NODE_SCORE,
+    SKIP,
     SUCCESS,
     CycleState,
     NodeInfo,
@@ -118,8 +120,11 @@ class SelectorSpread:
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> Status:
         selector = combined_selector(self.selectors_for(pod.pod))
         if selector.empty:
+            # Nothing to spread from: every node would score 100, which ranks nothing,
+            # so the plugin sits the cycle out (PodTopologySpread's Skip without
+            # constraints) instead of scoring each node for the same answer.
             state.write(NAME, None)
-            return SUCCESS
+            return SKIP
         state.write(NAME, (_Matcher.of(pod.namespace, selector),
                            self._count_cache(pod.namespace, selector)))
         return SUCCESS

@@ -5,7 +5,8 @@ with fewer PreferNoSchedule taints it does not tolerate.
   not is the reason, ``node(s) had untolerated taint {key: value}`` (unresolvable:
   preemption does not remove taints).
 - Score: the number of untolerated PreferNoSchedule taints, normalized reversed (none:
-  100, the most: 0).
+  100, the most: 0). When no node scored has a PreferNoSchedule taint every node would
+  get 100, so the pre-score says SKIP and the nodes are not scored one by one.
 
 The toleration rules (:func:`tolerates`, :func:`tolerations_tolerate_taint`) are shared
 with NodeUnschedulable and NodeReady, which ask "does the pod tolerate this taint?" too.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from services.scheduler.framework import (
+    SKIP,
     SUCCESS,
     CycleState,
     NodeInfo,
@@ -86,6 +88,11 @@ class TaintToleration:
         return Status.unresolvable(untolerated_taint_reason(taint), plugin=NAME)
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> Status:
+        if not any(taint.effect == PREFER_NO_SCHEDULE
+                   for node_info in nodes if node_info.taints for taint in node_info.taints):
+            # No PreferNoSchedule taint on any node: all would score 100, which ranks
+            # nothing; skip scoring them one by one (most clusters, most cycles).
+            return SKIP
         # Only tolerations that can match a PreferNoSchedule taint matter for the score.
         state.write(NAME, tuple(t for t in pod.tolerations
                                 if t.effect in ("", PREFER_NO_SCHEDULE)))

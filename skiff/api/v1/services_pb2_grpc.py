@@ -73,6 +73,11 @@ class NamespacesStub:
                 request_serializer=skiff_dot_api_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
                 response_deserializer=skiff_dot_api_dot_v1_dot_services__pb2.NamespaceWatchEvent.FromString,
                 _registered_method=True)
+        self.Finalize = channel.unary_unary(
+                '/skiff.api.v1.Namespaces/Finalize',
+                request_serializer=skiff_dot_api_dot_v1_dot_core__pb2.Namespace.SerializeToString,
+                response_deserializer=skiff_dot_api_dot_v1_dot_core__pb2.Namespace.FromString,
+                _registered_method=True)
 
 
 class NamespacesServicer:
@@ -121,6 +126,15 @@ class NamespacesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Finalize(self, request, context):
+        """The finalize subresource: writes spec.finalizers only (the namespace controller
+        removes "kubernetes" once the content is gone); a deleting namespace left with no
+        finalizers is removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespacesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +172,11 @@ def add_NamespacesServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=skiff_dot_api_dot_v1_dot_meta__pb2.ListOptions.FromString,
                     response_serializer=skiff_dot_api_dot_v1_dot_services__pb2.NamespaceWatchEvent.SerializeToString,
+            ),
+            'Finalize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Finalize,
+                    request_deserializer=skiff_dot_api_dot_v1_dot_core__pb2.Namespace.FromString,
+                    response_serializer=skiff_dot_api_dot_v1_dot_core__pb2.Namespace.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +368,33 @@ class Namespaces:
             '/skiff.api.v1.Namespaces/Watch',
             skiff_dot_api_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
             skiff_dot_api_dot_v1_dot_services__pb2.NamespaceWatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Finalize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skiff.api.v1.Namespaces/Finalize',
+            skiff_dot_api_dot_v1_dot_core__pb2.Namespace.SerializeToString,
+            skiff_dot_api_dot_v1_dot_core__pb2.Namespace.FromString,
             options,
             channel_credentials,
             insecure,
