@@ -82,6 +82,8 @@ START_DELAY = 1.0
 #: A list of ten thousand pods is several megabytes.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SEQ = "bench.skiff.io/seq"
+#: How long watchers may take, after the last write, to receive every event.
+WATCH_DRAIN_S = 20.0
 PHASE_NAMES = ("verbs", "mixed", "list", "watch")
 
 
@@ -839,7 +841,7 @@ class Bench:
         await asyncio.gather(*writes)
         after = CpuSample.take(self.servers.pids())
         acked = [n for n in range(count) if not math.isnan(acked_at[n])]
-        self.pool.send(("stop", {"acked": acked, "timeout": 20.0}), len(groups))
+        self.pool.send(("stop", {"acked": acked, "timeout": WATCH_DRAIN_S}), len(groups))
         replies = await self.pool.gather("done", len(groups))
         drained = CpuSample.take(self.servers.pids())  # every event delivered (or given up)
         from_send, from_ack = [], []
@@ -940,7 +942,9 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
             lag_from_send_p99_ms=dig(result, "watch", "lag_from_send", "p99_ms")),
         "watch_no_event_lost_or_repeated": judge(
             None if missing is None else {"missing": missing, "duplicated": duplicated},
-            lambda v: v["missing"] == 0 and v["duplicated"] == 0),
+            lambda v: v["missing"] == 0 and v["duplicated"] == 0,
+            note=f"missing: events of acknowledged writes not received {WATCH_DRAIN_S:g} s "
+                 f"after the last write was answered (lost, or that late)"),
     }
 
 

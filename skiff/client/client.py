@@ -78,6 +78,7 @@ class Client:
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._resources: dict[str, ResourceClient] = {}
+        self._stubs: dict[tuple[str, str], Any] = {}
 
     async def __aenter__(self) -> Client:
         return self
@@ -87,6 +88,7 @@ class Client:
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
+        self._stubs.clear()
         for channel in channels.values():
             await channel.close()
 
@@ -102,6 +104,13 @@ class Client:
             channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self._channels[address] = channel
         return channel
+
+    def stub(self, kind: Kind, address: str) -> Any:
+        """The kind's service stub on ``address``'s channel (made once: stubs cost)."""
+        stub = self._stubs.get((kind.kind, address))
+        if stub is None:
+            stub = self._stubs[(kind.kind, address)] = kind.stub(self.channel(address))
+        return stub
 
     def _fail_over(self, address: str) -> None:
         if self.addresses[self._current] == address and len(self.addresses) > 1:
@@ -122,7 +131,7 @@ class Client:
         attempt = 0
         while True:
             address = self.address
-            stub = kind.stub(self.channel(address))
+            stub = self.stub(kind, address)
             try:
                 return await getattr(stub, method)(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as e:
@@ -253,7 +262,7 @@ class ResourceClient:
             label_selector=label_selector, field_selector=field_selector,
             allow_bookmarks=allow_bookmarks, timeout_seconds=timeout_seconds)
         address = self.client.address
-        call = self.kind.stub(self.client.channel(address)).Watch(options)
+        call = self.client.stub(self.kind, address).Watch(options)
         try:
             async for event in call:
                 yield event
