@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +28,7 @@ from skiff import metrics
 from skiff.api import errors
 from skiff.api.kinds import KINDS, Kind, lookup
 from skiff.api.v1 import core_pb2
+from skiff.daemon import run, wait_for_signal
 from skiff.logging import configure
 
 #: Largest request or response: a list of many thousands of pods.
@@ -125,11 +124,7 @@ async def serve(config: APIServerConfig) -> None:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving")
 
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
+    await wait_for_signal()
     log.info("stopping")
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
@@ -137,17 +132,7 @@ async def serve(config: APIServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:  # uvloop is optional where it does not build
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(config))
-    sys.exit(0)
-
+    run(serve(parse_args(argv)))
 
 if __name__ == "__main__":
     main()

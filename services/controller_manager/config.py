@@ -8,22 +8,11 @@ import socket
 from dataclasses import dataclass, field
 
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
+from skiff.client.leaderelection import LeaderElectionConfig
 
 #: Every controller this daemon knows, in the order they are started.
 ALL_CONTROLLERS = ("replication", "garbagecollector", "endpoints", "namespace",
                    "nodelifecycle")
-
-
-@dataclass(frozen=True)
-class LeaderElection:
-    """Kubernetes' defaults: lease 15 s, renew deadline 10 s, retry every 2 s."""
-
-    enabled: bool = True
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    namespace: str = "kube-system"
-    name: str = "kube-controller-manager"
 
 
 @dataclass(frozen=True)
@@ -37,7 +26,7 @@ class ControllerManagerConfig:
     servers: tuple[str, ...] = (DEFAULT_SERVER,)
     identity: str = "controller-manager"
     controllers: tuple[str, ...] = ALL_CONTROLLERS
-    leader_election: LeaderElection = field(default_factory=LeaderElection)
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     concurrent_syncs: int = 5
     node_monitor_grace_period: float = 40.0
     node_monitor_period: float = 5.0
@@ -53,10 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="apiserver address(es), comma-separated ($SKIFF_SERVER)")
     p.add_argument("--controllers", default=",".join(ALL_CONTROLLERS),
                    help=f"comma-separated controllers to run (of {','.join(ALL_CONTROLLERS)})")
-    p.add_argument("--leader-elect", default="true", choices=("true", "false"))
-    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
-    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
-    p.add_argument("--leader-elect-retry-period", type=float, default=2.0)
+    LeaderElectionConfig.add_flags(p)
     p.add_argument("--node-monitor-grace-period", type=float, default=40.0)
     p.add_argument("--node-monitor-period", type=float, default=5.0)
     p.add_argument("--pod-eviction-timeout", type=float, default=300.0)
@@ -80,11 +66,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerManagerConfig:
         parser.error(f"unknown controllers: {', '.join(unknown)}")
     if args.concurrent_syncs < 1:
         parser.error("--concurrent-syncs must be at least 1")
-    election = LeaderElection(
-        enabled=args.leader_elect == "true",
-        lease_duration=args.leader_elect_lease_duration,
-        renew_deadline=args.leader_elect_renew_deadline,
-        retry_period=args.leader_elect_retry_period)
+    election = LeaderElectionConfig.from_args(args, name="kube-controller-manager")
     return ControllerManagerConfig(
         servers=servers, identity=args.identity, controllers=controllers,
         leader_election=election, concurrent_syncs=args.concurrent_syncs,

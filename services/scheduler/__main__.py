@@ -8,11 +8,6 @@ leader's scheduling loop runs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import sys
-
 from services.scheduler.config import SchedulerDaemonConfig, parse_args
 from services.scheduler.scheduler import INFORMED_KINDS, Scheduler
 from skiff import metrics
@@ -20,6 +15,7 @@ from skiff.client.client import Client
 from skiff.client.controller import run_with_leader_election
 from skiff.client.events import EventRecorder
 from skiff.client.informer import SharedInformerFactory
+from skiff.daemon import run, until_stopped
 from skiff.logging import configure
 
 #: How long the informers get to list everything before scheduling starts.
@@ -62,34 +58,13 @@ async def serve(config: SchedulerDaemonConfig) -> None:
             retry_period=election.retry_period)
     else:
         main = schedule()
-    task = asyncio.ensure_future(main)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    waiter = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("stopping")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    waiter.cancel()
+    await until_stopped(main, what="scheduler")
     await factory.stop_all()
     await client.close()
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:  # uvloop is optional where it does not build
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(config))
-    sys.exit(0)
-
+    run(serve(parse_args(argv)))
 
 if __name__ == "__main__":
     main()

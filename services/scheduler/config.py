@@ -9,18 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from services.scheduler.profile import SchedulerConfiguration
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
-
-
-@dataclass(frozen=True)
-class LeaderElection:
-    """Kubernetes' defaults: lease 15 s, renew deadline 10 s, retry every 2 s."""
-
-    enabled: bool = True
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    namespace: str = "kube-system"
-    name: str = "kube-scheduler"
+from skiff.client.leaderelection import LeaderElectionConfig
 
 
 @dataclass(frozen=True)
@@ -30,7 +19,7 @@ class SchedulerDaemonConfig:
     servers: tuple[str, ...]
     identity: str
     configuration: SchedulerConfiguration = field(default_factory=SchedulerConfiguration)
-    leader_election: LeaderElection = field(default_factory=LeaderElection)
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     metrics_url: str | None = None
     log_level: str = "info"
 
@@ -45,10 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler-name", default=None,
                    help="schedule pods with this schedulerName (overrides the config's "
                         "single profile name; default default-scheduler)")
-    p.add_argument("--leader-elect", default="true", choices=("true", "false"))
-    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
-    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
-    p.add_argument("--leader-elect-retry-period", type=float, default=2.0)
+    LeaderElectionConfig.add_flags(p)
     p.add_argument("--leader-elect-resource-name", default=None,
                    help="the Lease's name (default kube-scheduler, or the scheduler name "
                         "for a second scheduler)")
@@ -75,11 +61,7 @@ def parse_args(argv: list[str] | None = None) -> SchedulerDaemonConfig:
     names = [p.scheduler_name for p in configuration.profiles]
     lease_name = args.leader_elect_resource_name or (
         "kube-scheduler" if names == ["default-scheduler"] else names[0])
-    election = LeaderElection(
-        enabled=args.leader_elect == "true",
-        lease_duration=args.leader_elect_lease_duration,
-        renew_deadline=args.leader_elect_renew_deadline,
-        retry_period=args.leader_elect_retry_period, name=lease_name)
+    election = LeaderElectionConfig.from_args(args, name=lease_name)
     return SchedulerDaemonConfig(servers=servers, identity=args.identity,
                                  configuration=configuration, leader_election=election,
                                  metrics_url=args.metrics_url, log_level=args.log_level)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import signal
 import sys
 
 import grpc
@@ -19,6 +18,7 @@ from services.store.raft import Replica, ReplicaOptions
 from services.store.server import SERVICE_NAMES, Context, add_services
 from services.store.validation import MAX_REQUEST_BYTES
 from skiff import metrics
+from skiff.daemon import run, wait_for_signal
 from skiff.logging import configure
 from skiff.store.v1 import raft_pb2, rpc_pb2
 from skiff.tasks import spawn
@@ -83,10 +83,7 @@ async def serve(config: StoreConfig) -> None:
         spawn(_track_health(replica, health_servicer), name="health"),
         spawn(_publish_member(config, ctx), name="publish-member"),
     ]
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
+    await wait_for_signal()
     log.info("stopping")
     await health_servicer.enter_graceful_shutdown()
     for task in tasks:
@@ -122,17 +119,7 @@ async def _publish_member(config: StoreConfig, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:  # uvloop is optional where it does not build
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(config))
-    sys.exit(0)
-
+    run(serve(parse_args(argv)))
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ names it without waiting for it to expire.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import enum
 import inspect
@@ -426,3 +427,32 @@ class LeaderElector:
 
 async def _await(awaitable: Awaitable[object]) -> None:
     await awaitable
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    """A daemon's leader election settings (Kubernetes' defaults and flag names)."""
+
+    enabled: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    namespace: str = "kube-system"
+    name: str = ""
+
+    @staticmethod
+    def add_flags(parser: argparse.ArgumentParser) -> None:
+        """``--leader-elect`` and its timings, as kube-scheduler and
+        kube-controller-manager spell them."""
+        parser.add_argument("--leader-elect", default="true", choices=("true", "false"))
+        parser.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
+        parser.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
+        parser.add_argument("--leader-elect-retry-period", type=float, default=2.0)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, name: str) -> LeaderElectionConfig:
+        """The settings parsed by :meth:`add_flags`, for the Lease ``kube-system/name``."""
+        return cls(enabled=args.leader_elect == "true",
+                   lease_duration=args.leader_elect_lease_duration,
+                   renew_deadline=args.leader_elect_renew_deadline,
+                   retry_period=args.leader_elect_retry_period, name=name)

@@ -167,58 +167,11 @@ class StoreCluster:
                          for m in self.members)
 
 
-class APIServer:
-    """One ``skiff-apiserver`` process against ``store_endpoints``, on a free port."""
+class Process:
+    """One named Skiff daemon process with its log: start, kill, restart, stop, logs."""
 
-    def __init__(self, base_dir: Path, store_endpoints: list[str], *, name: str = "apiserver",
-                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
-        self.port = free_port()
+    def __init__(self, base_dir: Path, name: str, argv: list[str]) -> None:
         self.name = name
-        argv = [sys.executable, "-m", "services.apiserver",
-                "--store-endpoints", ",".join(store_endpoints),
-                "--listen", f"{LOOPBACK}:{self.port}", "--log-level", log_level,
-                *(extra_args or [])]
-        base_dir.mkdir(parents=True, exist_ok=True)
-        self.daemon = Daemon(name, argv, base_dir / f"{name}.log")
-
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    def start(self) -> None:
-        self.daemon.start()
-
-    async def wait_healthy(self, timeout: float = 30.0) -> None:
-        await wait_for(lambda: grpc_healthy(self.address), timeout=timeout,
-                       what=f"{self.name} healthy")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        self.daemon.kill(sig)
-
-    def restart(self) -> None:
-        self.daemon.stop()
-        self.daemon.start()
-
-    def stop(self) -> None:
-        self.daemon.stop()
-
-    def logs(self, lines: int = 60) -> str:
-        return f"----- {self.name} ({self.daemon.log_path}) -----\n{self.daemon.log_tail(lines)}"
-
-
-class Scheduler:
-    """One ``skiff-scheduler`` process against the apiservers ``servers``.
-
-    ``name`` is its ``--identity`` too, so a test finds the leader by the Lease's
-    holderIdentity. It serves no health check: whether it works shows in what it does
-    (pods bound, the Lease held).
-    """
-
-    def __init__(self, base_dir: Path, servers: list[str], *, name: str = "scheduler",
-                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
-        self.name = name
-        argv = [sys.executable, "-m", "services.scheduler", "--server", ",".join(servers),
-                "--identity", name, "--log-level", log_level, *(extra_args or [])]
         base_dir.mkdir(parents=True, exist_ok=True)
         self.daemon = Daemon(name, argv, base_dir / f"{name}.log")
 
@@ -247,7 +200,43 @@ class Scheduler:
         return f"----- {self.name} ({self.daemon.log_path}) -----\n{self.daemon.log_tail(lines)}"
 
 
-class ControllerManager:
+class APIServer(Process):
+    """One ``skiff-apiserver`` process against ``store_endpoints``, on a free port."""
+
+    def __init__(self, base_dir: Path, store_endpoints: list[str], *, name: str = "apiserver",
+                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
+        self.port = free_port()
+        super().__init__(base_dir, name, [
+            sys.executable, "-m", "services.apiserver",
+            "--store-endpoints", ",".join(store_endpoints),
+            "--listen", f"{LOOPBACK}:{self.port}", "--log-level", log_level,
+            *(extra_args or [])])
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        await wait_for(lambda: grpc_healthy(self.address), timeout=timeout,
+                       what=f"{self.name} healthy")
+
+
+class Scheduler(Process):
+    """One ``skiff-scheduler`` process against the apiservers ``servers``.
+
+    ``name`` is its ``--identity`` too, so a test finds the leader by the Lease's
+    holderIdentity. It serves no health check: whether it works shows in what it does
+    (pods bound, the Lease held).
+    """
+
+    def __init__(self, base_dir: Path, servers: list[str], *, name: str = "scheduler",
+                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
+        super().__init__(base_dir, name, [
+            sys.executable, "-m", "services.scheduler", "--server", ",".join(servers),
+            "--identity", name, "--log-level", log_level, *(extra_args or [])])
+
+
+class ControllerManager(Process):
     """One ``skiff-controller-manager`` process against the apiservers ``servers``.
 
     ``name`` is its ``--identity`` (the Lease's holderIdentity when it leads);
@@ -258,35 +247,8 @@ class ControllerManager:
     def __init__(self, base_dir: Path, servers: list[str], *,
                  name: str = "controller-manager", controllers: list[str] | None = None,
                  extra_args: list[str] | None = None, log_level: str = "info") -> None:
-        self.name = name
         argv = [sys.executable, "-m", "services.controller_manager",
                 "--server", ",".join(servers), "--identity", name, "--log-level", log_level]
         if controllers is not None:
             argv += ["--controllers", ",".join(controllers)]
-        argv += list(extra_args or [])
-        base_dir.mkdir(parents=True, exist_ok=True)
-        self.daemon = Daemon(name, argv, base_dir / f"{name}.log")
-
-    @property
-    def pid(self) -> int | None:
-        return self.daemon.process.pid if self.daemon.process is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self.daemon.alive
-
-    def start(self) -> None:
-        self.daemon.start()
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        self.daemon.kill(sig)
-
-    def restart(self) -> None:
-        self.daemon.stop()
-        self.daemon.start()
-
-    def stop(self) -> None:
-        self.daemon.stop()
-
-    def logs(self, lines: int = 60) -> str:
-        return f"----- {self.name} ({self.daemon.log_path}) -----\n{self.daemon.log_tail(lines)}"
+        super().__init__(base_dir, name, [*argv, *(extra_args or [])])

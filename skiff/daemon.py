@@ -1,0 +1,58 @@
+"""What every daemon's entry point shares: the event loop, and stopping on a signal.
+
+``main()`` of each daemon parses its flags and calls :func:`run` with its ``serve``
+coroutine; ``serve`` does its work until :func:`until_stopped` says SIGTERM or SIGINT
+came (or its main task ended by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+from skiff.logging import get_logger
+
+log = get_logger("skiff.daemon")
+
+
+def run(serve: Coroutine[Any, Any, None]) -> None:
+    """Run ``serve`` to its end on uvloop (asyncio where uvloop does not build); exit 0."""
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional where it does not build
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve)
+    sys.exit(0)
+
+
+async def wait_for_signal() -> None:
+    """Return when SIGTERM or SIGINT arrives."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+
+async def until_stopped(main: Awaitable[None], *, what: str) -> None:
+    """Run ``main`` until a stop signal, or until it ends by itself; then cancel it.
+
+    A ``main`` that failed is logged (a supervisor restarts the daemon).
+    """
+    task = asyncio.ensure_future(main)
+    waiter = asyncio.ensure_future(wait_for_signal())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error(f"{what} failed", error=repr(task.exception()))
+    log.info("stopping")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    waiter.cancel()
