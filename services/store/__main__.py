@@ -121,5 +121,6 @@ async def _publish_member(config: StoreConfig, ctx: Context) -> None:
 def main(argv: list[str] | None = None) -> None:
     run(serve(parse_args(argv)))
 
+
 if __name__ == "__main__":
     main()
