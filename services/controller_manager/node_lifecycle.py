@@ -309,23 +309,29 @@ class NodeLifecycleController(Controller):
 
     def monitor(self) -> None:
         """Observe every node's heartbeat now, and enqueue each for a sync."""
-        now = self.clock.now()
         for node in self.nodes.store.list():
-            name = node.metadata.name  # type: ignore[attr-defined]
-            lease = self.leases.store.get(f"{NODE_LEASE_NAMESPACE}/{name}")
-            beat = heartbeat_of(node, lease)  # type: ignore[arg-type]
-            self.health[name] = observe(self.health.get(name), beat, now)
-            self.enqueue(name)
+            self.observe(node)  # type: ignore[arg-type]
+            self.enqueue(node.metadata.name)  # type: ignore[attr-defined]
+
+    def observe(self, node: core_pb2.Node) -> NodeHealth:
+        """Record the node's heartbeat as seen now (from the caches); its health record."""
+        name = node.metadata.name
+        lease = self.leases.store.get(f"{NODE_LEASE_NAMESPACE}/{name}")
+        beat = heartbeat_of(node, lease)  # type: ignore[arg-type]
+        record = self.health[name] = observe(self.health.get(name), beat, self.clock.now())
+        return record
 
     # ---------------------------------------------------------------- sync
 
     async def sync(self, key: str) -> None:
         """Write node ``key``'s conditions and taints; evict the pods that are due."""
         node = self.nodes.store.get(key)
-        health_record = self.health.get(key)
-        if node is None or health_record is None:
-            return  # deleted, or not observed by the monitor yet
-        health = node_health(node, health_record, self.clock.now(), self.grace)  # type: ignore[arg-type]
+        if node is None:
+            return  # deleted
+        # Observed again here, not only by the monitor: a heartbeat the kubelet just
+        # posted must count before this sync decides the node is silent.
+        record = self.observe(node)  # type: ignore[arg-type]
+        health = node_health(node, record, self.clock.now(), self.grace)  # type: ignore[arg-type]
         wall = _timestamp(self.clock.wall())
         if health == UNKNOWN and needs_unknown(node):  # type: ignore[arg-type]
             node = await self._mark_unknown(node, wall)  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 controller removes once the namespace's content is gone.
 
 As in Kubernetes, an update may change neither the status (the controller writes
-it) nor ``spec.finalizers`` (only the finalize subresource could, which Skiff does
-not need), and a namespace's name is a DNS-1123 label, stricter than other kinds'.
+it) nor ``spec.finalizers`` (only ``Namespaces.Finalize`` does, see
+``services/apiserver/finalize.py``), and a namespace's name is a DNS-1123 label,
+stricter than other kinds'.
 """
 
 from __future__ import annotations
