@@ -46,7 +46,6 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import platform
 import random
@@ -67,7 +66,15 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also in workers
 
 import profiling
-from store import Control, CpuSample, progress, sleep_until, split, summarize_ms
+from store import (
+    Control,
+    CpuSample,
+    WorkerPool,
+    progress,
+    sleep_until,
+    split,
+    summarize_ms,
+)
 
 from skiff.api.kinds import lookup
 from skiff.api.v1 import core_pb2, meta_pb2
@@ -431,62 +438,6 @@ def worker_main(conn: Any) -> None:
                 ctl.send(("error", traceback.format_exc()))
 
     uvloop.run(serve())
-
-
-class WorkerPool:
-    """``count`` client processes, each driven through a pipe (spawned: no forked gRPC)."""
-
-    def __init__(self, count: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conns = []
-        self._processes = []
-        for i in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=worker_main, args=(theirs,),
-                                      name=f"bench-client-{i}", daemon=True)
-            process.start()
-            theirs.close()
-            self._conns.append(ours)
-            self._processes.append(process)
-
-    def __len__(self) -> int:
-        return len(self._conns)
-
-    def start(self, phase: str, params: Sequence[dict[str, Any]]) -> None:
-        """Start ``phase`` on the first len(params) workers, one params dict each."""
-        for conn, p in zip(self._conns, params, strict=False):
-            conn.send(("run", phase, p))
-
-    def send(self, message: Any, count: int) -> None:
-        for conn in self._conns[:count]:
-            conn.send(message)
-
-    async def gather(self, expected: str, count: int) -> list[Any]:
-        """The next message of each of the first ``count`` workers, which must be ``expected``."""
-        loop = asyncio.get_running_loop()
-        replies = await asyncio.gather(*(loop.run_in_executor(None, c.recv)
-                                         for c in self._conns[:count]))
-        for kind, body in replies:
-            if kind == "error":
-                raise RuntimeError(f"a client worker failed:\n{body}")
-            if kind != expected:
-                raise RuntimeError(f"a client worker said {kind!r}, expected {expected!r}")
-        return [body for _, body in replies]
-
-    async def run(self, phase: str, params: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.start(phase, params)
-        return await self.gather("done", len(params))
-
-    def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(("exit",))
-        for process in self._processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
 
 # ============================================================================ servers
 
@@ -1041,7 +992,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if args.profile:
         report["profiled"] = ("the apiserver was sampled with py-spy: these figures are "
                               "slowed by it and are not for comparison")
-    pool = WorkerPool(settings.workers)
+    pool = WorkerPool(settings.workers, target=worker_main)
     began = time.monotonic()
     try:
         if args.server:

@@ -465,15 +465,20 @@ def worker_main(conn: Any, loop: str) -> None:
 
 
 class WorkerPool:
-    """``count`` client processes, each driven through a pipe (spawned: no forked gRPC)."""
+    """``count`` client processes, each driven through a pipe (spawned: no forked gRPC).
 
-    def __init__(self, count: int, loop: str) -> None:
+    Each runs ``target(conn, *args)``: this module's :func:`worker_main` unless another
+    benchmark brings its own worker (same pipe protocol: run / done / error / exit).
+    """
+
+    def __init__(self, count: int, *args: Any,
+                 target: Callable[..., None] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self._conns = []
         self._processes = []
         for i in range(count):
             ours, theirs = context.Pipe()
-            process = context.Process(target=worker_main, args=(theirs, loop),
+            process = context.Process(target=target or worker_main, args=(theirs, *args),
                                       name=f"bench-client-{i}", daemon=True)
             process.start()
             theirs.close()

@@ -48,6 +48,7 @@ from google.protobuf.message import Message
 
 from skiff.api import errors
 from skiff.api.kinds import Kind, lookup
+from skiff.client.clock import RealClock
 from skiff.client.store import (
     ADDED,
     DELETED,
@@ -90,17 +91,8 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 
-class SystemClock:
-    """The real clock."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-SYSTEM_CLOCK = SystemClock()
+#: The real clock (:class:`skiff.client.clock.RealClock` has both methods).
+SYSTEM_CLOCK = RealClock()
 
 
 class ListerWatcher(Protocol):
@@ -605,4 +597,4 @@ class SharedInformerFactory:
 
 
 __all__ = ["BACKOFF_CAP", "LIST_PAGE_SIZE", "SYSTEM_CLOCK", "Clock", "HandlerRegistration",
-           "Informer", "ListerWatcher", "SharedInformerFactory", "SystemClock"]
+           "Informer", "ListerWatcher", "SharedInformerFactory"]
