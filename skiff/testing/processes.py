@@ -28,11 +28,37 @@ __all__ = ["APIServer", "ControllerManager", "Daemon", "Scheduler", "StoreCluste
 LOOPBACK = "127.0.0.1"
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on right now, below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is ephemeral: any outgoing connection
+    (a raft peer dialling, a gRPC client) may take it before the daemon binds it, and
+    that replica then never joins. Ports below the range are only ever taken on purpose.
+    """
+    rng = secrets.SystemRandom()
+    low, high = 15000, _ephemeral_low()
+    for _ in range(1000):
+        port = rng.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high} on {host}")
 
 
 @dataclass

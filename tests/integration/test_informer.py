@@ -341,7 +341,9 @@ async def test_shared_informers_with_selectors_indexes_and_late_handlers(apiserv
             a = await client.pods.update(relabelled(a, app="web", tier="back"))
 
             async def back() -> bool:
-                return web.store.index_keys("tier", "back") == ["default/a"]
+                # Handlers run after the store is updated (as in client-go): wait for both.
+                return (web.store.index_keys("tier", "back") == ["default/a"]
+                        and len(history.events) >= 3)
 
             await wait_for(back, timeout=DEADLINE, what="the pod back in the selector")
             assert [e[0] for e in history.events] == ["add", "delete", "add"]
