@@ -12,10 +12,7 @@ from prometheus_client import REGISTRY
 
 from services.apiserver.admission import Chain
 from services.apiserver.admission.default_tolerations import DefaultTolerationSeconds
-from services.apiserver.admission.namespace_lifecycle import (
-    SYSTEM_NAMESPACES,
-    NamespaceLifecycle,
-)
+from services.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from services.apiserver.admission.service_allocation import ServiceAllocation
 from services.apiserver.cacher import Cacher
 from services.apiserver.config import APIServerConfig, parse_args
@@ -27,6 +24,7 @@ from services.apiserver.strategies import STRATEGIES
 from skiff import metrics
 from skiff.api import errors
 from skiff.api.kinds import KINDS, Kind, lookup
+from skiff.api.namespaces import SYSTEM_NAMESPACES
 from skiff.api.v1 import core_pb2
 from skiff.daemon import run, wait_for_signal
 from skiff.logging import configure

@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from skiff.api import errors
+from skiff.api.namespaces import NODE_LEASE_NAMESPACE
 from skiff.api.v1 import coordination_pb2, core_pb2
 from skiff.client.client import Client
 from skiff.client.clock import Clock, RealClock
@@ -47,7 +48,6 @@ from skiff.client.informer import SharedInformerFactory
 from skiff.client.store import key_of
 from skiff.tasks import spawn
 
-NODE_LEASE_NAMESPACE = "kube-node-lease"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 NO_EXECUTE = "NoExecute"

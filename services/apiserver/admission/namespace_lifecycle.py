@@ -13,10 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from services.apiserver.admission import CREATE, DELETE, Attributes
 from skiff.api import errors
+from skiff.api.namespaces import SYSTEM_NAMESPACES
 from skiff.api.v1 import core_pb2
-
-#: Namespaces the apiserver creates at start and refuses to delete.
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 NamespaceLookup = Callable[[str], Awaitable[core_pb2.Namespace | None]]
 

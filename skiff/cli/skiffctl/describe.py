@@ -26,13 +26,13 @@ from google.protobuf.message import Message
 from skiff.api import errors, manifest
 from skiff.api.kinds import Kind, lookup
 from skiff.api.labels import selector_from_label_selector, selector_from_map
+from skiff.api.namespaces import NODE_LEASE_NAMESPACE
 from skiff.cli.skiffctl import printers
 from skiff.cli.skiffctl.common import Context, parse_targets
 from skiff.cli.skiffctl.printers import NONE, age, format_labels, format_time, or_none
 
 #: Annotations describe leaves out (kubectl's skip list).
 SKIPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
-NODE_LEASE_NAMESPACE = "kube-node-lease"
 POD_TEMPLATE_HASH = "pod-template-hash"
 
 
