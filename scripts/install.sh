@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # supervisor runs the local cluster; etcd-client gives etcdctl (tests drive the store
-# with it); etcd-server is the real etcd the store benchmark compares against.
-packages=(supervisor etcd-client etcd-server)
+# with it); etcd-server is the real etcd the store benchmark compares against; the
+# kubelet runs pods in Docker (docker.io) from images built from busybox-static.
+packages=(supervisor etcd-client etcd-server docker.io busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -18,6 +19,23 @@ if ((${#missing[@]})); then
   # Debian starts a packaged etcd on 2379 when it can; the store owns that port.
   $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
   pkill -x etcd >/dev/null 2>&1 || true
+fi
+
+# The kubelet needs a running Docker engine. Where none answers (a fresh CI machine with
+# no init system), start dockerd in the background and wait for it, with a deadline.
+if ! docker info >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { command -v systemctl >/dev/null 2>&1 && $sudo systemctl start docker >/dev/null 2>&1; }; then
+    $sudo sh -c 'nohup dockerd >/var/log/skiff-dockerd.log 2>&1 &'
+  fi
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || {
+    echo "install: dockerd did not come up within 60 s (see /var/log/skiff-dockerd.log)" >&2
+    exit 1
+  }
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'

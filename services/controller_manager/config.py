@@ -11,7 +11,7 @@ from skiff.client.client import DEFAULT_SERVER, parse_addresses
 from skiff.client.leaderelection import LeaderElectionConfig
 
 #: Every controller this daemon knows, in the order they are started.
-ALL_CONTROLLERS = ("replication", "garbagecollector", "endpoints", "namespace",
+ALL_CONTROLLERS = ("replication", "deployment", "garbagecollector", "endpoints", "namespace",
                    "nodelifecycle")
 
 

@@ -11,7 +11,9 @@ for its owners that are deleting in the foreground (their wait may be over).
 - **orphan**: it is being deleted with the ``orphan`` finalizer -> remove its
   ownerReference from every dependent, then the finalizer (the apiserver then removes it);
 - **foreground**: it is being deleted with ``foregroundDeletion`` -> delete its
-  dependents; once none that block owner deletion remain, remove the finalizer;
+  dependents (in the foreground too when they have dependents of their own, so the
+  whole tree goes first; a dependent another owner still holds is released instead);
+  once none that block owner deletion remain, remove the finalizer;
 - **background**: it has ownerReferences and none of its owners exists -> delete it.
   An owner missing from the cache is confirmed missing with a live GET first (the
   cache may lag behind a just-created owner), as Kubernetes does. References to owners
@@ -229,18 +231,28 @@ class GarbageCollector(Controller):
                        dependents=len(dependents))
 
     async def _delete_dependents(self, kind: str, owner: Message) -> None:
+        """Foreground deletion, as Kubernetes' attemptToDeleteItem does it for each
+        dependent: one that another, solid owner still holds is only released by this
+        owner; any other is deleted, itself in the foreground when it has dependents of
+        its own (so the owner waits for the whole tree: a Deployment for its pods)."""
         md = owner.metadata  # type: ignore[attr-defined]
         blocking = 0
         for dep_kind, dependent in self.dependents(md.uid):
             dmd = dependent.metadata  # type: ignore[attr-defined]
             ref = next(r for r in dmd.owner_references if r.uid == md.uid)
+            if not dmd.HasField("deletion_timestamp") and await self._held_by_another(
+                    dependent, md.uid):
+                await self._update(dep_kind, dmd.namespace, dmd.name,
+                                   lambda fresh: without_owner(fresh, [md.uid]))
+                continue
             if ref.HasField("block_owner_deletion") and ref.block_owner_deletion:
                 blocking += 1
             if dmd.HasField("deletion_timestamp"):
                 continue
+            policy = "Foreground" if self.dependents(dmd.uid) else "Background"
             try:
                 await self.client.resource(dep_kind).delete(
-                    dmd.name, dmd.namespace, uid=dmd.uid, propagation_policy="Background")
+                    dmd.name, dmd.namespace, uid=dmd.uid, propagation_policy=policy)
             except (errors.NotFound, errors.Conflict):
                 continue
         if blocking:
@@ -249,6 +261,20 @@ class GarbageCollector(Controller):
                            lambda fresh: without_finalizer(fresh, FOREGROUND_FINALIZER))
         self._log.info("dependents deleted; owner released", kind=kind,
                        object=f"{md.namespace}/{md.name}")
+
+    async def _held_by_another(self, dependent: Message, owner_uid: str) -> bool:
+        """Whether an owner of ``dependent`` other than ``owner_uid`` is solid: it exists
+        and is not itself waiting for its dependents to go (foreground deletion)."""
+        md = dependent.metadata  # type: ignore[attr-defined]
+        for ref in md.owner_references:
+            if ref.uid == owner_uid or not await self.owner_exists(md.namespace, ref):
+                continue
+            informer = self.informers.get(ref.kind)
+            cached = informer.store.by_index(UID_INDEX, ref.uid) if informer else []
+            deletion = pending_deletion(cached[0]) if cached else None
+            if deletion is None or not deletion.foreground:
+                return True
+        return False
 
     async def _update(self, kind: str, namespace: str, name: str, change: Any) -> None:
         """Read live, apply ``change`` (a pure function of the object), write; again on

@@ -257,14 +257,16 @@ class NodeLifecycleController(Controller):
 
     def __init__(self, client: Client, factory: SharedInformerFactory,
                  recorder: EventRecorder, config: Any, *, clock: Clock | None = None,
-                 monitor_period: float = DEFAULT_MONITOR_PERIOD,
+                 monitor_period: float | None = None,
                  eviction_qps: float = DEFAULT_EVICTION_QPS) -> None:
         super().__init__("node-lifecycle", workers=max(1, int(config.concurrent_syncs)),
                          clock=clock or RealClock())
         self.client = client
         self.recorder = recorder
         self.grace = float(config.node_monitor_grace_period)
-        self.monitor_period = monitor_period
+        # --node-monitor-period, unless the caller says otherwise (tests do).
+        self.monitor_period = float(monitor_period if monitor_period is not None else getattr(
+            config, "node_monitor_period", DEFAULT_MONITOR_PERIOD))
         self.limiter = TokenBucket(eviction_qps, max(1, int(eviction_qps)))
         self.health: dict[str, NodeHealth] = {}
         self.nodes = factory.informer("nodes")

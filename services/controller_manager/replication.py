@@ -223,16 +223,22 @@ def calculate_status(owner: Message, pods: Sequence[core_pb2.Pod], now: float) -
 @dataclass
 class _Expected:
     adds: int
-    dels: int
+    #: The uids of the pods whose deletion is awaited.
+    dels: set[str]
     set_at: float
 
 
 class Expectations:
     """Creates and deletes a controller is waiting to see, per owner key.
 
-    Satisfied when both counts reached zero (each observed via the informer, or given
-    up on after a failed call), when nothing is recorded, or ``ttl`` seconds after
-    they were set (a lost event must not wedge the owner). ``now`` is injected.
+    Creations are counted (a new pod's uid is not known before it exists); deletions
+    are tracked by pod uid, as Kubernetes' UIDTrackingControllerExpectations. A pod is
+    seen going twice (its deletionTimestamp set, then its removal) and pods deleted by
+    others go too: counted, either would stand in for a deletion not yet seen.
+    Satisfied when no create and no deletion is awaited (each observed via the
+    informer, or given up on after a failed call), when nothing is recorded, or ``ttl``
+    seconds after they were set (a lost event must not wedge the owner). ``now`` is
+    injected.
     """
 
     def __init__(self, *, ttl: float = EXPECTATIONS_TTL,
@@ -241,28 +247,30 @@ class Expectations:
         self._now = now
         self._expected: dict[str, _Expected] = {}
 
-    def expect(self, key: str, *, adds: int = 0, dels: int = 0) -> None:
-        """Record the creates/deletes about to be made for ``key`` (replacing any)."""
-        self._expected[key] = _Expected(adds, dels, self._now())
+    def expect(self, key: str, *, adds: int = 0, deleting: Iterable[str] = ()) -> None:
+        """Record the creates (a count) and deletes (pod uids) about to be made for
+        ``key``, replacing any record."""
+        self._expected[key] = _Expected(adds, set(deleting), self._now())
 
     def creation_observed(self, key: str) -> None:
         if (e := self._expected.get(key)) is not None:
             e.adds = max(0, e.adds - 1)
 
-    def deletion_observed(self, key: str) -> None:
+    def deletion_observed(self, key: str, uid: str) -> None:
+        """The pod ``uid`` was seen deleting or deleted (or will never be: given up)."""
         if (e := self._expected.get(key)) is not None:
-            e.dels = max(0, e.dels - 1)
+            e.dels.discard(uid)
 
     def satisfied(self, key: str) -> bool:
         e = self._expected.get(key)
         if e is None:
             return True
-        return (e.adds <= 0 and e.dels <= 0) or self._now() - e.set_at > self.ttl
+        return (e.adds <= 0 and not e.dels) or self._now() - e.set_at > self.ttl
 
     def pending(self, key: str) -> tuple[int, int]:
         """(creates, deletes) still awaited for ``key``."""
         e = self._expected.get(key)
-        return (e.adds, e.dels) if e is not None else (0, 0)
+        return (e.adds, len(e.dels)) if e is not None else (0, 0)
 
     def forget(self, key: str) -> None:
         self._expected.pop(key, None)
@@ -374,7 +382,7 @@ class ReplicaSetController(Controller):
 
     def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         if (key := self._owner_key(pod, controller_ref(pod))) is not None:
-            self.expectations.deletion_observed(key)
+            self.expectations.deletion_observed(key, pod.metadata.uid)
             self.enqueue(key)
 
     # ------------------------------------------------------------------ sync
@@ -478,7 +486,7 @@ class ReplicaSetController(Controller):
                             f"Created pod: {pod.metadata.name}")  # type: ignore[attr-defined]
 
     async def _delete(self, owner: Message, key: str, victims: list[core_pb2.Pod]) -> None:
-        self.expectations.expect(key, dels=len(victims))
+        self.expectations.expect(key, deleting=[p.metadata.uid for p in victims])
         results = await asyncio.gather(*(self._delete_one(owner, key, p) for p in victims),
                                        return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -491,10 +499,10 @@ class ReplicaSetController(Controller):
         try:
             await self.client.pods.delete(md.name, md.namespace, uid=md.uid)
         except errors.NotFound:
-            self.expectations.deletion_observed(key)  # already gone: no event will come
+            self.expectations.deletion_observed(key, md.uid)  # already gone: no event comes
             return
         except errors.APIError as e:
-            self.expectations.deletion_observed(key)
+            self.expectations.deletion_observed(key, md.uid)
             self.recorder.event(owner, WARNING, "FailedDelete", f"Error deleting: {e}")
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {md.name}")

@@ -21,6 +21,7 @@ from string import Template
 
 import grpc
 
+from skiff.cli import images
 from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
@@ -61,6 +62,42 @@ SCHEDULER_METRICS_PORT = 10259
 CONTROLLER_MANAGER_METRICS_PORT = 10257
 
 
+@dataclass(frozen=True)
+class LocalNode:
+    """One local node's kubelet and proxy: node N (from 1) gets the kubelet port
+    10250+2(N-1) (its metrics the next port), the proxy's health port 10356+2(N-1) (its
+    metrics the next) and the pod subnet 10.244.N-1.0/24. The first node's InternalIP
+    is 127.0.0.1; further nodes take 127.0.1.N, as DESIGN.md's multi-node layout says."""
+
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.index}"
+
+    def fields(self) -> dict[str, object]:
+        port = 10250 + 2 * (self.index - 1)
+        address = HOST if self.index == 1 else f"127.0.1.{self.index}"
+        proxy = 10356 + 2 * (self.index - 1)
+        return {"node": self.name, "host": HOST, "address": address, "port": port,
+                "metrics_port": port + 1, "pod_cidr": f"10.244.{self.index - 1}.0/24",
+                "proxy_health_port": proxy, "proxy_metrics_port": proxy + 1}
+
+    @property
+    def kubelet_endpoint(self) -> str:
+        fields = self.fields()
+        return f"{fields['address']}:{fields['port']}"
+
+    @property
+    def proxy_endpoint(self) -> str:
+        return f"{HOST}:{self.fields()['proxy_health_port']}"
+
+
+def kubelet_nodes() -> list[LocalNode]:
+    """The nodes (kubelet and proxy) `skiff up` starts: $SKIFF_NODES of them (default 1)."""
+    return [LocalNode(i) for i in range(1, int(os.environ.get("SKIFF_NODES", "1")) + 1)]
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("SKIFF_DATA_DIR", "data")).resolve()
 
@@ -80,7 +117,10 @@ def render_config(data_dir: Path) -> Path:
     controller_manager = Template(
         (DEPLOY / "controller-manager.program.tmpl").read_text()).substitute(
         common, host=HOST, apiserver=APISERVER, metrics_port=CONTROLLER_MANAGER_METRICS_PORT)
-    programs += "\n".join(("", apiserver, scheduler, controller_manager))
+    node_programs = [Template((DEPLOY / name).read_text()).substitute(
+        common, apiserver=APISERVER, **node.fields())
+        for node in kubelet_nodes() for name in ("kubelet.program.tmpl", "proxy.program.tmpl")]
+    programs += "\n".join(("", apiserver, scheduler, controller_manager, *node_programs))
     config = Template((DEPLOY / "supervisord.conf.tmpl").read_text()).substitute(
         data_dir=data_dir, programs=programs)
     path = data_dir / "supervisord.conf"
@@ -124,6 +164,7 @@ def up(data_dir: Path, timeout: float) -> int:
     print(f"Skiff is up (data in {data_dir}).\n"
           f"  apiserver (gRPC, skiff.api.v1): {APISERVER}\n"
           f"  store (etcd v3 API): {endpoints}\n"
+          f"  nodes: {', '.join(n.name for n in kubelet_nodes())} (skiffctl get nodes)\n"
           f"  try: ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world\n"
           f"       ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table\n"
           f"  stop: skiff down")
@@ -135,6 +176,11 @@ async def _wait_healthy(timeout: float) -> None:
         await wait_for(lambda r=replica: grpc_healthy(r.endpoint), timeout=timeout,
                        what=f"{replica.name} healthy")
     await wait_for(lambda: grpc_healthy(APISERVER), timeout=timeout, what="apiserver healthy")
+    for node in kubelet_nodes():
+        await wait_for(lambda n=node: grpc_healthy(n.kubelet_endpoint), timeout=timeout,
+                       what=f"kubelet of {node.name} healthy")
+        await wait_for(lambda n=node: grpc_healthy(n.proxy_endpoint), timeout=timeout,
+                       what=f"proxy of {node.name} healthy")
 
 
 async def _apiserver_status() -> str:
@@ -205,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     down_parser = commands.add_parser("down", help="stop the cluster")
     down_parser.add_argument("--purge", action="store_true", help="also delete the data")
     commands.add_parser("status", help="each process, its health, and who leads")
+    images.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "images":
+        sys.exit(images.run(args))
     data_dir = (args.data_dir or default_data_dir()).resolve()
     if args.command == "up":
         sys.exit(up(data_dir, args.timeout))

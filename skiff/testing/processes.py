@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,8 @@ import grpc
 from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
-__all__ = ["APIServer", "ControllerManager", "Daemon", "Scheduler", "StoreCluster", "free_port",
-           "grpc_healthy", "wait_for"]
+__all__ = ["APIServer", "ControllerManager", "Daemon", "Kubelet", "Proxy", "Scheduler",
+           "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -278,3 +279,84 @@ class ControllerManager(Process):
         if controllers is not None:
             argv += ["--controllers", ",".join(controllers)]
         super().__init__(base_dir, name, [*argv, *(extra_args or [])])
+
+
+class Proxy(Process):
+    """One ``skiff-proxy`` process for node ``node_name`` against the apiservers ``servers``.
+
+    Its gRPC health listens on a free port (:attr:`health_address`); NodePorts listen on
+    ``node_address`` (a loopback address of its own keeps tests apart). ``pid`` gives
+    its RSS to tests that check memory. ``metrics=True`` serves Prometheus metrics at
+    :attr:`metrics_url` (a free port).
+    """
+
+    def __init__(self, base_dir: Path, servers: list[str], *, node_name: str = "n1",
+                 node_address: str | None = LOOPBACK, name: str = "proxy",
+                 connect_timeout: float | None = None, metrics: bool = False,
+                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
+        self.health_port = free_port()
+        self.node_address = node_address
+        self.metrics_url = f"http://{LOOPBACK}:{free_port()}" if metrics else None
+        argv = [sys.executable, "-m", "services.proxy", "--server", ",".join(servers),
+                "--node-name", node_name, "--health-listen", self.health_address,
+                "--log-level", log_level]
+        if node_address is not None:
+            argv += ["--node-address", node_address]
+        if connect_timeout is not None:
+            argv += ["--connect-timeout", str(connect_timeout)]
+        if self.metrics_url is not None:
+            argv += ["--listen-metrics-urls", self.metrics_url]
+        super().__init__(base_dir, name, [*argv, *(extra_args or [])])
+
+    @property
+    def health_address(self) -> str:
+        return f"{LOOPBACK}:{self.health_port}"
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until it has synced its caches and set up every Service once."""
+        await wait_for(lambda: grpc_healthy(self.health_address), timeout=timeout,
+                       what=f"{self.name} healthy")
+
+
+class Kubelet(Process):
+    """One ``skiff-kubelet`` process for node ``node_name`` against the apiservers
+    ``servers``, running pods in Docker on the bridge network it makes on ``pod_cidr``.
+
+    ``port`` is its ``--port`` (a free one unless given). It serves no health check of
+    its own here: :meth:`wait_ready` waits until the Node it registered says Ready with
+    a heartbeat posted after this process started.
+    """
+
+    def __init__(self, base_dir: Path, servers: list[str], *, node_name: str,
+                 pod_cidr: str = "10.244.0.0/24", port: int | None = None,
+                 address: str = LOOPBACK, extra_args: list[str] | None = None,
+                 log_level: str = "info") -> None:
+        self.node_name = node_name
+        self.servers = list(servers)
+        self.port = port if port is not None else free_port()
+        self.started_at = 0.0
+        super().__init__(base_dir, f"kubelet-{node_name}", [
+            sys.executable, "-m", "services.kubelet", "--server", ",".join(servers),
+            "--node-name", node_name, "--pod-cidr", pod_cidr, "--address", address,
+            "--port", str(self.port), "--log-level", log_level, *(extra_args or [])])
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        super().start()
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the Node is Ready with a heartbeat from this process."""
+        from skiff.client.client import Client  # the client is only needed here
+
+        async with Client(",".join(self.servers)) as client:
+
+            async def ready() -> bool:
+                if not self.alive:
+                    raise RuntimeError(f"{self.name} exited:\n{self.daemon.log_tail(30)}")
+                node = await client.nodes.get(self.node_name, "")
+                return any(c.type == "Ready" and c.status == "True"
+                           and c.last_heartbeat_time.ToNanoseconds() / 1e9 >= self.started_at
+                           for c in node.status.conditions)
+
+            await wait_for(ready, timeout=timeout, interval=0.1,
+                           what=f"node {self.node_name} Ready")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.controller_manager.config import parse_args
 from services.controller_manager.node_lifecycle import (
     HEALTHY,
     NOT_READY,
@@ -13,6 +14,7 @@ from services.controller_manager.node_lifecycle import (
     UNKNOWN_MESSAGE,
     UNKNOWN_REASON,
     UNREACHABLE_TAINT,
+    NodeLifecycleController,
     TokenBucket,
     eviction_time,
     heartbeat_of,
@@ -25,6 +27,7 @@ from services.controller_manager.node_lifecycle import (
 )
 from skiff.api.v1 import coordination_pb2, core_pb2, meta_pb2
 from skiff.client.clock import FakeClock
+from skiff.client.informer import SharedInformerFactory
 
 GRACE = 40.0
 
@@ -155,3 +158,23 @@ def test_token_bucket_limits_the_rate():
     assert not bucket.try_take(0.05)
     assert bucket.try_take(0.1)
     assert bucket.try_take(10.0) and bucket.try_take(10.0) and not bucket.try_take(10.0)
+
+
+class _Unused:
+    """A client the controller is built with but never calls (no sockets here)."""
+
+    def resource(self, kind: object) -> object:
+        return object()
+
+
+def test_the_monitor_period_is_the_flags():
+    # --node-monitor-period was parsed into the config but the controller kept its
+    # 5 s default: a node went silent up to 5 s longer than the flags said.
+    config = parse_args(["--node-monitor-period", "0.25", "--node-monitor-grace-period", "2"])
+    factory = SharedInformerFactory(_Unused())
+    built = NodeLifecycleController(_Unused(), factory, None, config,  # type: ignore[arg-type]
+                                    clock=FakeClock())
+    assert (built.monitor_period, built.grace) == (0.25, 2.0)
+    chosen = NodeLifecycleController(_Unused(), factory, None, config,  # type: ignore[arg-type]
+                                     clock=FakeClock(), monitor_period=1.0)
+    assert chosen.monitor_period == 1.0

@@ -132,11 +132,28 @@ def test_expectations_wait_for_observations() -> None:
     assert exp.pending("ns/a") == (1, 0)
     exp.creation_observed("ns/a")
     assert exp.satisfied("ns/a")
-    exp.expect("ns/a", dels=1)
+    exp.expect("ns/a", deleting=["uid-1"])
     assert not exp.satisfied("ns/a")
-    exp.deletion_observed("ns/a")
-    exp.deletion_observed("ns/a")  # extra observations never go negative
+    exp.deletion_observed("ns/a", "uid-1")
+    exp.deletion_observed("ns/a", "uid-1")  # extra observations never go negative
     assert exp.pending("ns/a") == (0, 0) and exp.satisfied("ns/a")
+
+
+def test_expectations_track_deletions_by_pod() -> None:
+    # A pod is seen going twice (deletionTimestamp set, then removed), and pods deleted
+    # by others go too: counted, those stood in for deletions not yet seen, and a sync
+    # on a cache still showing the victims alive deleted more pods.
+    exp = Expectations(now=FakeClock().now)
+    exp.expect("ns/a", deleting=["old-1"])
+    exp.deletion_observed("ns/a", "old-1")  # graceful deletion began
+    exp.expect("ns/a", deleting=["v-1", "v-2", "v-3"])  # a later scale-down
+    exp.deletion_observed("ns/a", "old-1")  # the first pod finally went
+    exp.deletion_observed("ns/a", "stranger")  # someone else's deletion
+    exp.deletion_observed("ns/a", "v-1")
+    assert exp.pending("ns/a") == (0, 2) and not exp.satisfied("ns/a")
+    exp.deletion_observed("ns/a", "v-2")
+    exp.deletion_observed("ns/a", "v-3")
+    assert exp.satisfied("ns/a")
 
 
 def test_expectations_expire_and_forget() -> None:

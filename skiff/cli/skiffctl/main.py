@@ -26,9 +26,12 @@ from skiff.cli.skiffctl import (
     delete,
     describe,
     edit_ops,
+    execute,
     get,
+    logs,
     nodes,
     rollout,
+    top,
     version,
 )
 from skiff.cli.skiffctl.common import (
@@ -42,7 +45,8 @@ from skiff.client.client import Client
 from skiff.health import grpc_healthy
 from skiff.logging import configure
 
-COMMAND_MODULES = (apply, get, describe, delete, edit_ops, nodes, rollout, version)
+COMMAND_MODULES = (apply, get, describe, delete, edit_ops, nodes, rollout, logs, execute,
+                   top, version)
 #: Seconds one request may take before it counts as unanswered.
 DEFAULT_REQUEST_TIMEOUT = 30.0
 

@@ -1,0 +1,507 @@
+"""The kubelet: runs the pods bound to its node through Docker and reports on them.
+
+What it watches: pods with ``spec.nodeName=<node>`` (one informer), and Docker's event
+stream of this node's containers (re-subscribed whenever it ends: dockerd restarted).
+What it reconciles: for each pod, the containers Docker runs against the pod's spec
+(``sync_pod``), through :class:`~services.kubelet.pod_workers.PodWorkers` (one worker
+per pod, pods in parallel). Every ``sync_frequency`` seconds every pod the API or
+Docker knows of is synced again (the relist), so nothing depends on an event arriving.
+
+``sync_pod(uid)`` is level-triggered and reads top to bottom:
+
+1. what runs: the pod's containers found in Docker by label (no local state: a
+   restarted kubelet adopts what it finds instead of restarting pods);
+2. the pod gone from the API (or never known): its containers are stopped and
+   removed; the pod marked for deletion: graceful termination (SIGTERM, the grace
+   period, SIGKILL), containers removed, then the deletion finished (Delete with grace
+   0 and the uid precondition); the pod finished (Succeeded/Failed): nothing restarts;
+3. otherwise plan with :func:`~services.kubelet.pod_actions.compute_pod_actions`
+   (pure), act (sandbox, image pull policy and back-off, crash back-off, create and
+   start), and post the status :func:`~services.kubelet.status.compute_pod_status`
+   computes (pure) when it differs from the last one posted.
+
+Beside the sync: probes (:mod:`~services.kubelet.probes`, whose results flip trigger a
+pod sync), the kubelet API (:mod:`~services.kubelet.server`) and the container and
+image garbage collectors, started by :meth:`Kubelet.node_services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import aiodocker
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.kubelet import container_gc, metrics, server
+from services.kubelet.backoff import Backoff
+from services.kubelet.config import KubeletConfig
+from services.kubelet.image_gc import ImageGCManager
+from services.kubelet.images import (
+    ERR_IMAGE_PULL,
+    ImageError,
+    ImageManager,
+    build_local_images,
+)
+from services.kubelet.node_status import HostFigures, NodeStatusManager, disk_figures, host_memory
+from services.kubelet.pod_actions import PodActions, compute_pod_actions
+from services.kubelet.pod_workers import PodWorkers
+from services.kubelet.probe_results import ProbeManagerFactory, ProbeResults
+from services.kubelet.probes import ProbeManager
+from services.kubelet.runtime import (
+    EXITED,
+    ContainerRef,
+    DockerRuntime,
+    PodContainers,
+    RuntimeContainer,
+)
+from services.kubelet.status import (
+    CRASH_LOOP_BACK_OFF,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    Waiting,
+    compute_pod_status,
+)
+from skiff.api import errors
+from skiff.api.v1 import core_pb2
+from skiff.client.client import Client, retrying
+from skiff.client.events import NORMAL, WARNING, EventRecorder
+from skiff.client.informer import SharedInformerFactory
+from skiff.logging import get_logger
+from skiff.tasks import spawn
+
+log = get_logger("skiff.kubelet")
+
+#: How the probe manager is made (tests of the sync loop alone may pass NoProbes).
+PROBE_MANAGER_FACTORY: ProbeManagerFactory = ProbeManager
+#: Kubernetes' floor on a kill's grace period (``minimumGracePeriodInSeconds``).
+MIN_GRACE_SECONDS = 2
+#: How long the pod informer gets to list before the kubelet gives up starting.
+SYNC_TIMEOUT = 120.0
+#: Pause between Docker event-stream subscriptions when it keeps failing.
+EVENTS_RETRY = 1.0
+#: How soon a pod whose image pull just failed is looked at again (ImagePullBackOff).
+PULL_FAILURE_RECHECK = 1.0
+_TERMINAL = (SUCCEEDED, FAILED)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _now_ts() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+class Kubelet:
+    """One node's kubelet (see the module)."""
+
+    def __init__(self, config: KubeletConfig, client: Client, docker: aiodocker.Docker,
+                 *, probe_manager: ProbeManagerFactory | None = None) -> None:
+        self.config = config
+        self.client = client
+        self.docker = docker
+        self.node = config.node_name
+        self.runtime = DockerRuntime(docker, node=self.node, network=config.network)
+        self.crash_backoff = Backoff(config.crash_backoff_initial, config.crash_backoff_max,
+                                     config.crash_backoff_reset)
+        self.images = ImageManager(
+            docker, Backoff(config.image_pull_backoff_initial, config.image_pull_backoff_max,
+                            config.crash_backoff_reset), clock=_now)
+        self.recorder = EventRecorder(client, "kubelet", host=self.node)
+        self.node_status = NodeStatusManager(client, config,
+                                             runtime_version=self.runtime.version,
+                                             figures=self.host_figures)
+        self.factory = SharedInformerFactory(client)
+        self.pods = self.factory.informer("pods", field_selector=f"spec.nodeName={self.node}")
+        self._pod_handlers = self.pods.add_handler(self._on_add, self._on_update,
+                                                   self._on_delete)
+        #: Pods bound here by uid (kept by the handlers; the informer keys by name).
+        self._by_uid: dict[str, core_pb2.Pod] = {}
+        #: Grace periods of pods deleted from the API, for killing what they left.
+        self._deleted_grace: dict[str, int] = {}
+        #: The status last posted per pod: compared with, and the base of, the next one.
+        self._statuses: dict[str, core_pb2.PodStatus] = {}
+        self.workers = PodWorkers(self.sync_pod, max_parallel=config.max_parallel_pod_syncs)
+        self.probes: ProbeResults = (probe_manager or PROBE_MANAGER_FACTORY)(
+            docker, self.request_sync)
+        self._log = log.bind(node=self.node)
+        self._docker_root = "/"
+
+    # ------------------------------------------------------------ handlers
+
+    def _on_add(self, pod: core_pb2.Pod) -> None:
+        self._by_uid[pod.metadata.uid] = pod
+        self.workers.update(pod.metadata.uid)
+
+    def _on_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
+        self._on_add(new)
+
+    def _on_delete(self, pod: core_pb2.Pod) -> None:
+        uid = pod.metadata.uid
+        self._by_uid.pop(uid, None)
+        md = pod.metadata
+        self._deleted_grace[uid] = (md.deletion_grace_period_seconds
+                                    if md.HasField("deletion_grace_period_seconds")
+                                    else pod.spec.termination_grace_period_seconds)
+        self.workers.update(uid)
+
+    def request_sync(self, uid: str) -> None:
+        """Sync the pod ``uid`` soon (what the probe manager calls when a result flips)."""
+        self.workers.update(uid)
+
+    def pod(self, uid: str) -> core_pb2.Pod | None:
+        """The pod bound here with this uid, as last seen (for the kubelet API)."""
+        return self._by_uid.get(uid)
+
+    # ----------------------------------------------------------------- life
+
+    async def start(self) -> None:
+        """Images, the pod network, the Node; then the pod informer, synced."""
+        if self.config.build_images:
+            built = await build_local_images(self.docker)
+            if built:
+                self._log.info("built the local images", images=built)
+        await self.runtime.ensure_network(self.config.pod_cidr)
+        with contextlib.suppress(Exception):
+            self._docker_root = (await self.runtime.info()).get("DockerRootDir") or "/"
+        await retrying(self.node_status.register, deadline=SYNC_TIMEOUT)
+        await self.factory.start_all()
+        if not await self._pod_handlers.wait_synced(SYNC_TIMEOUT):
+            raise RuntimeError("the pod informer did not sync")
+        self._log.info("started", pods=len(self._by_uid), network=self.config.network,
+                       pod_cidr=self.config.pod_cidr)
+
+    def node_services(self) -> list[Coroutine[Any, Any, None]]:
+        """Long-running parts started with the kubelet besides its own loops: the
+        kubelet API and the container and image garbage collectors."""
+        images = ImageGCManager(self.docker, self.config.image_gc)
+        return [
+            self._serve_api(),
+            container_gc.run(self.docker, self.node, self.config.container_gc,
+                             self._active_pod_uids, period=self.config.container_gc_period),
+            images.run(period=self.config.image_gc_period),
+        ]
+
+    def _active_pod_uids(self) -> set[str] | None:
+        """The pods bound here, or None until the informer has listed them all (GC
+        must not take "none known yet" for "none exist")."""
+        return set(self._by_uid) if self._pod_handlers.has_synced else None
+
+    def _lookup(self, namespace: str, name: str) -> core_pb2.Pod | None:
+        return self.pods.store.get_by(namespace, name)
+
+    async def _serve_api(self) -> None:
+        api = await server.serve(self.docker, self.node, self._lookup,
+                                 address=f"{self.config.address}:{self.config.port}")
+        try:
+            await asyncio.Event().wait()  # serves until cancelled
+        finally:
+            await api.stop()
+
+    async def run(self) -> None:
+        """Start, then run every loop until cancelled; containers keep running after."""
+        await self.start()
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "node-lease": self.node_status.run_lease(),
+            "node-status": self.node_status.run_status(),
+            "relist": self.relist_loop(),
+            "docker-events": self.docker_events_loop(),
+        }
+        for i, service in enumerate(self.node_services()):
+            loops[f"node-service-{i}"] = service
+        tasks = [spawn(coro, name=f"kubelet {name}") for name, coro in loops.items()]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a loop that died takes the kubelet down: supervisor restarts
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.workers.stop()
+            await self.probes.stop()
+            await self.factory.stop_all()
+            await self.recorder.flush(1.0)
+
+    # ----------------------------------------------------------- the loops
+
+    async def relist(self) -> None:
+        """Sync every pod the API or Docker knows of (adoption and orphan clean-up)."""
+        uids = set(self._by_uid) | await self.runtime.pod_uids()
+        for uid in uids:
+            self.workers.update(uid)
+        metrics.RUNNING_PODS.set(len(self._by_uid))
+
+    async def relist_loop(self) -> None:
+        while True:
+            try:
+                await self.relist()
+            except aiodocker.DockerError as e:
+                self._log.warning("relist failed", error=str(e))
+            except OSError as e:  # dockerd away
+                self._log.warning("relist failed: docker unreachable", error=repr(e))
+            self.crash_backoff.garbage_collect(_now())
+            await asyncio.sleep(self.config.sync_frequency)
+
+    async def docker_events_loop(self) -> None:
+        """Docker's container events -> pod syncs; re-subscribed when the stream ends."""
+        while True:
+            try:
+                async for uid in self.runtime.events():
+                    self.workers.update(uid)
+                self._log.info("docker event stream ended; subscribing again")
+            except (TimeoutError, aiodocker.DockerError, OSError) as e:
+                self._log.warning("docker event stream failed", error=repr(e))
+            except Exception as e:  # aiohttp's errors: the stream broke
+                self._log.warning("docker event stream broke", error=repr(e))
+            await asyncio.sleep(EVENTS_RETRY)
+            # Events may have been missed while unsubscribed: look at everything.
+            with contextlib.suppress(Exception):
+                await self.relist()
+
+    async def host_figures(self) -> HostFigures:
+        _, memory_available = host_memory()
+        try:
+            available, total = disk_figures(self._docker_root)
+        except OSError:
+            available, total = disk_figures("/")
+        try:
+            await self.docker.system.info()
+            up, error = True, ""
+        except Exception as e:
+            up, error = False, repr(e)
+        return HostFigures(memory_available, available, total, up, error)
+
+    # ------------------------------------------------------------ the sync
+
+    async def sync_pod(self, uid: str) -> float | None:
+        """Make what runs for pod ``uid`` match the pod (see the module); returns
+        when to look again, if something is due (a back-off ending)."""
+        started = time.monotonic()
+        pod = self._by_uid.get(uid)
+        observed = await self.runtime.pod(uid)
+        if pod is None:
+            if observed.all:
+                await self._remove_orphan(uid, observed)
+            self._forget(uid)
+            return None
+        if pod.metadata.HasField("deletion_timestamp"):
+            await self._terminate(pod, observed)
+            return None
+        if pod.status.phase in _TERMINAL:
+            # A finished pod never runs again; make sure nothing of it does.
+            if observed.running:
+                await self._kill(pod, observed.running, self._grace(pod))
+            return None
+        actions = compute_pod_actions(
+            pod, observed, liveness_failed=lambda name: self.probes.liveness_failed(uid, name))
+        waiting: dict[str, Waiting] = {}
+        again: float | None = None
+        if not actions.empty:
+            waiting, again = await self._apply(pod, observed, actions)
+            observed = await self.runtime.pod(uid)
+        self.probes.update_pod(pod, _running_refs(pod, observed))
+        status = compute_pod_status(
+            pod, observed, waiting=waiting, previous=self._statuses.get(uid),
+            ready=lambda name: self.probes.ready(uid, name),
+            started=lambda name: self.probes.started(uid, name),
+            host_ip=self.config.address, now=_now_ts())
+        if status.phase in _TERMINAL and observed.running:
+            # The containers are done: release the sandbox (and the pod's IP).
+            await self._kill(pod, observed.running, self._grace(pod))
+        await self._post_status(pod, status)
+        if actions.start:
+            metrics.SYNC_SECONDS.observe(time.monotonic() - started)
+        return again
+
+    async def _apply(self, pod: core_pb2.Pod, observed: PodContainers, actions: PodActions
+                     ) -> tuple[dict[str, Waiting], float | None]:
+        """Carry out a plan; returns waiting reasons and when to look again."""
+        grace = self._grace(pod)
+        if actions.kill_pod:
+            await self._kill(pod, observed.running, grace)
+        if actions.kill:
+            by_id = {c.id: c for c in observed.all}
+            await asyncio.gather(*(
+                self._kill_one(pod, by_id[cid], grace, why) for cid, (_, why)
+                in actions.kill.items()))
+        sandbox = observed.sandbox
+        sandbox_id = sandbox.id if sandbox is not None else ""
+        if actions.create_sandbox:
+            for old in observed.sandboxes:
+                await self.runtime.remove(old.id)
+            try:
+                created = await self.runtime.create_sandbox(pod, attempt=actions.sandbox_attempt)
+            except aiodocker.DockerError as e:
+                self.recorder.event(pod, WARNING, "FailedCreatePodSandBox",
+                                    f"Failed to create pod sandbox: {e.message}")
+                raise
+            sandbox_id = created.id
+        results = await asyncio.gather(*(
+            self._start_container(pod, name, count, observed.latest(name), sandbox_id)
+            for name, count in actions.start.items()))
+        waiting: dict[str, Waiting] = {}
+        again: float | None = None
+        for name, (wait, after) in zip(actions.start, results, strict=True):
+            if wait is not None:
+                waiting[name] = wait
+            if after is not None:
+                again = after if again is None else min(again, after)
+        return waiting, again
+
+    async def _start_container(self, pod: core_pb2.Pod, name: str, restart_count: int,
+                               latest: RuntimeContainer | None, sandbox_id: str
+                               ) -> tuple[Waiting | None, float | None]:
+        """Start one container unless its crash back-off or its image says wait."""
+        uid = pod.metadata.uid
+        container = next(c for c in pod.spec.containers if c.name == name)
+        key = f"{uid}/{name}"
+        now = _now()
+        if latest is not None and latest.state == EXITED and latest.finished_at:
+            if self.crash_backoff.in_backoff(key, now, since=latest.finished_at):
+                remaining = self.crash_backoff.remaining(key, now, since=latest.finished_at)
+                delay = self.crash_backoff.delay(key)
+                self.recorder.event(pod, WARNING, "BackOff",
+                                    "Back-off restarting failed container")
+                return Waiting(CRASH_LOOP_BACK_OFF,
+                               f"back-off {delay:g}s restarting failed container={name} "
+                               f"pod={pod.metadata.name}_{pod.metadata.namespace}({uid})"
+                               ), remaining + 0.05
+            self.crash_backoff.next(key, latest.finished_at)
+        try:
+            await self.images.ensure(container.image, container.image_pull_policy,
+                                     on_pulling=lambda: self.recorder.event(
+                                         pod, NORMAL, "Pulling",
+                                         f'Pulling image "{container.image}"'))
+        except ImageError as e:
+            return self._image_failed(pod, container, e)
+        try:
+            cid = await self.runtime.create_container(pod, container, sandbox_id=sandbox_id,
+                                                      restart_count=restart_count)
+        except aiodocker.DockerError as e:
+            self.recorder.event(pod, WARNING, "Failed", f"Error: {e.message}")
+            return Waiting("CreateContainerError", str(e.message)), self.config.sync_frequency
+        self.recorder.event(pod, NORMAL, "Created", f"Created container {name}")
+        try:
+            await self.runtime.start(cid)
+        except aiodocker.DockerError as e:
+            self.recorder.event(pod, WARNING, "Failed", f"Error: {e.message}")
+            delay = self.crash_backoff.next(key, _now())
+            return Waiting("RunContainerError", str(e.message)), delay
+        self.recorder.event(pod, NORMAL, "Started", f"Started container {name}")
+        return None, None
+
+    def _image_failed(self, pod: core_pb2.Pod, container: core_pb2.Container,
+                      error: ImageError) -> tuple[Waiting, float]:
+        image = container.image
+        now = _now()
+        remaining = self.images.backoff.remaining(image, now)
+        if error.reason == ERR_IMAGE_PULL:
+            self.recorder.event(pod, WARNING, "Failed",
+                                f'Failed to pull image "{image}": {error.message}')
+            again = min(PULL_FAILURE_RECHECK, remaining / 2) if remaining else (
+                PULL_FAILURE_RECHECK)
+        elif remaining:
+            self.recorder.event(pod, NORMAL, "BackOff", f'Back-off pulling image "{image}"')
+            again = remaining + 0.05
+        else:
+            again = self.config.sync_frequency  # ErrImageNeverPull: until the image appears
+        self.recorder.event(pod, WARNING, "Failed", f"Error: {error.reason}")
+        return Waiting(error.reason, error.message), again
+
+    # ------------------------------------------------------------- stopping
+
+    def _grace(self, pod: core_pb2.Pod) -> int:
+        md = pod.metadata
+        if md.HasField("deletion_grace_period_seconds"):
+            return md.deletion_grace_period_seconds
+        if pod.spec.HasField("termination_grace_period_seconds"):
+            return pod.spec.termination_grace_period_seconds
+        return 30
+
+    async def _kill_one(self, pod: core_pb2.Pod | None, container: RuntimeContainer,
+                        grace: float, why: str = "") -> None:
+        """Stop one container: its stop signal, then SIGKILL after ``grace`` seconds."""
+        if pod is not None and container.kind != "podsandbox":
+            self.recorder.event(pod, NORMAL, "Killing",
+                                f"Container {container.name} {why}" if why
+                                else f"Stopping container {container.name}")
+        await self.runtime.stop(container.id, max(grace, MIN_GRACE_SECONDS))
+
+    async def _kill(self, pod: core_pb2.Pod | None, running: list[RuntimeContainer],
+                    grace: float) -> None:
+        """Stop the app containers together (each gets the grace period), then the
+        sandboxes: the pod's network goes last, as in Kubernetes."""
+        apps = [c for c in running if c.kind != "podsandbox"]
+        sandboxes = [c for c in running if c.kind == "podsandbox"]
+        await asyncio.gather(*(self._kill_one(pod, c, grace) for c in apps))
+        await asyncio.gather(*(self._kill_one(pod, c, grace) for c in sandboxes))
+
+    async def _terminate(self, pod: core_pb2.Pod, observed: PodContainers) -> None:
+        """Graceful termination, then the end of the pod's deletion."""
+        md = pod.metadata
+        grace = self._grace(pod)
+        if observed.running:
+            self._log.info("terminating pod", pod=f"{md.namespace}/{md.name}", grace=grace)
+            await self._kill(pod, observed.running, grace)
+        await asyncio.gather(*(self.runtime.remove(c.id) for c in observed.all))
+        self.probes.remove_pod(md.uid)
+        with contextlib.suppress(errors.NotFound, errors.Conflict):
+            await self.client.pods.delete(md.name, md.namespace, grace_period_seconds=0,
+                                          uid=md.uid)
+        self._log.info("pod deleted", pod=f"{md.namespace}/{md.name}")
+
+    async def _remove_orphan(self, uid: str, observed: PodContainers) -> None:
+        """Containers of a pod no longer bound here: stop and remove them."""
+        grace = self._deleted_grace.get(uid, MIN_GRACE_SECONDS)
+        some = observed.all[0]
+        self._log.info("removing the containers of a pod no longer here", pod_uid=uid,
+                       pod=f"{some.pod_namespace}/{some.pod_name}",
+                       containers=len(observed.all))
+        if observed.running:
+            await self._kill(None, observed.running, grace)
+        await asyncio.gather(*(self.runtime.remove(c.id) for c in observed.all))
+
+    def _forget(self, uid: str) -> None:
+        self.probes.remove_pod(uid)
+        self.crash_backoff.forget_prefix(f"{uid}/")
+        self._statuses.pop(uid, None)
+        self._deleted_grace.pop(uid, None)
+        self.workers.forget(uid)
+
+    # -------------------------------------------------------------- status
+
+    async def _post_status(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> None:
+        """UpdateStatus, only when the status differs from the last one posted."""
+        uid = pod.metadata.uid
+        last = self._statuses.get(uid, pod.status)
+        if status == last:
+            return
+        updated = core_pb2.Pod(metadata=pod.metadata, spec=pod.spec, status=status)
+        updated.metadata.ClearField("resource_version")
+        try:
+            await self.client.pods.update_status(updated)
+        except errors.NotFound:
+            return
+        self._statuses[uid] = status
+        if status.phase != last.phase:
+            self._log.info("pod phase", pod=f"{pod.metadata.namespace}/{pod.metadata.name}",
+                           phase=status.phase, pod_ip=status.pod_ip)
+            if status.phase == RUNNING:
+                metrics.observe_startup(pod)
+
+
+def _running_refs(pod: core_pb2.Pod, observed: PodContainers) -> dict[str, ContainerRef]:
+    refs = {}
+    for container in pod.spec.containers:
+        latest = observed.latest(container.name)
+        if latest is not None and latest.running:
+            refs[container.name] = ContainerRef(latest.id, latest.started_at)
+    return refs

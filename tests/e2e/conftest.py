@@ -1,0 +1,173 @@
+"""End-to-end fixtures: a real store and apiserver (shared by the session), and per test
+a real ``skiff-kubelet`` process for a node of the test's own, on the real Docker engine.
+
+Each test's node has a unique name and pod CIDR, so tests never see each other's pods,
+containers or networks; teardown removes every container labelled with the node's name
+and the node's network. The kubelet runs with fast back-off and sync flags
+(:data:`FAST_FLAGS`) so crash loops and pull back-offs show within seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiodocker
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.kubelet import labels as L
+from skiff.api.v1 import core_pb2, meta_pb2
+from skiff.client.client import Client
+from skiff.testing.processes import APIServer, Kubelet, StoreCluster
+
+#: Kubelet flags for tests: back-offs of a second or two, frequent relists.
+FAST_FLAGS = ["--crash-backoff-initial", "1", "--crash-backoff-max", "4",
+              "--crash-backoff-reset", "60", "--image-pull-backoff-initial", "3",
+              "--image-pull-backoff-max", "6", "--sync-frequency", "3",
+              "--node-status-update-frequency", "2", "--node-lease-renew-interval", "2",
+              "--container-gc-period", "2"]
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    node = request.node
+    return any(getattr(node, f"rep_{when}", None) is not None
+               and getattr(node, f"rep_{when}").failed for when in ("setup", "call"))
+
+
+def _wait_serving(address: str, what: str, timeout: float = 30.0) -> None:
+    """Poll gRPC health (synchronously: session fixtures run outside the test loop)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as e:
+                last = e
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} not healthy within {timeout}s (last error: {last!r})")
+
+
+@dataclass
+class ControlPlane:
+    store: StoreCluster
+    apiserver: APIServer
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
+    """Three store replicas and an apiserver for every e2e test of the session."""
+    base = tmp_path_factory.mktemp("e2e")
+    store = StoreCluster(base / "store")
+    server = APIServer(base / "apiserver", store.endpoints)
+    try:
+        store.start()
+        for member in store.members:
+            _wait_serving(member.endpoint, f"store member {member.name}")
+        server.start()
+        _wait_serving(server.address, "the e2e apiserver")
+        yield ControlPlane(store, server)
+    finally:
+        server.stop()
+        store.stop()
+
+
+@pytest.fixture
+async def api(control_plane, request) -> AsyncIterator[Client]:
+    client = Client(control_plane.apiserver.address)
+    try:
+        yield client
+    finally:
+        await client.close()
+        if _failed(request):
+            print(control_plane.apiserver.logs(60))
+
+
+@pytest.fixture
+async def docker() -> AsyncIterator[aiodocker.Docker]:
+    client = aiodocker.Docker()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def ns(api) -> str:
+    """A namespace of the test's own."""
+    name = f"e2e-{secrets.token_hex(3)}"
+    await api.namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name=name)))
+    return name
+
+
+async def _free_cidr(docker: aiodocker.Docker) -> str:
+    """A /24 in 10.100.0.0-10.199.255.0 that no Docker network overlaps."""
+    taken = []
+    for network in await docker.networks.list():
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            if config.get("Subnet"):
+                taken.append(ipaddress.ip_network(config["Subnet"], strict=False))
+    for _ in range(100):
+        candidate = ipaddress.ip_network(
+            f"10.{secrets.randbelow(100) + 100}.{secrets.randbelow(256)}.0/24")
+        if not any(candidate.overlaps(t) for t in taken if t.version == 4):
+            return str(candidate)
+    raise RuntimeError("no free /24 for the test's pod network")
+
+
+@dataclass
+class Node:
+    """The test's node: its kubelet process and what it was started with."""
+
+    name: str
+    pod_cidr: str
+    kubelet: Kubelet
+
+
+async def remove_node_containers(docker: aiodocker.Docker, node: str) -> None:
+    """Remove every container the kubelet of ``node`` made, and its network."""
+    for container in await docker.containers.list(
+            all=True, filters=json.dumps(L.node_filter(node))):
+        try:
+            await container.delete(force=True)
+        except aiodocker.DockerError as e:
+            if e.status != 404:
+                raise
+    try:
+        network = await docker.networks.get(f"skiff-{node}")
+        await network.delete()
+    except aiodocker.DockerError as e:
+        if e.status != 404:
+            raise
+
+
+@pytest.fixture
+async def node(control_plane, docker, tmp_path, request) -> AsyncIterator[Node]:
+    """A node of the test's own, its kubelet running and Ready (fast flags)."""
+    name = f"e2e-{secrets.token_hex(4)}"
+    cidr = await _free_cidr(docker)
+    kubelet = Kubelet(tmp_path / "kubelet", [control_plane.apiserver.address],
+                      node_name=name, pod_cidr=cidr, extra_args=FAST_FLAGS)
+    kubelet.start()
+    try:
+        await kubelet.wait_ready()
+        yield Node(name, cidr, kubelet)
+    finally:
+        kubelet.stop()
+        if _failed(request):
+            print(kubelet.logs(200))
+        await remove_node_containers(docker, name)
+
+
+def log_path(node: Node) -> Path:
+    return node.kubelet.daemon.log_path
