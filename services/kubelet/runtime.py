@@ -176,8 +176,9 @@ def container_config(pod: core_pb2.Pod, container: core_pb2.Container, *, node: 
     """Docker's create body for one app container of ``pod`` joining ``sandbox_id`` (pure).
 
     Kubernetes' semantics: ``command`` replaces the image's ENTRYPOINT, ``args`` its CMD
-    (``args`` alone keep the ENTRYPOINT); env, working dir and exposed ports are passed
-    through; limits become Docker's memory limit and CPU quota.
+    (``args`` alone keep the ENTRYPOINT); env and working dir are passed through;
+    limits become Docker's memory limit and CPU quota. Ports are the sandbox's: Docker
+    refuses exposed ports on a container that joins another's network.
     """
     md = pod.metadata
     config: dict[str, Any] = {
@@ -195,9 +196,6 @@ def container_config(pod: core_pb2.Pod, container: core_pb2.Container, *, node: 
         config["Cmd"] = list(container.args)
     if container.working_dir:
         config["WorkingDir"] = container.working_dir
-    if container.ports:
-        config["ExposedPorts"] = {f"{p.container_port}/{(p.protocol or 'TCP').lower()}": {}
-                                  for p in container.ports}
     host: dict[str, Any] = {"NetworkMode": f"container:{sandbox_id}",
                             "IpcMode": f"container:{sandbox_id}"}
     limits = container.resources.limits
@@ -215,7 +213,7 @@ def sandbox_config(pod: core_pb2.Pod, *, node: str, network: str, image: str,
     """Docker's create body for a pod's sandbox on the node's network (pure)."""
     md = pod.metadata
     hostname = (pod.spec.hostname or md.name)[:63]
-    return {
+    config: dict[str, Any] = {
         "Image": image,
         "Hostname": hostname,
         "Labels": L.container_labels(node=node, uid=md.uid, namespace=md.namespace,
@@ -225,6 +223,13 @@ def sandbox_config(pod: core_pb2.Pod, *, node: str, network: str, image: str,
         # Stop the pause process with TERM, which it traps (it is PID 1).
         "StopSignal": "SIGTERM",
     }
+    # The pod's network is the sandbox's, so its containers' ports are declared here
+    # (informational, as in Kubernetes: nothing is published on the host).
+    ports = {f"{p.container_port}/{(p.protocol or 'TCP').lower()}": {}
+             for c in pod.spec.containers for p in c.ports}
+    if ports:
+        config["ExposedPorts"] = ports
+    return config
 
 
 # ----------------------------------------------------------------- the interface
@@ -372,6 +377,19 @@ class DockerRuntime:
         except aiodocker.DockerError as e:
             if e.status not in (404, 409):  # gone / removal already in progress
                 raise
+
+    async def remove_all(self) -> int:
+        """Remove every container of this node and its pod network: what ``skiff down``
+        and tests do when the node itself goes away. Returns how many were removed."""
+        listed = await self.docker.containers.list(
+            all=True, filters=json.dumps(L.node_filter(self.node)))
+        await asyncio.gather(*(self.remove(c.id) for c in listed))
+        try:
+            await (await self.docker.networks.get(self.network)).delete()
+        except aiodocker.DockerError as e:
+            if e.status != 404:
+                raise
+        return len(listed)
 
     # ------------------------------------------------------------- events
 

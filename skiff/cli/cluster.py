@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -202,10 +203,45 @@ def down(data_dir: Path, purge: bool) -> int:
             return 1
     else:
         print(f"skiff down: no cluster is running from {data_dir}")
+    removed = asyncio.run(_remove_pod_containers(_configured_nodes(config)))
+    if removed:
+        print(f"removed {removed} pod containers")
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
     return 0
+
+
+def _configured_nodes(config: Path) -> list[str]:
+    """The nodes the cluster's supervisord configuration runs kubelets for."""
+    if not config.exists():
+        return []
+    return re.findall(r"^\[program:kubelet-(.+)\]$", config.read_text(), flags=re.M)
+
+
+async def _remove_pod_containers(nodes: list[str]) -> int:
+    """The local nodes' pod containers and networks: a stopped cluster leaves none
+    running (kubelets themselves leave them, so that a restarted kubelet adopts them)."""
+    import aiodocker
+
+    # The kubelet owns how its containers are found; imported only when needed.
+    from services.kubelet.runtime import DockerRuntime
+
+    if not nodes:
+        return 0
+    try:
+        docker = aiodocker.Docker()
+    except (ValueError, OSError):
+        return 0  # no Docker here: nothing of ours can be running
+    try:
+        counts = [await DockerRuntime(docker, node=node, network=f"skiff-{node}").remove_all()
+                  for node in nodes]
+    except (aiodocker.DockerError, OSError) as e:
+        print(f"skiff down: could not remove pod containers ({e})")
+        return 0
+    finally:
+        await docker.close()
+    return sum(counts)
 
 
 async def _exited(pid: int) -> bool:

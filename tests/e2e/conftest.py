@@ -10,7 +10,6 @@ and the node's network. The kubelet runs with fast back-off and sync flags
 from __future__ import annotations
 
 import ipaddress
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.kubelet import labels as L
+from services.kubelet.runtime import DockerRuntime
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.testing.processes import APIServer, Kubelet, StoreCluster
@@ -136,19 +135,7 @@ class Node:
 
 async def remove_node_containers(docker: aiodocker.Docker, node: str) -> None:
     """Remove every container the kubelet of ``node`` made, and its network."""
-    for container in await docker.containers.list(
-            all=True, filters=json.dumps(L.node_filter(node))):
-        try:
-            await container.delete(force=True)
-        except aiodocker.DockerError as e:
-            if e.status != 404:
-                raise
-    try:
-        network = await docker.networks.get(f"skiff-{node}")
-        await network.delete()
-    except aiodocker.DockerError as e:
-        if e.status != 404:
-            raise
+    await DockerRuntime(docker, node=node, network=f"skiff-{node}").remove_all()
 
 
 @pytest.fixture

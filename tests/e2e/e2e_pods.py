@@ -35,7 +35,9 @@ def http_server(name: str = "web", port: int = 8080, body: str = "hello") -> cor
     """busybox httpd serving ``body`` at / on ``port``."""
     script = (f"mkdir -p /www && echo {body} > /www/index.html && "
               f"exec httpd -f -p {port} -h /www")
-    return container(name, "sh", "-c", script)
+    served = container(name, "sh", "-c", script)
+    served.ports.add(name="http", container_port=port, protocol="TCP")
+    return served
 
 
 def condition(p: core_pb2.Pod, type_: str) -> str:

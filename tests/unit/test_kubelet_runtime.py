@@ -39,7 +39,9 @@ def test_settings_labels_and_network_of_an_app_container():
         resources=core_pb2.ResourceRequirements(limits={"cpu": "500m", "memory": "64Mi"}))
     config = container_config(_pod(c), c, node="n1", sandbox_id="sb", restart_count=3)
     assert config["Env"] == ["A=1"] and config["WorkingDir"] == "/srv"
-    assert config["ExposedPorts"] == {"8080/tcp": {}}
+    assert "ExposedPorts" not in config  # Docker refuses them with a joined network
+    assert sandbox_config(_pod(c), node="n1", network="net", image="pause",
+                          attempt=0)["ExposedPorts"] == {"8080/tcp": {}}
     host = config["HostConfig"]
     assert host["NetworkMode"] == "container:sb"
     assert host["Memory"] == 64 * 1024 * 1024
