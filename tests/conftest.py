@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from skiff.testing.fixtures import SharedCluster, failed
+from skiff.testing.fixtures import shared_cluster as start_shared_cluster
 from skiff.testing.processes import APIServer, StoreCluster
 
 
@@ -16,11 +18,11 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
     setattr(item, f"rep_{report.when}", report)
 
 
-def failed(request: pytest.FixtureRequest) -> bool:
-    """Whether the test using this fixture failed (in setup or in its body)."""
-    node = request.node
-    return any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call"))
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory) -> Iterator[SharedCluster]:
+    """Three store replicas and an apiserver shared by the session's tests."""
+    with start_shared_cluster(tmp_path_factory.mktemp("shared")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a real store and apiserver (shared by the session), and per test
+"""End-to-end fixtures: a real store and apiserver (``shared_cluster``, shared by the
+session; tests/conftest.py), and per test
 a real ``skiff-kubelet`` process for a node of the test's own, on the real Docker engine.
 
 Each test's node has a unique name and pod CIDR, so tests never see each other's pods,
@@ -11,20 +12,18 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiodocker
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.kubelet.runtime import DockerRuntime
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
-from skiff.testing.processes import APIServer, Kubelet, StoreCluster
+from skiff.testing.fixtures import failed
+from skiff.testing.processes import Kubelet
 
 #: Kubelet flags for tests: back-offs of a second or two, frequent relists.
 FAST_FLAGS = ["--crash-backoff-initial", "1", "--crash-backoff-max", "4",
@@ -34,62 +33,15 @@ FAST_FLAGS = ["--crash-backoff-initial", "1", "--crash-backoff-max", "4",
               "--container-gc-period", "2"]
 
 
-def _failed(request: pytest.FixtureRequest) -> bool:
-    node = request.node
-    return any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call"))
-
-
-def _wait_serving(address: str, what: str, timeout: float = 30.0) -> None:
-    """Poll gRPC health (synchronously: session fixtures run outside the test loop)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as e:
-                last = e
-            time.sleep(0.05)
-    raise TimeoutError(f"{what} not healthy within {timeout}s (last error: {last!r})")
-
-
-@dataclass
-class ControlPlane:
-    store: StoreCluster
-    apiserver: APIServer
-
-
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
-    """Three store replicas and an apiserver for every e2e test of the session."""
-    base = tmp_path_factory.mktemp("e2e")
-    store = StoreCluster(base / "store")
-    server = APIServer(base / "apiserver", store.endpoints)
-    try:
-        store.start()
-        for member in store.members:
-            _wait_serving(member.endpoint, f"store member {member.name}")
-        server.start()
-        _wait_serving(server.address, "the e2e apiserver")
-        yield ControlPlane(store, server)
-    finally:
-        server.stop()
-        store.stop()
-
-
 @pytest.fixture
-async def api(control_plane, request) -> AsyncIterator[Client]:
-    client = Client(control_plane.apiserver.address)
+async def api(shared_cluster, request) -> AsyncIterator[Client]:
+    client = Client(shared_cluster.apiserver.address)
     try:
         yield client
     finally:
         await client.close()
-        if _failed(request):
-            print(control_plane.apiserver.logs(60))
+        if failed(request):
+            print(shared_cluster.apiserver.logs(60))
 
 
 @pytest.fixture
@@ -139,11 +91,11 @@ async def remove_node_containers(docker: aiodocker.Docker, node: str) -> None:
 
 
 @pytest.fixture
-async def node(control_plane, docker, tmp_path, request) -> AsyncIterator[Node]:
+async def node(shared_cluster, docker, tmp_path, request) -> AsyncIterator[Node]:
     """A node of the test's own, its kubelet running and Ready (fast flags)."""
     name = f"e2e-{secrets.token_hex(4)}"
     cidr = await _free_cidr(docker)
-    kubelet = Kubelet(tmp_path / "kubelet", [control_plane.apiserver.address],
+    kubelet = Kubelet(tmp_path / "kubelet", [shared_cluster.apiserver.address],
                       node_name=name, pod_cidr=cidr, extra_args=FAST_FLAGS)
     kubelet.start()
     try:
@@ -151,7 +103,7 @@ async def node(control_plane, docker, tmp_path, request) -> AsyncIterator[Node]:
         yield Node(name, cidr, kubelet)
     finally:
         kubelet.stop()
-        if _failed(request):
+        if failed(request):
             print(kubelet.logs(200))
         await remove_node_containers(docker, name)
 

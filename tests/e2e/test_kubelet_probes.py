@@ -65,7 +65,7 @@ async def test_failing_liveness_probe_restarts_the_container(api, ns, node):
     assert app.last_state.HasField("terminated")
 
 
-async def test_readiness_follows_the_probe_and_exec_logs_top_work(api, ns, node, control_plane):
+async def test_readiness_follows_the_probe_and_exec_logs_top_work(api, ns, node, shared_cluster):
     web = http_server(body="hello-ready")
     web.readiness_probe.CopyFrom(probe(http_path="/ready.html", failure=1))
     await api.pods.create(pod("web", ns, node.name, web))
@@ -74,7 +74,7 @@ async def test_readiness_follows_the_probe_and_exec_logs_top_work(api, ns, node,
                              and status_of(p, "web").state.HasField("running"),
                              what="Running")
     assert condition(running, "Ready") != "True"  # the probe's file is not there yet
-    server = control_plane.apiserver.address
+    server = shared_cluster.apiserver.address
 
     made = await ctl(server, ns, "exec", "web", "--", "sh", "-c",
                      "echo ok > /www/ready.html && echo made")

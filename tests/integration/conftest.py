@@ -1,18 +1,16 @@
 """Fixtures of the integration tests beyond the plain ``store_cluster`` and ``apiserver``:
-store clusters with extra flags, and one store + apiserver shared by the apiserver tests."""
+store clusters with extra flags, and a client and namespace on the session's shared
+store + apiserver (``shared_cluster``, in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import grpc
 import pytest
 from apiclient import Client, namespace, unique
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from skiff.testing.processes import APIServer, StoreCluster
+from skiff.testing.fixtures import failed
+from skiff.testing.processes import StoreCluster
 
 MakeCluster = Callable[..., Awaitable[StoreCluster]]
 
@@ -35,61 +33,12 @@ async def make_store_cluster(tmp_path, request) -> AsyncIterator[MakeCluster]:
     finally:
         for cluster in clusters:
             cluster.stop()
-        node = request.node
-        if any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+        if failed(request):
             for cluster in clusters:
                 print(cluster.logs())
 
 
 # ------------------------------------------------------------ the shared apiserver
-
-
-@dataclass
-class SharedCluster:
-    """Three store replicas and one apiserver, started once for every apiserver test.
-
-    Tests share them, so each works in a namespace of its own (the ``ns`` fixture) and
-    gives cluster-scoped objects unique names; none kills or reconfigures them (tests
-    that do start their own).
-    """
-
-    store: StoreCluster
-    apiserver: APIServer
-
-
-def _wait_serving(address: str, what: str, timeout: float = 30.0) -> None:
-    """Poll gRPC health (synchronously: session fixtures run outside the test loop)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as e:
-                last = e
-            time.sleep(0.05)
-    raise TimeoutError(f"{what} not healthy within {timeout}s (last error: {last!r})")
-
-
-@pytest.fixture(scope="session")
-def shared_cluster(tmp_path_factory) -> Iterator[SharedCluster]:
-    base = tmp_path_factory.mktemp("shared")
-    store = StoreCluster(base / "store")
-    server = APIServer(base / "apiserver", store.endpoints)
-    try:
-        store.start()
-        for member in store.members:
-            _wait_serving(member.endpoint, f"store member {member.name}")
-        server.start()
-        _wait_serving(server.address, "the shared apiserver")
-        yield SharedCluster(store, server)
-    finally:
-        server.stop()
-        store.stop()
 
 
 @pytest.fixture
@@ -100,9 +49,7 @@ async def api(shared_cluster, request) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
-        node = request.node
-        if any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+        if failed(request):
             print(shared_cluster.apiserver.logs(120))
 
 

@@ -29,6 +29,7 @@ from skiff.api.v1 import apps_pb2, core_pb2
 from skiff.cli.skiffctl.rollout import rollback_template
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed
 from skiff.testing.hollow import HollowNode
 from skiff.testing.processes import ControllerManager
 
@@ -61,9 +62,7 @@ async def client(shared_cluster, controller_manager, request) -> AsyncIterator[C
         yield api
     finally:
         await api.close()
-        node = request.node
-        if any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+        if failed(request):
             print(controller_manager.logs(200))
 
 

@@ -37,6 +37,7 @@ from skiff.api.manifest import from_dict
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed
 from skiff.testing.processes import ControllerManager
 
 #: The Lease every controller-manager competes for (services/controller_manager/config.py).
@@ -97,9 +98,7 @@ def make_pair(shared_cluster, tmp_path, request) -> Iterator[MakePair]:
     finally:
         for pair in pairs:
             pair.stop()
-        node = request.node
-        if any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+        if failed(request):
             for pair in pairs:
                 for manager in pair.managers.values():
                     print(manager.logs(80))

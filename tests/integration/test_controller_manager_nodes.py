@@ -32,6 +32,7 @@ from skiff.api.manifest import from_dict
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed
 from skiff.testing.hollow import HollowNode, hollow_nodes
 from skiff.testing.processes import ControllerManager, Scheduler
 
@@ -78,9 +79,7 @@ async def client(shared_cluster, daemons, request) -> AsyncIterator[Client]:
         try:
             yield api
         finally:
-            node = request.node
-            if any(getattr(node, f"rep_{when}", None) is not None
-                   and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+            if failed(request):
                 for daemon in daemons:
                     print(daemon.logs(120))
 

@@ -26,6 +26,7 @@ from skiff.api.manifest import from_dict
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed
 from skiff.testing.processes import ControllerManager
 
 #: How long a test waits for the controllers to do something (a slow shared machine).
@@ -53,9 +54,7 @@ async def client(shared_cluster, controller_manager, request) -> AsyncIterator[C
         yield api
     finally:
         await api.close()
-        node = request.node
-        if any(getattr(node, f"rep_{when}", None) is not None
-               and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+        if failed(request):
             print(controller_manager.logs(150))
 
 

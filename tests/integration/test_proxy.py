@@ -29,6 +29,7 @@ from apiclient import NOT_FOUND, Client
 
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed
 from skiff.testing.processes import Proxy, free_port
 
 DEADLINE = 20.0
@@ -133,8 +134,7 @@ async def proxy(shared_cluster, tmp_path: Path, request) -> AsyncIterator[Proxy]
         yield p
     finally:
         p.stop()
-        if any(getattr(request.node, f"rep_{w}", None) is not None
-               and getattr(request.node, f"rep_{w}").failed for w in ("setup", "call")):
+        if failed(request):
             print(p.logs(200))
 
 
@@ -390,7 +390,7 @@ async def test_node_port_on_the_nodes_internal_ip(api: Client, ns: str, backends
     finally:
         proxy.stop()
         await api.nodes.delete(node_name, "")
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        if failed(request):
             print(proxy.logs(200))
 
 

@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from skiff.api import errors
 from skiff.api.manifest import from_dict
@@ -39,6 +37,7 @@ from skiff.api.quantity import milli_value
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed, wait_serving
 from skiff.testing.processes import APIServer, Scheduler, StoreCluster
 
 #: How long a test waits for something the scheduler should do at once (a slow, shared
@@ -124,23 +123,6 @@ class ModuleCluster:
     base: Path
 
 
-def _wait_serving(address: str, what: str, timeout: float = 60.0) -> None:
-    """Poll gRPC health synchronously (a module fixture runs outside the test loop)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as e:
-                last = e
-            time.sleep(0.05)
-    raise TimeoutError(f"{what} not healthy within {timeout}s (last error: {last!r})")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleCluster]:
     """Three store replicas and an apiserver for the whole module."""
@@ -150,9 +132,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleCluster]
     try:
         store.start()
         for member in store.members:
-            _wait_serving(member.endpoint, f"store member {member.name}")
+            wait_serving(member.endpoint, f"store member {member.name}", timeout=60)
         server.start()
-        _wait_serving(server.address, "apiserver")
+        wait_serving(server.address, "apiserver", timeout=60)
         yield ModuleCluster(store, server, base)
     finally:
         server.stop()
@@ -291,9 +273,7 @@ async def env(cluster: ModuleCluster, request: pytest.FixtureRequest) -> AsyncIt
             await env.clean_up()
         finally:
             await api.close()
-            node = request.node
-            if any(getattr(node, f"rep_{when}", None) is not None
-                   and getattr(node, f"rep_{when}").failed for when in ("setup", "call")):
+            if failed(request):
                 for scheduler in env.schedulers:
                     print(scheduler.logs(80))
                 print(cluster.apiserver.logs(40))
