@@ -7,6 +7,8 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 install:
 	./scripts/install.sh
 
+# Ends with what `skiff up` prints: where the cluster is and the curl that answered.
+# SKIFF_NODES=2 (and the other SKIFF_* settings of the README) pass through.
 up: install
 	$(PYTHON) -m skiff.cli.cluster up
 

@@ -44,7 +44,9 @@ class APIServer:
                            bookmark_interval=config.bookmark_interval) for k in KINDS}
         admission = Chain([
             NamespaceLifecycle(self._namespace),
-            DefaultTolerationSeconds(),
+            DefaultTolerationSeconds(
+                config.default_not_ready_toleration_seconds,
+                unreachable_seconds=config.default_unreachable_toleration_seconds),
             ServiceAllocation(config.ranges, self._services),
         ])
         self.registries: dict[str, Registry] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from services.apiserver.admission.default_tolerations import DEFAULT_SECONDS
 from services.apiserver.admission.service_allocation import Ranges
 
 
@@ -20,6 +21,10 @@ class APIServerConfig:
     watch_cache_size: int = 10_000
     bookmark_interval: float = 1.0
     store_timeout: float = 10.0
+    #: tolerationSeconds of the not-ready / unreachable NoExecute tolerations that
+    #: DefaultTolerationSeconds gives pods that have none (kube-apiserver's flags).
+    default_not_ready_toleration_seconds: int = DEFAULT_SECONDS
+    default_unreachable_toleration_seconds: int = DEFAULT_SECONDS
     log_level: str = "info"
 
 
@@ -48,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bookmark-interval", type=float, default=1.0, help="seconds")
     p.add_argument("--store-timeout", type=float, default=10.0,
                    help="seconds a request keeps retrying an unavailable store")
+    p.add_argument("--default-not-ready-toleration-seconds", type=int,
+                   default=DEFAULT_SECONDS,
+                   help="tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute "
+                        "toleration added to pods that have none")
+    p.add_argument("--default-unreachable-toleration-seconds", type=int,
+                   default=DEFAULT_SECONDS,
+                   help="tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute "
+                        "toleration added to pods that have none")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -62,8 +75,14 @@ def parse_args(argv: list[str] | None = None) -> APIServerConfig:
         parser.error(str(e))
     if not endpoints:
         parser.error("--store-endpoints: at least one endpoint is required")
+    for flag in ("default_not_ready_toleration_seconds",
+                 "default_unreachable_toleration_seconds"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must not be negative")
     return APIServerConfig(
         store_endpoints=endpoints, listen=args.listen, metrics_url=args.metrics_url,
         ranges=ranges, watch_cache_size=args.watch_cache_size,
         bookmark_interval=args.bookmark_interval, store_timeout=args.store_timeout,
+        default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
         log_level=args.log_level)

@@ -17,7 +17,9 @@ import asyncio
 import importlib
 
 
-async def _build(force: bool, docker_host: str | None) -> list[str]:
+async def build(*, force: bool = False, docker_host: str | None = None) -> list[str]:
+    """Build the local images (all of them with ``force``, else the missing ones);
+    the tags built. ``skiff up`` calls it before any kubelet starts."""
     import aiodocker
 
     images = importlib.import_module("services.kubelet.images")
@@ -43,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     """Run ``skiff images ...``; the exit status."""
     try:
-        built = asyncio.run(_build(args.force, args.docker_host))
+        built = asyncio.run(build(force=args.force, docker_host=args.docker_host))
     except Exception as e:  # a CLI reports what went wrong instead of a traceback
         print(f"skiff images build: {e}")
         return 1
