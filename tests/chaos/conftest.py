@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from skiff.testing.fixtures import failed
 from skiff.testing.processes import StoreCluster
 
 #: Compaction runs often enough to happen during a run, and keeps far more revisions
@@ -13,10 +14,6 @@ from skiff.testing.processes import StoreCluster
 COMPACTION_ARGS = ["--auto-compaction-retention", "20000", "--auto-compaction-interval", "5"]
 
 
-def _failed(request: pytest.FixtureRequest) -> bool:
-    # The reports are those tests/conftest.py's makereport hook keeps on the item.
-    return any(getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
-               for when in ("setup", "call"))
 
 
 @pytest.fixture
@@ -29,5 +26,5 @@ async def chaos_cluster(tmp_path, request) -> AsyncIterator[StoreCluster]:
         yield cluster
     finally:
         cluster.stop()
-        if _failed(request):
+        if failed(request):
             print(cluster.logs(lines=200))

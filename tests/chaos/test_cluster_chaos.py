@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from skiff.chaos import ProcessTarget, run_chaos
+from skiff.testing.fixtures import failed
 
 CHAOS_SECONDS = float(os.environ.get("SKIFF_CLUSTER_CHAOS_SECONDS", "300"))
 NODES = int(os.environ.get("SKIFF_CLUSTER_CHAOS_NODES", "1"))
@@ -27,10 +28,6 @@ NODES = int(os.environ.get("SKIFF_CLUSTER_CHAOS_NODES", "1"))
 SEED = int(os.environ.get("SKIFF_CHAOS_SEED", random.randrange(2**32)))
 
 
-def _failed(request: pytest.FixtureRequest) -> bool:
-    # The reports are those tests/conftest.py's makereport hook keeps on the item.
-    return any(getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
-               for when in ("setup", "call"))
 
 
 @pytest.fixture
@@ -42,7 +39,7 @@ async def cluster(tmp_path, request) -> AsyncIterator[ProcessTarget]:
         yield target
     finally:
         await target.stop()
-        if _failed(request):
+        if failed(request):
             print(target.logs(lines=150))
 
 

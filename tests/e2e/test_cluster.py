@@ -34,6 +34,7 @@ from skiff.api import errors
 from skiff.cli.skiffctl.rollout import rollout_status
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.testing.fixtures import failed
 
 CLUSTER = [sys.executable, "-m", "skiff.cli.cluster"]
 REPO = Path(__file__).resolve().parents[2]
@@ -66,10 +67,6 @@ def _log_tails(data_dir: Path, lines: int = 40) -> str:
     return "\n".join(tails)
 
 
-def _failed(request: pytest.FixtureRequest) -> bool:
-    """Whether the test failed (tests/conftest.py's hook records each phase's report)."""
-    return any(getattr(request.node, f"rep_{when}", None) is not None
-               and getattr(request.node, f"rep_{when}").failed for when in ("setup", "call"))
 
 
 @dataclass
@@ -88,7 +85,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         assert up.returncode == 0, f"skiff up failed:\n{up.stdout}\n{up.stderr}"
         yield Cluster(data_dir, up.stdout)
     finally:
-        if _failed(request) and data_dir.exists():
+        if failed(request) and data_dir.exists():
             print(_log_tails(data_dir))
         _skiff("down", "--purge", "--data-dir", str(data_dir), timeout=120)
 
