@@ -59,21 +59,35 @@ async def bind(registry: Registry, binding: core_pb2.Binding) -> core_pb2.Bindin
         raise errors.Invalid("Binding", binding.metadata.name, problems)
     namespace = binding.metadata.namespace or "default"
     key = registry.key(namespace, binding.metadata.name)
-    for _ in range(MAX_ATTEMPTS):
-        stored = await registry.storage.get(key)
-        if stored is None:
-            raise errors.NotFound(f'pods "{binding.metadata.name}" not found')
-        pod: core_pb2.Pod = decode(registry.kind, stored.value, stored.mod_revision)  # type: ignore[assignment]
-        if binding.metadata.uid and binding.metadata.uid != pod.metadata.uid:
-            raise errors.Conflict(f"Precondition failed: UID in precondition: "
-                                  f"{binding.metadata.uid}, UID in object meta: "
-                                  f"{pod.metadata.uid}")
-        now = Timestamp()
-        now.FromSeconds(int(registry.clock()))
-        assign(pod, binding.target.name, now)
+    for attempt in range(MAX_ATTEMPTS):
+        # First from the watch cache (the pod the scheduler just saw is there): the
+        # write's compare on its mod_revision verifies it, saving a store read per
+        # bind. A stale copy, or one that says no, is looked at again in the store.
+        cached = registry._cached(key) if attempt == 0 else None
+        if cached is not None:
+            mod_revision, found = cached
+            pod = core_pb2.Pod()
+            pod.CopyFrom(found)  # the cache's copy is shared: never change it
+        else:
+            stored = await registry.storage.get(key)
+            if stored is None:
+                raise errors.NotFound(f'pods "{binding.metadata.name}" not found')
+            mod_revision = stored.mod_revision
+            pod = decode(registry.kind, stored.value, mod_revision)  # type: ignore[assignment]
         try:
-            revision = await registry.storage.update(key, encode(pod),
-                                                     mod_revision=stored.mod_revision)
+            if binding.metadata.uid and binding.metadata.uid != pod.metadata.uid:
+                raise errors.Conflict(f"Precondition failed: UID in precondition: "
+                                      f"{binding.metadata.uid}, UID in object meta: "
+                                      f"{pod.metadata.uid}")
+            now = Timestamp()
+            now.FromSeconds(int(registry.clock()))
+            assign(pod, binding.target.name, now)
+        except errors.Conflict:
+            if cached is not None:
+                continue  # the cache may be behind: the store decides
+            raise
+        try:
+            revision = await registry.storage.update(key, encode(pod), mod_revision=mod_revision)
         except errors.Conflict:
             continue  # the pod changed (its status, say): look again
         result = core_pb2.Binding()

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.message import Message
 
 from services.apiserver.admission import Chain
+from services.apiserver.binding import bind
 from services.apiserver.registry import Registry
 from services.apiserver.storage import (
     KeyConflict,
@@ -223,3 +224,57 @@ async def test_a_delete_with_preconditions_reads_the_store(setup) -> None:  # ty
         preconditions=meta_pb2.Preconditions(
             resource_version=updated.metadata.resource_version)))
     assert KEY not in storage.data and storage.reads == 1
+
+
+# ------------------------------------------------------------------------ binding
+
+
+def binding(node: str = "n1", uid: str = "") -> core_pb2.Binding:
+    return core_pb2.Binding(metadata=meta_pb2.ObjectMeta(name="web", namespace="default",
+                                                         uid=uid),
+                            target=meta_pb2.ObjectReference(kind="Node", name=node))
+
+
+def stored_node(storage: MemoryStorage) -> str:
+    stored = storage.data[KEY]
+    return decode(PODS, stored.value, stored.mod_revision).spec.node_name  # type: ignore[attr-defined]
+
+
+async def test_bind_from_a_current_copy_reads_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    registry, storage, cache = setup
+    created = await registry.create(pod())
+    cached = cache.remember(storage)
+    before = cached.SerializeToString()
+    storage.reads = 0
+    result = await bind(registry, binding(uid=created.metadata.uid))
+    assert storage.reads == 0 and stored_node(storage) == "n1"
+    assert result.metadata.resource_version == str(storage.revision)
+    assert cached.SerializeToString() == before
+
+
+async def test_bind_from_a_stale_copy_goes_to_the_store(setup) -> None:  # type: ignore[no-untyped-def]
+    registry, storage, cache = setup
+    await registry.create(pod())
+    cache.remember(storage)
+    await registry.update(pod(v="2"))  # the cache does not see this one
+    await bind(registry, binding())
+    assert stored_node(storage) == "n1" and stored_labels(storage) == {"v": "2"}
+
+
+async def test_bind_refusals_come_from_the_store_not_a_stale_copy(setup) -> None:  # type: ignore[no-untyped-def]
+    registry, storage, cache = setup
+    await registry.create(pod())
+    cache.remember(storage)  # says unbound
+    await bind(registry, binding("n1"))  # the cache does not see this one
+    with pytest.raises(errors.Conflict, match='already assigned to node "n1"'):
+        await bind(registry, binding("n2"))
+    # A copy that names another uid (the pod was replaced) is checked on the store too.
+    old = cache.remember(storage)
+    replaced = core_pb2.Pod()
+    replaced.CopyFrom(old)
+    replaced.metadata.uid = "someone-else"
+    cache.objects[KEY] = replaced
+    storage.reads = 0
+    with pytest.raises(errors.Conflict, match="already assigned"):
+        await bind(registry, binding("n2", uid=old.metadata.uid))
+    assert storage.reads == 1
