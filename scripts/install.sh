@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # supervisor runs the local cluster; etcd-client gives etcdctl (tests drive the store
 # with it); etcd-server is the real etcd the store benchmark compares against; the
-# kubelet runs pods in Docker (docker.io) from images built from busybox-static.
-packages=(supervisor etcd-client etcd-server docker.io busybox-static)
+# kubelet runs pods in Docker (docker.io) from images built from busybox-static;
+# cgroupfs-mount mounts the cgroup controllers dockerd needs where no init system did.
+packages=(supervisor etcd-client etcd-server docker.io busybox-static cgroupfs-mount)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -25,6 +26,10 @@ fi
 # no init system), start dockerd in the background and wait for it, with a deadline.
 if ! docker info >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # cgroup v1 controllers not mounted (and no cgroup v2 hierarchy): mount them.
+  if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && ! mountpoint -q /sys/fs/cgroup/memory 2>/dev/null; then
+    $sudo cgroupfs-mount || true
+  fi
   if ! { command -v systemctl >/dev/null 2>&1 && $sudo systemctl start docker >/dev/null 2>&1; }; then
     $sudo sh -c 'nohup dockerd >/var/log/skiff-dockerd.log 2>&1 &'
   fi
