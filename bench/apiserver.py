@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
@@ -66,6 +65,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also in workers
 
 import profiling
+from report import emit, stop_on_sigterm
 from store import (
     Control,
     CpuSample,
@@ -1013,16 +1013,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     args, settings = parse_args(argv)
 
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally: servers stop
-
-    signal.signal(signal.SIGTERM, terminate)
+    stop_on_sigterm()
     report = asyncio.run(run(args, settings))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -59,6 +57,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
 
 import profiling
+from report import emit, stop_on_sigterm
 from scheduler import (
     CpuSample,
     Servers,
@@ -606,16 +605,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, settings = parse_args(argv)
     configure("bench-controllers", "warning")
 
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally: the daemons stop
-
-    signal.signal(signal.SIGTERM, terminate)
+    stop_on_sigterm()
     report = run_loop(run(settings), settings.loop)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
 
 
 if __name__ == "__main__":

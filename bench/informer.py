@@ -40,12 +40,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
 import platform
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -59,6 +57,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also in workers
 
+from report import emit, stop_on_sigterm
 from store import machine_cpu_ticks, percentile, process_cpu_seconds, summarize_ms
 
 from skiff.api import errors
@@ -531,16 +530,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, settings = parse_args(argv)
     configure("bench-informer", "warning")  # logs to stderr: stdout is the JSON
 
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally: servers stop
-
-    signal.signal(signal.SIGTERM, terminate)
+    stop_on_sigterm()
     report = run_loop(run(args, settings), settings.loop)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
 
 
 if __name__ == "__main__":

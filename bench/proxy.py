@@ -42,6 +42,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from report import emit  # noqa: E402
+
 from skiff.api.v1 import core_pb2, meta_pb2  # noqa: E402
 from skiff.client.client import Client  # noqa: E402
 from skiff.health import wait_for  # noqa: E402
@@ -378,10 +380,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     configure("bench-proxy", "warning")
     report = run_loop(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
 
 
 if __name__ == "__main__":

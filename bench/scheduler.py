@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -72,6 +71,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also in workers
 
 import profiling
+from report import emit
 from store import machine_cpu_ticks, percentile, process_cpu_seconds
 
 from skiff.api import errors
@@ -799,10 +799,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, settings = parse_args(argv)
     configure("bench-scheduler", "warning")
     report = run_loop(run(args, settings), settings.loop)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
     failed = any("error" in r for r in report["results"].values())
     sys.exit(1 if failed else 0)
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -65,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also
 
 import profiling
 from etcd_cluster import DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, EtcdCluster
+from report import emit, stop_on_sigterm
 
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 from skiff.testing.processes import StoreCluster
@@ -1150,16 +1150,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     args, settings = parse_args(argv)
 
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally: clusters stop
-
-    signal.signal(signal.SIGTERM, terminate)
+    stop_on_sigterm()
     report = asyncio.run(run(args, settings))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
 
 
 if __name__ == "__main__":
