@@ -43,7 +43,8 @@ class APIServer:
             k.kind: Cacher(self.storage, k, capacity=config.watch_cache_size,
                            bookmark_interval=config.bookmark_interval) for k in KINDS}
         admission = Chain([
-            NamespaceLifecycle(self._namespace),
+            NamespaceLifecycle(self._namespace, cached=self._cached_namespace,
+                               key=lambda name: self.registries["Namespace"].key("", name)),
             DefaultTolerationSeconds(
                 config.default_not_ready_toleration_seconds,
                 unreachable_seconds=config.default_unreachable_toleration_seconds),
@@ -54,17 +55,20 @@ class APIServer:
                              admission) for k in KINDS}
 
     async def _namespace(self, name: str) -> core_pb2.Namespace | None:
-        """A namespace as the store holds it now (a linearizable read).
-
-        Not from the watch cache: it may lag a namespace deleted a moment ago (through
-        this apiserver or another), and content created in it then would be let in.
-        """
+        """A namespace as the store holds it now (a linearizable read)."""
         namespaces = self.registries["Namespace"]
         key = namespaces.key("", name)
         stored = await self.storage.get(key)
         if stored is None:
             return None
         return decode(namespaces.kind, stored.value, stored.mod_revision)  # type: ignore[return-value]
+
+    def _cached_namespace(self, name: str) -> core_pb2.Namespace | None:
+        """A namespace as this apiserver's watch cache holds it (None if not there)."""
+        cacher = self.cachers["Namespace"]
+        if not cacher.ready:
+            return None
+        return cacher.get(self.registries["Namespace"].key("", name))  # type: ignore[return-value]
 
     def _services(self) -> list[core_pb2.Service]:
         items, _ = self.cachers["Service"].list()

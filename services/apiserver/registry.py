@@ -35,6 +35,7 @@ from services.apiserver import meta
 from services.apiserver.admission import CREATE, DELETE, UPDATE, Attributes, Chain
 from services.apiserver.cacher import Cacher
 from services.apiserver.storage import (
+    GuardMoved,
     KeyConflict,
     Storage,
     StoredObject,
@@ -148,6 +149,7 @@ class Registry:
         md.ClearField("deletion_timestamp")
         md.ClearField("deletion_grace_period_seconds")
         generated = not md.name and bool(md.generate_name)
+        consistent = False
         for _ in range(MAX_ATTEMPTS):
             candidate = meta.copy(obj)
             if generated:
@@ -156,12 +158,16 @@ class Registry:
             problems = meta.validate(self.kind, candidate) + self.strategy.validate(candidate)
             if problems:
                 raise errors.Invalid(self.kind.kind, candidate.metadata.name, problems)
-            attrs = Attributes(CREATE, self.kind, candidate)
+            attrs = Attributes(CREATE, self.kind, candidate, consistent=consistent)
             await self.admission.admit(attrs)
             key = self.key(candidate.metadata.namespace, candidate.metadata.name)
             try:
                 revision = await self.storage.create(key, encode(candidate), puts=attrs.puts,
-                                                     absent=attrs.absent)
+                                                     absent=attrs.absent,
+                                                     unchanged=attrs.unchanged)
+            except GuardMoved:
+                consistent = True  # admission decided on a stale cache: ask the store
+                continue
             except errors.AlreadyExists as e:
                 taken = getattr(e, "key", key)
                 if taken == key:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -171,6 +171,14 @@ class KeyExists(errors.AlreadyExists):
 
     def __init__(self, key: str) -> None:
         super().__init__(f"key {key} already exists")
+        self.key = key
+
+
+class GuardMoved(errors.Conflict):
+    """A create's ``unchanged`` key was no longer at the revision admission saw."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key} changed since admission read it")
         self.key = key
 
 
@@ -443,29 +451,38 @@ class Storage:
     # ------------------------------------------------------------------- writes
 
     async def create(self, key: str, value: bytes, *, puts: Sequence[tuple[str, bytes]] = (),
-                     absent: Sequence[str] = ()) -> int:
-        """Put ``key`` (and ``puts``) if ``key`` and every ``absent`` key do not exist.
+                     absent: Sequence[str] = (), unchanged: Mapping[str, int] | None = None,
+                     ) -> int:
+        """Put ``key`` (and ``puts``) if ``key`` and every ``absent`` key do not exist,
+        and every ``unchanged`` key is still at its given mod_revision.
 
         One Txn: all or nothing. Returns the new revision (the object's resource
-        version); raises :class:`KeyExists` naming the first key found.
+        version); raises :class:`KeyExists` naming the first key found, or
+        :class:`GuardMoved` naming an ``unchanged`` key that moved.
         """
         guarded = [key, *absent]
+        kept = dict(unchanged or {})
         request = rpc_pb2.TxnRequest(
-            compare=[_absent(k) for k in guarded],
+            compare=[*(_absent(k) for k in guarded),
+                     *(_at_revision(k, rev) for k, rev in kept.items())],
             success=[_put(key, value), *(_put(k, v) for k, v in puts)],
-            failure=[_range(k) for k in guarded])
+            failure=[_range(k) for k in (*guarded, *kept)])
         response, retried = await self._txn(request, what=f"create {key}")
         if response.succeeded:
             return response.header.revision
-        found = _failure_reads(response, guarded)
+        found = _failure_reads(response, [*guarded, *kept])
         mine = found[key]
         if retried and mine is not None and mine.value == value:
             # An attempt that "failed" had committed: this is our own object.
             log.info("retried create had already succeeded", key=key)
             return mine.mod_revision
-        # The failure branch read every guarded key at the revision the compare failed
-        # at, so one of them exists.
-        raise KeyExists(next(k for k in guarded if found[k] is not None))
+        # The failure branch read every compared key at the revision the compare failed
+        # at, so one guarded key exists or one kept key moved.
+        existing = next((k for k in guarded if found[k] is not None), None)
+        if existing is not None:
+            raise KeyExists(existing)
+        raise GuardMoved(next(k for k, rev in kept.items()
+                              if found[k] is None or found[k].mod_revision != rev))
 
     async def update(self, key: str, value: bytes, *, mod_revision: int,
                      puts: Sequence[tuple[str, bytes]] = (), deletes: Sequence[str] = (),

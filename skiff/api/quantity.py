@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from functools import lru_cache
 
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 FORMAT_MESSAGE = f"quantities must match the regular expression '{QUANTITY_PATTERN}'"
@@ -46,6 +47,8 @@ def _round_away_from_zero(value: Fraction) -> int:
     return math.ceil(value) if value >= 0 else math.floor(value)
 
 
+# Pods repeat the same few quantities ("100m", "128Mi"); a Fraction is immutable.
+@lru_cache(maxsize=4096)
 def parse_quantity(text: str) -> Fraction:
     """The exact value of quantity ``text``; ValueError naming the problem otherwise."""
     shape = _SHAPE_RE.match(text)

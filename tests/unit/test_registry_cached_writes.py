@@ -14,9 +14,11 @@ import pytest
 from google.protobuf.message import Message
 
 from services.apiserver.admission import Chain
+from services.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from services.apiserver.binding import bind
 from services.apiserver.registry import Registry
 from services.apiserver.storage import (
+    GuardMoved,
     KeyConflict,
     KeyExists,
     KeyNotFound,
@@ -26,10 +28,11 @@ from services.apiserver.storage import (
 )
 from services.apiserver.strategies import STRATEGIES
 from skiff.api import errors
-from skiff.api.kinds import lookup
+from skiff.api.kinds import Kind, lookup
 from skiff.api.v1 import core_pb2, meta_pb2
 
 PODS = lookup("pods")
+NAMESPACES = lookup("namespaces")
 KEY = object_key(PODS, "default", "web")
 
 
@@ -59,9 +62,14 @@ class MemoryStorage:
         if mod_revision and current.mod_revision != mod_revision:
             raise KeyConflict(key, mod_revision, current)
 
-    async def create(self, key: str, value: bytes, *, puts=(), absent=()) -> int:  # type: ignore[no-untyped-def]
+    async def create(self, key: str, value: bytes, *, puts=(), absent=(),  # type: ignore[no-untyped-def]
+                     unchanged=None) -> int:
         if key in self.data:
             raise KeyExists(key)
+        for kept, revision in (unchanged or {}).items():
+            current = self.data.get(kept)
+            if current is None or current.mod_revision != revision:
+                raise GuardMoved(kept)
         return self._put(key, value)
 
     async def update(self, key: str, value: bytes, *, mod_revision: int, puts=(),  # type: ignore[no-untyped-def]
@@ -87,10 +95,10 @@ class FixedCache:
     def get(self, key: str) -> Message | None:
         return self.objects.get(key)
 
-    def remember(self, storage: MemoryStorage, key: str = KEY) -> Message:
+    def remember(self, storage: MemoryStorage, key: str = KEY, kind: Kind = PODS) -> Message:
         """Make the cache's copy of ``key`` what the store holds now; returns it."""
         stored = storage.data[key]
-        self.objects[key] = decode(PODS, stored.value, stored.mod_revision)
+        self.objects[key] = decode(kind, stored.value, stored.mod_revision)
         return self.objects[key]
 
 
@@ -278,3 +286,72 @@ async def test_bind_refusals_come_from_the_store_not_a_stale_copy(setup) -> None
     with pytest.raises(errors.Conflict, match="already assigned"):
         await bind(registry, binding("n2", uid=old.metadata.uid))
     assert storage.reads == 1
+
+
+# ------------------------------------------ namespace lifecycle from the watch cache
+
+
+def lifecycle_registries() -> tuple[Registry, Registry, MemoryStorage, FixedCache]:
+    """Pods and namespaces over one store, with NamespaceLifecycle reading a namespace
+    from ``cache`` and falling back to the store, as the apiserver wires it."""
+    storage, cache = MemoryStorage(), FixedCache()
+
+    async def from_store(name: str) -> Message | None:
+        stored = await storage.get(object_key(NAMESPACES, "", name))
+        return decode(NAMESPACES, stored.value, stored.mod_revision) if stored else None
+
+    admission = Chain([NamespaceLifecycle(
+        from_store, cached=lambda name: cache.get(object_key(NAMESPACES, "", name)),
+        key=lambda name: object_key(NAMESPACES, "", name))])
+    pods = Registry(PODS, STRATEGIES["Pod"], storage, cache, admission)  # type: ignore[arg-type]
+    namespaces = Registry(NAMESPACES, STRATEGIES["Namespace"], storage, FixedCache(),  # type: ignore[arg-type]
+                          admission)
+    return pods, namespaces, storage, cache
+
+
+TEAM_KEY = object_key(PODS, "team", "web")
+
+
+def team_pod() -> core_pb2.Pod:
+    made = pod()
+    made.metadata.namespace = "team"
+    return made
+
+
+async def test_a_cached_namespace_admits_a_create_without_a_store_read() -> None:
+    pods, namespaces, storage, cache = lifecycle_registries()
+    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
+    cache.remember(storage, object_key(NAMESPACES, "", "team"), NAMESPACES)
+    storage.reads = 0
+    await pods.create(team_pod())
+    assert storage.reads == 0 and TEAM_KEY in storage.data
+
+
+async def test_a_namespace_missing_from_the_cache_is_read_from_the_store() -> None:
+    pods, namespaces, storage, _ = lifecycle_registries()
+    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
+    storage.reads = 0
+    await pods.create(team_pod())
+    assert storage.reads == 1 and TEAM_KEY in storage.data
+
+
+async def test_a_namespace_terminating_behind_the_cache_refuses_the_create() -> None:
+    pods, namespaces, storage, cache = lifecycle_registries()
+    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
+    cache.remember(storage, object_key(NAMESPACES, "", "team"), NAMESPACES)
+    # Terminating in the store; the cache still shows it active.
+    await namespaces.delete(meta_pb2.DeleteRequest(name="team"))
+    with pytest.raises(errors.Forbidden, match="being terminated"):
+        await pods.create(team_pod())
+    assert TEAM_KEY not in storage.data
+
+
+async def test_a_namespace_deleted_behind_the_cache_is_not_found() -> None:
+    pods, namespaces, storage, cache = lifecycle_registries()
+    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
+    ns_key = object_key(NAMESPACES, "", "team")
+    cache.remember(storage, ns_key, NAMESPACES)
+    del storage.data[ns_key]  # gone from the store (finalized); the cache lags
+    with pytest.raises(errors.NotFound, match='namespaces "team" not found'):
+        await pods.create(team_pod())
+    assert TEAM_KEY not in storage.data

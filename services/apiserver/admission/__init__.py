@@ -30,6 +30,12 @@ class Attributes:
     ``taken`` says, for a reservation of a value the client chose itself, what to
     report when it turns out to be held already; a reservation of a value admission
     picked is simply picked again.
+
+    ``unchanged`` maps keys admission decided on (read from a watch cache) to the
+    mod_revision it saw: the transaction commits only if each is still there, so a
+    decision made on a cached copy is as good as one made on the store's. When one
+    moved, the write is admitted again with ``consistent`` set, and plugins then read
+    the store itself.
     """
 
     operation: str
@@ -40,6 +46,8 @@ class Attributes:
     absent: list[str] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     taken: dict[str, FieldError] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+    consistent: bool = False
 
 
 class Plugin(Protocol):
