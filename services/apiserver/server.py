@@ -74,10 +74,16 @@ class ResourceServicer:
                          ("Create", "Get", "List", "Update", "UpdateStatus", "Delete",
                           "Watch", "Bind", "Finalize")}
         self._watchers = WATCHERS.labels(self.service)
+        # Looking a labelled child up costs more than counting: keep each one found.
+        self._requests: dict[tuple[str, grpc.StatusCode], Any] = {}
 
     def observe(self, method: str, code: grpc.StatusCode, elapsed: float, request: Any,
                 context: grpc.aio.ServicerContext) -> None:
-        REQUESTS.labels(self.service, method, code.name).inc()
+        counter = self._requests.get((method, code))
+        if counter is None:
+            counter = self._requests[method, code] = REQUESTS.labels(
+                self.service, method, code.name)
+        counter.inc()
         self._latency[method].observe(elapsed)
         if method in READS and code == grpc.StatusCode.OK:
             return
