@@ -518,8 +518,13 @@ class Storage:
         """Delete ``key`` (and ``deletes``) if it is still at ``mod_revision`` (0: any).
 
         Returns the deletion's revision; raises :class:`KeyConflict` or
-        :class:`KeyNotFound`. A retried delete that finds the key gone reports success
-        with the store's current revision: its earlier attempt may have been the one.
+        :class:`KeyNotFound`. A retried delete that finds the key gone may have been
+        applied by an earlier attempt whose answer was lost: if the store's history
+        shows the version at ``mod_revision`` deleted, that deletion's revision is
+        returned (never the store's current one: no event carries that, so a client
+        resuming a watch from it would skip whatever happened in between); otherwise,
+        or for an unconditional delete (nothing says which deletion was ours),
+        :class:`KeyNotFound`.
         """
         request = rpc_pb2.TxnRequest(
             compare=[_at_revision(key, mod_revision)],
@@ -530,11 +535,53 @@ class Storage:
             return response.header.revision
         current = _failure_reads(response, [key])[key]
         if current is None:
-            if retried:
-                log.info("retried delete finds the key gone", key=key)
-                return response.header.revision
+            if retried and mod_revision > 0:
+                deleted_at = await self._deletion_revision(key, mod_revision)
+                log.info("retried delete finds the key gone", key=key,
+                         mod_revision=mod_revision, deleted_at=deleted_at,
+                         revision=response.header.revision)
+                if deleted_at is not None:
+                    return deleted_at
             raise KeyNotFound(key)
         raise KeyConflict(key, mod_revision, current)
+
+    async def _deletion_revision(self, key: str, mod_revision: int) -> int | None:
+        """The revision that deleted ``key`` as it was at ``mod_revision``, read from the
+        store's history (a watch of the key from ``mod_revision + 1``: its first event).
+
+        None when the key changed before it was deleted (that deletion was not of this
+        version) or the history is compacted. Raises ``Unavailable`` when the current
+        endpoint cannot answer within ``attempt_timeout``: the outcome stays unknown.
+        """
+        endpoint = self.endpoint
+        call = rpc_pb2_grpc.WatchStub(self.channel(endpoint)).Watch()
+        create = rpc_pb2.WatchCreateRequest(key=_b(key), start_revision=mod_revision + 1,
+                                            prev_kv=True)
+        try:
+            async with asyncio.timeout(self.attempt_timeout):
+                await call.write(rpc_pb2.WatchRequest(create_request=create))
+                while True:
+                    response = await call.read()
+                    if response is grpc.aio.EOF:
+                        raise errors.Unavailable(
+                            f"store unavailable: {endpoint} ended the watch that looks up "
+                            f"the deletion of {key}")
+                    if response.canceled:
+                        return None  # compacted: the history that would tell is gone
+                    if response.events:
+                        event = response.events[0]
+                        if (event.type == kv_pb2.Event.DELETE
+                                and event.prev_kv.mod_revision == mod_revision):
+                            return event.kv.mod_revision
+                        return None
+        except TimeoutError:
+            raise errors.Unavailable(
+                f"store unavailable: {endpoint} did not show the deletion of {key} within "
+                f"{self.attempt_timeout:g}s") from None
+        except grpc.aio.AioRpcError as e:
+            raise map_error(e) from None
+        finally:
+            call.cancel()
 
     # -------------------------------------------------------------------- watch
 

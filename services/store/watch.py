@@ -198,14 +198,20 @@ class WatchStream:
                 cancel_reason="mvcc: duplicate watch ID provided on the WatchStream"))
             return
         filters = set(request.filters)
+        # One read of the revision for the cursor and the reply: raft applies in another
+        # thread, and a reply claiming a later revision than the cursor starts after
+        # would tell a "from now" client that the events in between were sent (one
+        # resuming elsewhere from there would skip them).
+        current = self._replica.store.revision
         self._watchers[watch_id] = Watcher(
             watch_id=watch_id, key=key, range_end=range_end,
-            next_revision=request.start_revision or self._replica.store.revision + 1,
+            next_revision=request.start_revision or current + 1,
             prev_kv=request.prev_kv, no_put=WatchCreateRequest.NOPUT in filters,
             no_delete=WatchCreateRequest.NODELETE in filters,
             progress_notify=request.progress_notify,
         )
-        self._control.append(self._respond(watch_id=watch_id, created=True))
+        self._control.append(self._respond(watch_id=watch_id, created=True,
+                                           header=rpc_pb2.ResponseHeader(revision=current)))
 
     def _cancel(self, watch_id: int) -> None:
         if self._watchers.pop(watch_id, None) is not None:

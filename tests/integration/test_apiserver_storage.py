@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
@@ -186,6 +186,90 @@ async def test_calls_fail_over_to_a_live_replica_and_give_up_when_none_is(store_
             await storage.get(key("a"))
     finally:
         await storage.close()
+
+
+LostAnswer = Callable[[rpc_pb2_grpc.KVStub, rpc_pb2.TxnRequest], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def losing_delete_answers(endpoint: str, on_delete: LostAnswer) -> AsyncIterator[str]:
+    """A front for the KV Txn of the replica at ``endpoint`` (the address it yields).
+
+    Txns are passed on, except that one that deletes is handed to ``on_delete`` (which
+    may or may not apply it) and then answered UNAVAILABLE, as when a replica dies
+    between committing a write and answering it.
+    """
+    channel = grpc.aio.insecure_channel(endpoint)
+    kv = rpc_pb2_grpc.KVStub(channel)
+
+    async def txn(request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext
+                  ) -> rpc_pb2.TxnResponse:
+        if any(op.HasField("request_delete_range") for op in request.success):
+            await on_delete(kv, request)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the answer was lost")
+        return await kv.Txn(request, timeout=DEADLINE)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "etcdserverpb.KV", {"Txn": grpc.unary_unary_rpc_method_handler(
+            txn, request_deserializer=rpc_pb2.TxnRequest.FromString,
+            response_serializer=rpc_pb2.TxnResponse.SerializeToString)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+        await channel.close()
+
+
+async def test_a_retried_delete_reports_the_revision_its_lost_attempt_deleted_at(store_cluster):
+    # The revision a delete returns is the deleted object's last resource version as
+    # watchers see it; a client resuming a watch from a later one would skip changes.
+    deleted_at: list[int] = []
+
+    async def apply_then_move_on(kv: rpc_pb2_grpc.KVStub, request: rpc_pb2.TxnRequest) -> None:
+        deleted_at.append((await kv.Txn(request, timeout=DEADLINE)).header.revision)
+        await kv.Put(rpc_pb2.PutRequest(key=key("other").encode(), value=b"x"),
+                     timeout=DEADLINE)
+
+    async with losing_delete_answers(store_cluster.endpoints[0], apply_then_move_on) as front:
+        storage = Storage([front, *store_cluster.endpoints[1:]], timeout=DEADLINE)
+        try:
+            created = await create(storage, "a")
+            watch = storage.watch(PREFIX, created + 1)
+            revision = await storage.delete(key("a"), mod_revision=created)
+            assert deleted_at and revision == deleted_at[0]
+            assert revision < await storage.revision()  # the store had moved on
+            batch = await asyncio.wait_for(anext(watch), DEADLINE)
+            while not batch.changes:  # progress notifications
+                batch = await asyncio.wait_for(anext(watch), DEADLINE)
+            first = batch.changes[0]
+            assert (first.type, first.key, first.mod_revision) == ("DELETE", key("a"), revision)
+            await watch.aclose()
+        finally:
+            await storage.close()
+
+
+async def test_a_retried_delete_of_what_someone_else_changed_then_deleted_is_not_found(
+        store_cluster):
+    async def changed_and_deleted_by_someone_else(kv: rpc_pb2_grpc.KVStub,
+                                                  request: rpc_pb2.TxnRequest) -> None:
+        # The attempt itself never reaches the store.
+        name = key("a").encode()
+        await kv.Put(rpc_pb2.PutRequest(key=name, value=encode(pod("a", app="db"))),
+                     timeout=DEADLINE)
+        await kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=name), timeout=DEADLINE)
+
+    async with losing_delete_answers(store_cluster.endpoints[0],
+                                     changed_and_deleted_by_someone_else) as front:
+        storage = Storage([front, *store_cluster.endpoints[1:]], timeout=DEADLINE)
+        try:
+            created = await create(storage, "a")
+            with pytest.raises(KeyNotFound):
+                await storage.delete(key("a"), mod_revision=created)
+        finally:
+            await storage.close()
 
 
 # ------------------------------------------------------------------------ cacher

@@ -4,7 +4,9 @@ Raft applies in its own thread, so the store's revision can move between the str
 "every watcher has been sent everything up to R" check and the building of the reply.
 A reply that then claimed R+1 would tell the client (the apiserver's watch cache) that
 the events of R+1 were sent, and it would skip them when they came. The fake replica
-here moves its revision on after every read from the one the check makes.
+here moves its revision on after every read from the one the check makes. The same
+holds for the "created" reply of a watch from now: its revision is the one the
+watch starts after.
 """
 
 from __future__ import annotations
@@ -76,3 +78,22 @@ def test_a_periodic_progress_notification_reports_the_checked_revision():
     stream = stream_with_a_synced_watcher(moves_after=1)  # the check's read
     [reply] = stream._progress_notifications()
     assert reply.header.revision == SYNCED
+
+
+def test_a_watch_from_now_is_created_at_the_revision_it_starts_after():
+    # The store moves on after the first read: the cursor's start.
+    store = BusyStore(SYNCED)
+    replica = FakeReplica(store)
+
+    def fill_header(header: rpc_pb2.ResponseHeader) -> None:
+        if not header.revision:
+            header.revision = replica.store.revision
+
+    stream = WatchStream(replica, fill_header, progress_interval=600.0,  # type: ignore[arg-type]
+                         shared=SharedResponses(replica))  # type: ignore[arg-type]
+    store.reset(SYNCED, moves_after=1)
+    stream._create(rpc_pb2.WatchCreateRequest(key=b"k/", range_end=b"k0"))
+    [created] = stream._control  # the reply, before any catch-up reads the store again
+    assert created.created
+    [watcher] = stream._watchers.values()
+    assert watcher.next_revision == created.header.revision + 1
