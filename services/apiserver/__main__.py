@@ -18,7 +18,7 @@ from services.apiserver.cacher import Cacher
 from services.apiserver.config import APIServerConfig, parse_args
 from services.apiserver.metrics import WatchCacheCollector
 from services.apiserver.registry import Registry
-from services.apiserver.server import servicer_for
+from services.apiserver.server import add_servicer
 from services.apiserver.storage import Storage, decode
 from services.apiserver.strategies import STRATEGIES
 from skiff import metrics
@@ -93,7 +93,7 @@ class APIServer:
 
     def add_services(self, server: grpc.aio.Server) -> None:
         for kind in KINDS:
-            kind.add_servicer(servicer_for(self.registries[kind.kind]), server)
+            add_servicer(self.registries[kind.kind], server)
 
 
 async def serve(config: APIServerConfig) -> None:

@@ -40,7 +40,7 @@ import itertools
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from google.protobuf.message import DecodeError, Message
@@ -85,10 +85,16 @@ def everything(obj: Message) -> bool:
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """What a watcher receives: ADDED, MODIFIED, DELETED or BOOKMARK, and the object."""
+    """What a watcher receives: ADDED, MODIFIED, DELETED or BOOKMARK, and the object.
+
+    ``encoded`` is shared by every watcher's event made from one :class:`CacheEvent`:
+    the API's encoding of it by type, filled in by the first watcher to send it (see
+    ``Registry.watch``), so the object is serialized once, not once per watcher.
+    """
 
     type: str
     object: Message
+    encoded: dict[str, bytes] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ class CacheEvent:
     object: Message
     prev_object: Message | None
     revision: int
+    #: Watch events made from this one, encoded, by type (see WatchEvent.encoded).
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- pure decisions
@@ -121,9 +129,11 @@ def translate(event: CacheEvent, matches: Predicate) -> WatchEvent | None:
         now = matches(event.object)
         before = event.prev_object is not None and matches(event.prev_object)
         if now:
-            return WatchEvent(MODIFIED if before else ADDED, event.object)
-        return WatchEvent(DELETED, event.object) if before else None
-    return WatchEvent(event.type, event.object) if matches(event.object) else None
+            return WatchEvent(MODIFIED if before else ADDED, event.object, event.encoded)
+        return WatchEvent(DELETED, event.object, event.encoded) if before else None
+    if not matches(event.object):
+        return None
+    return WatchEvent(event.type, event.object, event.encoded)
 
 
 class EventRing:

@@ -484,16 +484,24 @@ class Registry:
 
     # -------------------------------------------------------------------- watch
 
-    async def watch(self, options: meta_pb2.ListOptions) -> AsyncIterator[Message]:
-        """Watch events (the kind's WatchEvent messages) from the options' version on."""
+    async def watch(self, options: meta_pb2.ListOptions) -> AsyncIterator[bytes]:
+        """Watch events from the options' version on: the kind's WatchEvent messages,
+        serialized (an event every watcher gets is serialized once for all)."""
         predicate = self.predicate(options)
         start = meta.parse_resource_version(options.resource_version, "resourceVersion")
         watcher = self.cacher.watch(start_revision=start or None, predicate=predicate,
                                     namespace=self._scope(options.namespace),
                                     allow_bookmarks=options.allow_bookmarks)
+        watch_event = self.kind.watch_event
         try:
             async for event in watcher:
-                yield self.kind.watch_event(type=event.type, object=event.object)
+                encoded = event.encoded
+                data = encoded.get(event.type) if encoded is not None else None
+                if data is None:
+                    data = watch_event(type=event.type, object=event.object).SerializeToString()
+                    if encoded is not None:
+                        encoded[event.type] = data
+                yield data
         finally:
             watcher.close()
 

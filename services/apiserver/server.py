@@ -24,6 +24,7 @@ from services.apiserver.registry import Registry
 from skiff.api import errors
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.logging import get_logger
+from skiff.serialized import accepting_bytes
 
 log = get_logger("apiserver.access")
 
@@ -122,7 +123,7 @@ class ResourceServicer:
         return await self.registry.delete(request)
 
     async def Watch(self, request: meta_pb2.ListOptions,
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         self._watchers.inc()
@@ -159,8 +160,8 @@ class NamespacesServicer(ResourceServicer):
         return await finalize(self.registry, request)
 
 
-async def _until(events: AsyncIterator[Message], deadline: float | None
-                 ) -> AsyncIterator[Message]:
+async def _until(events: AsyncIterator[bytes], deadline: float | None
+                 ) -> AsyncIterator[bytes]:
     """``events`` until ``deadline`` (monotonic), if any: a watch's timeoutSeconds."""
     if deadline is None:
         async for event in events:
@@ -181,6 +182,29 @@ async def _until(events: AsyncIterator[Message], deadline: float | None
         except (StopAsyncIteration, TimeoutError):
             return
         yield event
+
+
+class _WatchAcceptingBytes:
+    """What generated ``add_*Servicer_to_server`` functions register with, passed on
+    to ``server`` with Watch's serializer also taking the registry's encoded events."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers come again, by name, to add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        handlers = {name: accepting_bytes(h) if name == "Watch" else h
+                    for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),))
+        self._server.add_registered_method_handlers(service, handlers)
+
+
+def add_servicer(registry: Registry, server: grpc.aio.Server) -> None:
+    """Serve the registry's kind on ``server``."""
+    registry.kind.add_servicer(servicer_for(registry), _WatchAcceptingBytes(server))
 
 
 def servicer_for(registry: Registry) -> ResourceServicer:

@@ -22,6 +22,7 @@ from services.store.errors import EtcdError
 from services.store.lessor import Lessor
 from services.store.raft import Replica
 from services.store.watch import SharedResponses, WatchStream
+from skiff.serialized import accepting_bytes
 from skiff.store.v1 import raft_pb2, rpc_pb2, rpc_pb2_grpc
 
 #: etcd's bounds on a lease's TTL (its minimum follows from election timeouts; ours
@@ -153,16 +154,12 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
             yield response
 
 
-def _serialize_watch_response(response: rpc_pb2.WatchResponse | bytes) -> bytes:
-    """Watch streams yield some responses already serialized (shared between streams)."""
-    return response if isinstance(response, bytes) else response.SerializeToString()
-
-
 def _add_watch_service(servicer: WatchService, server: grpc.aio.Server) -> None:
-    """Register Watch as the generated code would, but with a serializer taking bytes."""
-    handler = grpc.stream_stream_rpc_method_handler(
+    """Register Watch as the generated code would, but with a serializer that also
+    takes the shared, already serialized responses."""
+    handler = accepting_bytes(grpc.stream_stream_rpc_method_handler(
         servicer.Watch, request_deserializer=rpc_pb2.WatchRequest.FromString,
-        response_serializer=_serialize_watch_response)
+        response_serializer=rpc_pb2.WatchResponse.SerializeToString))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "etcdserverpb.Watch", {"Watch": handler}),))
 

@@ -85,6 +85,18 @@ def test_everything_predicate_passes_each_type_unchanged():
         assert translate(event(type_, a2, prev), lambda o: True) == WatchEvent(type_, a2)
 
 
+def test_watchers_of_one_event_share_its_encodings_by_type():
+    # Two watchers see one change differently (a modification to one, an addition to
+    # the other): each type is encoded once, in the event, for every watcher.
+    old_db, new_web = pod("a", app="db"), pod("a", app="web")
+    change = event(MODIFIED, new_web, old_db)
+    to_all, to_web = translate(change, lambda o: True), translate(change, web)
+    assert to_all is not None and to_web is not None
+    assert (to_all.type, to_web.type) == (MODIFIED, ADDED)
+    assert to_all.encoded is change.encoded and to_web.encoded is change.encoded
+    assert translate(event(ADDED, new_web), web).encoded is not change.encoded  # type: ignore[union-attr]
+
+
 # ------------------------------------------------------------------------- ring
 
 
