@@ -27,10 +27,14 @@ from skiff.api.kinds import KINDS, Kind, lookup
 from skiff.api.namespaces import SYSTEM_NAMESPACES
 from skiff.api.v1 import core_pb2
 from skiff.daemon import run, wait_for_signal
-from skiff.logging import configure
+from skiff.logging import configure, get_logger
+
+log = get_logger("apiserver")
 
 #: Largest request or response: a list of many thousands of pods.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: How often the apiserver checks that its store calls go to the raft leader.
+LEADER_CHECK_SECONDS = 5.0
 
 
 class APIServer:
@@ -39,6 +43,7 @@ class APIServer:
     def __init__(self, config: APIServerConfig) -> None:
         self.config = config
         self.storage = Storage(config.store_endpoints, timeout=config.store_timeout)
+        self._leader_follower: asyncio.Task[None] | None = None
         self.cachers: dict[str, Cacher] = {
             k.kind: Cacher(self.storage, k, capacity=config.watch_cache_size,
                            bookmark_interval=config.bookmark_interval) for k in KINDS}
@@ -77,11 +82,25 @@ class APIServer:
     async def start(self) -> None:
         await asyncio.gather(*(c.start() for c in self.cachers.values()))
         await self.ensure_system_namespaces()
+        self._leader_follower = asyncio.create_task(self._follow_store_leader(),
+                                                    name="follow-store-leader")
 
     async def stop(self) -> None:
+        if self._leader_follower is not None:
+            self._leader_follower.cancel()
         await asyncio.gather(*(c.stop() for c in self.cachers.values()),
                              return_exceptions=True)
         await self.storage.close()
+
+    async def _follow_store_leader(self) -> None:
+        """Keep the store calls on the raft leader's replica, checking every few
+        seconds (a leader changes rarely; until this notices, calls only cost more)."""
+        while True:
+            try:
+                await self.storage.prefer_leader()
+            except (grpc.aio.AioRpcError, errors.APIError) as e:
+                log.debug("could not find the store leader", error=str(e))
+            await asyncio.sleep(LEADER_CHECK_SECONDS)
 
     async def ensure_system_namespaces(self) -> None:
         """Create ``default`` and the other system namespaces if they do not exist."""

@@ -435,3 +435,31 @@ async def test_bookmarks_and_freshness_advance_on_a_quiet_prefix(storage):
 async def _async(value: object) -> object:
     """A value as the awaitable ``wait_for`` polls."""
     return value
+
+
+# ------------------------------------------------------------------ leader preference
+
+
+async def test_calls_move_to_the_raft_leader_and_follow_it_after_a_failover(
+        store_cluster: StoreCluster) -> None:
+    leader = await store_cluster.leader()
+    # The follower first: new calls start there.
+    order = [m.endpoint for i, m in enumerate(store_cluster.members) if i != leader]
+    order.append(store_cluster.members[leader].endpoint)
+    async with Storage(order, timeout=20.0) as storage:
+        assert storage.endpoint == order[0]
+        await storage.prefer_leader()
+        assert storage.endpoint == store_cluster.members[leader].endpoint
+        await storage.prefer_leader()  # already there: stays
+        assert storage.endpoint == store_cluster.members[leader].endpoint
+
+        store_cluster.kill(leader)
+        try:
+            # The next call fails over to a follower, which soon leads or knows who does.
+            await storage.create("/registry/test/after-failover", b"x")
+            new_leader = await store_cluster.leader()
+            await storage.prefer_leader()
+            assert storage.endpoint == store_cluster.members[new_leader].endpoint
+        finally:
+            store_cluster.restart(leader)
+            await store_cluster.wait_healthy(members=[leader])
