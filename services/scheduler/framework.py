@@ -596,17 +596,6 @@ class ScorePlugin(Protocol):
 
 
 @runtime_checkable
-class BatchScorePlugin(Protocol):
-    name: str
-
-    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
-                    ) -> list[int]:
-        """``[score(state, pod, n) for n in nodes]``, computed in one pass: what a
-        plugin scoring every node of every cycle offers to save a call per node."""
-        ...
-
-
-@runtime_checkable
 class NormalizeScorePlugin(Protocol):
     name: str
 
@@ -750,8 +739,6 @@ class Framework:
         # isinstance() on a runtime Protocol is slow: decide once who normalizes.
         self._normalizers = {id(p): p.normalize for p, _ in self.scores
                              if isinstance(p, NormalizeScorePlugin)}
-        self._batch_scorers = {id(p): p.score_nodes for p, _ in self.scores
-                               if isinstance(p, BatchScorePlugin)}
         self._rng = random.Random(seed)
         self._next_start = 0
 
@@ -878,12 +865,8 @@ class Framework:
         for plugin, weight in self.scores:
             if plugin.name in state.skip_score:
                 continue
-            batch = self._batch_scorers.get(id(plugin))
-            if batch is not None:
-                scores = batch(state, pod, nodes)
-            else:
-                score = plugin.score
-                scores = [score(state, pod, node_info) for node_info in nodes]
+            score = plugin.score
+            scores = [score(state, pod, node_info) for node_info in nodes]
             normalize = self._normalizers.get(id(plugin))
             if normalize is not None:
                 normalize(state, pod, nodes, scores)

@@ -277,53 +277,6 @@ def test_prioritize_normalizes_then_weighs() -> None:
     assert fw.prioritize(CycleState(), POD, cluster) == [75, 150, 300]
 
 
-class BatchScore(FixedScore):
-    """Scores every node in one call, and says how it was asked."""
-
-    def __init__(self, name: str, scores: dict[str, int]) -> None:
-        super().__init__(name, scores)
-        self.batches = 0
-
-    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
-        raise AssertionError("a batch scorer is not asked node by node")
-
-    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
-                    ) -> list[int]:
-        self.batches += 1
-        return [self.scores.get(n.name, 0) for n in nodes]
-
-
-def test_a_batch_scorer_is_asked_once_per_cycle() -> None:
-    batch = BatchScore("Batch", {"n0": 10, "n1": 50, "n2": 30})
-    fw = Framework(scores=[(batch, 2), (FixedScore("One", {"n0": 45}), 1)])
-    assert fw.prioritize(CycleState(), POD, nodes(3)) == [65, 100, 60]
-    assert batch.batches == 1
-
-
-def test_resource_scores_in_one_pass_equal_the_formulas() -> None:
-    from services.scheduler.plugins.balanced_allocation import BalancedAllocation
-    from services.scheduler.plugins.resource_allocation import (
-        balanced_resource_score,
-        least_requested_score,
-    )
-    pod = PodInfo(make_pod("p", cpu="500m", memory="256Mi"))
-    cluster = [node_info(make_node(f"n{i}", cpu=str(i + 1), memory=f"{i + 1}Gi"),
-                         [make_pod(f"q{i}-{j}", cpu="300m", memory="300Mi") for j in range(i)])
-               for i in range(5)]
-    state = CycleState()
-    fit, balanced = NodeResourcesFit(), BalancedAllocation()
-    fit.pre_score(state, pod, cluster)
-    balanced.pre_score(state, pod, cluster)
-    least = [(least_requested_score(n.non_zero_requested.milli_cpu + 500, n.allocatable.milli_cpu)
-              + least_requested_score(n.non_zero_requested.memory + 256 * 2**20,
-                                      n.allocatable.memory)) // 2 for n in cluster]
-    even = [balanced_resource_score(
-        [n.requested.milli_cpu + 500, n.requested.memory + 256 * 2**20],
-        [n.allocatable.milli_cpu, n.allocatable.memory]) for n in cluster]
-    assert fit.score_nodes(state, pod, cluster) == least
-    assert balanced.score_nodes(state, pod, cluster) == even
-
-
 def test_score_out_of_range_is_an_error() -> None:
     fw = Framework(scores=[(FixedScore("Bad", {"n0": 101}), 1)])
     with pytest.raises(SchedulingError, match="Bad"):

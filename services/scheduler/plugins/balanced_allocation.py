@@ -50,39 +50,23 @@ class BalancedAllocation:
         return SUCCESS
 
     def score(self, state: CycleState, pod: PodInfo, node_info: NodeInfo) -> int:
-        return self.score_nodes(state, pod, (node_info,))[0]
-
-    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
-                    ) -> list[int]:
-        """Every node's score in one pass; for cpu and memory (nearly every
-        configuration) the two-fraction formula is inlined, without building lists."""
         vector = state.get(NAME)
         if vector is None:
             vector = pod_request_vector(pod, self.resources, use_requested=True)
-        if not self._default:
-            return [self._general(vector, node_info) for node_info in nodes]
-        pod_cpu, pod_memory = vector[0], vector[1]
-        out = []
-        append = out.append
-        for node_info in nodes:
-            allocatable = node_info.allocatable
+        if self._default:
+            # cpu and memory: the two-fraction formula without building lists.
+            used, allocatable = node_info.requested, node_info.allocatable
             cpu, memory = allocatable.milli_cpu, allocatable.memory
-            if not (cpu and memory):
-                append(self._general(vector, node_info))
-                continue
-            used = node_info.requested
-            cpu_fraction = (used.milli_cpu + pod_cpu) / cpu
-            memory_fraction = (used.memory + pod_memory) / memory
-            # min() and abs() spelled out: this runs for every node of every cycle.
-            if cpu_fraction > 1.0:
-                cpu_fraction = 1.0
-            if memory_fraction > 1.0:
-                memory_fraction = 1.0
-            std = (cpu_fraction - memory_fraction) / 2
-            append(int((1 - (std if std >= 0 else -std)) * MAX_NODE_SCORE))
-        return out
-
-    def _general(self, vector: Sequence[int], node_info: NodeInfo) -> int:
-        requested, allocatable = node_vectors(node_info, self.resources, vector,
-                                              use_requested=True)
-        return balanced_resource_score(requested, allocatable)
+            if cpu and memory:
+                cpu_fraction = (used.milli_cpu + vector[0]) / cpu
+                memory_fraction = (used.memory + vector[1]) / memory
+                # min() and abs() spelled out: this runs for every node of every cycle.
+                if cpu_fraction > 1.0:
+                    cpu_fraction = 1.0
+                if memory_fraction > 1.0:
+                    memory_fraction = 1.0
+                std = (cpu_fraction - memory_fraction) / 2
+                return int((1 - (std if std >= 0 else -std)) * MAX_NODE_SCORE)
+        requested, allocatable_v = node_vectors(node_info, self.resources, vector,
+                                                use_requested=True)
+        return balanced_resource_score(requested, allocatable_v)

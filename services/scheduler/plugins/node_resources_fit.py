@@ -77,12 +77,7 @@ class NodeResourcesFit:
         return SUCCESS
 
     def score(self, state: CycleState, pod: PodInfo, node_info: NodeInfo) -> int:
-        return self._strategy_score(self._vector(state, pod), node_info)
-
-    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
-                    ) -> list[int]:
-        return self.strategy.score_nodes(self._vector(state, pod), nodes)
-
-    def _vector(self, state: CycleState, pod: PodInfo) -> tuple[int, ...]:
         vector = state.get(NAME)
-        return vector if vector is not None else self.strategy.pod_vector(pod)
+        if vector is None:
+            vector = self.strategy.pod_vector(pod)
+        return self._strategy_score(vector, node_info)

@@ -105,8 +105,7 @@ def weighted_score(requested: Sequence[int], allocatable: Sequence[int],
 
 
 class _AllocatedStrategy:
-    """A NodeResourcesFit scoring strategy: ``score(pod_vector, node_info)``, and
-    ``score_nodes(pod_vector, nodes)`` for many nodes at once."""
+    """A NodeResourcesFit scoring strategy: ``score(pod_vector, node_info)``."""
 
     type = ""
     _per_resource = staticmethod(least_requested_score)
@@ -135,10 +134,6 @@ class _AllocatedStrategy:
                                                 use_requested=False)
         return weighted_score(requested, allocatable_v, self.weights, self._per_resource)
 
-    def score_nodes(self, pod_vector: Sequence[int], nodes: Sequence[NodeInfo]) -> list[int]:
-        score = self.score
-        return [score(pod_vector, node_info) for node_info in nodes]
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.resources)})"
 
@@ -150,31 +145,18 @@ class LeastAllocated(_AllocatedStrategy):
     _per_resource = staticmethod(least_requested_score)
 
     def score(self, pod_vector: Sequence[int], node_info: NodeInfo) -> int:
-        return self.score_nodes(pod_vector, (node_info,))[0]
-
-    def score_nodes(self, pod_vector: Sequence[int], nodes: Sequence[NodeInfo]) -> list[int]:
-        """Every node's score in one pass: the default resources on every node of every
-        cycle, so least_requested_score twice is inlined."""
-        general = super().score
-        if not self._default:
-            return [general(pod_vector, node_info) for node_info in nodes]
-        pod_cpu, pod_memory = pod_vector[0], pod_vector[1]
-        out = []
-        append = out.append
-        for node_info in nodes:
-            allocatable = node_info.allocatable
-            cpu, memory = allocatable.milli_cpu, allocatable.memory
-            if not (cpu and memory):
-                append(general(pod_vector, node_info))
-                continue
-            used = node_info.non_zero_requested
-            cpu_used = used.milli_cpu + pod_cpu
-            memory_used = used.memory + pod_memory
-            cpu_score = (cpu - cpu_used) * MAX_NODE_SCORE // cpu if cpu_used <= cpu else 0
-            memory_score = ((memory - memory_used) * MAX_NODE_SCORE // memory
-                            if memory_used <= memory else 0)
-            append((cpu_score + memory_score) // 2)
-        return out
+        allocatable = node_info.allocatable
+        cpu, memory = allocatable.milli_cpu, allocatable.memory
+        if not (self._default and cpu and memory):
+            return super().score(pod_vector, node_info)
+        # The default on every node of every cycle: least_requested_score twice, inlined.
+        used = node_info.non_zero_requested
+        cpu_used = used.milli_cpu + pod_vector[0]
+        memory_used = used.memory + pod_vector[1]
+        cpu_score = (cpu - cpu_used) * MAX_NODE_SCORE // cpu if cpu_used <= cpu else 0
+        memory_score = ((memory - memory_used) * MAX_NODE_SCORE // memory
+                        if memory_used <= memory else 0)
+        return (cpu_score + memory_score) // 2
 
 
 class MostAllocated(_AllocatedStrategy):
