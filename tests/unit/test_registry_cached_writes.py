@@ -310,6 +310,15 @@ def lifecycle_registries() -> tuple[Registry, Registry, MemoryStorage, FixedCach
 
 
 TEAM_KEY = object_key(PODS, "team", "web")
+TEAM_NS_KEY = object_key(NAMESPACES, "", "team")
+
+
+async def team_namespace(namespaces: Registry, storage: MemoryStorage, cache: FixedCache, *,
+                         cached: bool = True) -> None:
+    """Create namespace ``team``; ``cached``: the watch cache has seen it."""
+    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
+    if cached:
+        cache.remember(storage, TEAM_NS_KEY, NAMESPACES)
 
 
 def team_pod() -> core_pb2.Pod:
@@ -320,16 +329,15 @@ def team_pod() -> core_pb2.Pod:
 
 async def test_a_cached_namespace_admits_a_create_without_a_store_read() -> None:
     pods, namespaces, storage, cache = lifecycle_registries()
-    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
-    cache.remember(storage, object_key(NAMESPACES, "", "team"), NAMESPACES)
+    await team_namespace(namespaces, storage, cache)
     storage.reads = 0
     await pods.create(team_pod())
     assert storage.reads == 0 and TEAM_KEY in storage.data
 
 
 async def test_a_namespace_missing_from_the_cache_is_read_from_the_store() -> None:
-    pods, namespaces, storage, _ = lifecycle_registries()
-    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
+    pods, namespaces, storage, cache = lifecycle_registries()
+    await team_namespace(namespaces, storage, cache, cached=False)
     storage.reads = 0
     await pods.create(team_pod())
     assert storage.reads == 1 and TEAM_KEY in storage.data
@@ -337,8 +345,7 @@ async def test_a_namespace_missing_from_the_cache_is_read_from_the_store() -> No
 
 async def test_a_namespace_terminating_behind_the_cache_refuses_the_create() -> None:
     pods, namespaces, storage, cache = lifecycle_registries()
-    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
-    cache.remember(storage, object_key(NAMESPACES, "", "team"), NAMESPACES)
+    await team_namespace(namespaces, storage, cache)
     # Terminating in the store; the cache still shows it active.
     await namespaces.delete(meta_pb2.DeleteRequest(name="team"))
     with pytest.raises(errors.Forbidden, match="being terminated"):
@@ -348,10 +355,8 @@ async def test_a_namespace_terminating_behind_the_cache_refuses_the_create() -> 
 
 async def test_a_namespace_deleted_behind_the_cache_is_not_found() -> None:
     pods, namespaces, storage, cache = lifecycle_registries()
-    await namespaces.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name="team")))
-    ns_key = object_key(NAMESPACES, "", "team")
-    cache.remember(storage, ns_key, NAMESPACES)
-    del storage.data[ns_key]  # gone from the store (finalized); the cache lags
+    await team_namespace(namespaces, storage, cache)
+    del storage.data[TEAM_NS_KEY]  # gone from the store (finalized); the cache lags
     with pytest.raises(errors.NotFound, match='namespaces "team" not found'):
         await pods.create(team_pod())
     assert TEAM_KEY not in storage.data
