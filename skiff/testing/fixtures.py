@@ -1,10 +1,11 @@
 """What the test suites' fixtures share: a failed-test check (to show daemon logs), a
-blocking health wait for session fixtures, and the store + apiserver a whole session
-shares."""
+blocking health wait for session fixtures, the store + apiserver a whole session
+shares, and leader-elected daemons with short election timings."""
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from skiff.testing.processes import APIServer, StoreCluster
+from skiff.testing.processes import APIServer, ControllerManager, StoreCluster
 
-__all__ = ["SharedCluster", "failed", "shared_cluster", "wait_serving"]
+__all__ = ["SharedCluster", "election_flags", "failed", "running_controller_manager",
+           "shared_cluster", "wait_serving"]
 
 
 def failed(request: Any) -> bool:
@@ -72,3 +74,26 @@ def shared_cluster(base: Path) -> Iterator[SharedCluster]:
     finally:
         server.stop()
         store.stop()
+
+
+def election_flags(lease_duration: float, renew_deadline: float,
+                   retry_period: float = 0.5) -> list[str]:
+    """A leader-elected daemon's flags for these timings (seconds): tests elect faster
+    than the 15 s / 10 s / 2 s defaults."""
+    return ["--leader-elect-lease-duration", str(lease_duration),
+            "--leader-elect-renew-deadline", str(renew_deadline),
+            "--leader-elect-retry-period", str(retry_period)]
+
+
+@contextlib.contextmanager
+def running_controller_manager(base: Path, servers: list[str], controllers: list[str],
+                               ) -> Iterator[ControllerManager]:
+    """A started controller-manager running ``controllers`` (5 s lease, so it leads
+    soon after a previous holder in the same session goes); stopped on leaving."""
+    manager = ControllerManager(base, servers, name=f"cm-{secrets.token_hex(3)}",
+                                controllers=controllers, extra_args=election_flags(5, 3))
+    manager.start()
+    try:
+        yield manager
+    finally:
+        manager.stop()

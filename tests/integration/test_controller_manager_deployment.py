@@ -29,7 +29,7 @@ from skiff.api.v1 import apps_pb2, core_pb2
 from skiff.cli.skiffctl.rollout import rollback_template
 from skiff.client.client import Client
 from skiff.health import wait_for
-from skiff.testing.fixtures import failed
+from skiff.testing.fixtures import failed, running_controller_manager
 from skiff.testing.hollow import HollowNode
 from skiff.testing.processes import ControllerManager
 
@@ -42,17 +42,10 @@ TERMINAL = ("Succeeded", "Failed")
 
 @pytest.fixture(scope="module")
 def controller_manager(shared_cluster, tmp_path_factory) -> Iterator[ControllerManager]:
-    manager = ControllerManager(
-        tmp_path_factory.mktemp("cm-deploy"), [shared_cluster.apiserver.address],
-        name=f"cm-{secrets.token_hex(3)}",
-        controllers=["deployment", "replication", "garbagecollector"],
-        extra_args=["--leader-elect-lease-duration", "5", "--leader-elect-renew-deadline", "3",
-                    "--leader-elect-retry-period", "0.5"])
-    manager.start()
-    try:
+    with running_controller_manager(tmp_path_factory.mktemp("cm-deploy"),
+                                    [shared_cluster.apiserver.address],
+                                    ["deployment", "replication", "garbagecollector"]) as manager:
         yield manager
-    finally:
-        manager.stop()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from skiff.api.manifest import from_dict
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
-from skiff.testing.fixtures import failed
+from skiff.testing.fixtures import election_flags, failed
 from skiff.testing.processes import ControllerManager
 
 #: The Lease every controller-manager competes for (services/controller_manager/config.py).
@@ -46,13 +46,6 @@ LEASE_NAME, LEASE_NAMESPACE = "kube-controller-manager", "kube-system"
 DEADLINE = 30.0
 #: Seconds between a candidate's looks at the Lease (and the holder's renewals).
 RETRY_PERIOD = 0.5
-
-
-def election_flags(lease_duration: float, renew_deadline: float) -> list[str]:
-    """The controller-manager's leader-election flags for these timings."""
-    return ["--leader-elect-lease-duration", str(lease_duration),
-            "--leader-elect-renew-deadline", str(renew_deadline),
-            "--leader-elect-retry-period", str(RETRY_PERIOD)]
 
 
 @dataclass
@@ -89,7 +82,7 @@ def make_pair(shared_cluster, tmp_path, request) -> Iterator[MakePair]:
 
     def make(lease_duration: float, renew_deadline: float) -> Pair:
         pair = Pair(tmp_path / f"pair-{len(pairs)}", shared_cluster.apiserver.address,
-                    election_flags(lease_duration, renew_deadline))
+                    election_flags(lease_duration, renew_deadline, RETRY_PERIOD))
         pairs.append(pair)
         return pair
 

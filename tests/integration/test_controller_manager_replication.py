@@ -26,7 +26,7 @@ from skiff.api.manifest import from_dict
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
-from skiff.testing.fixtures import failed
+from skiff.testing.fixtures import failed, running_controller_manager
 from skiff.testing.processes import ControllerManager
 
 #: How long a test waits for the controllers to do something (a slow shared machine).
@@ -35,16 +35,10 @@ DEADLINE = 30.0
 
 @pytest.fixture(scope="module")
 def controller_manager(shared_cluster, tmp_path_factory) -> Iterator[ControllerManager]:
-    manager = ControllerManager(
-        tmp_path_factory.mktemp("cm"), [shared_cluster.apiserver.address],
-        name=f"cm-{secrets.token_hex(3)}", controllers=["replication", "garbagecollector"],
-        extra_args=["--leader-elect-lease-duration", "5", "--leader-elect-renew-deadline", "3",
-                    "--leader-elect-retry-period", "0.5"])
-    manager.start()
-    try:
+    with running_controller_manager(tmp_path_factory.mktemp("cm"),
+                                    [shared_cluster.apiserver.address],
+                                    ["replication", "garbagecollector"]) as manager:
         yield manager
-    finally:
-        manager.stop()
 
 
 @pytest.fixture

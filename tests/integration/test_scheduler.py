@@ -37,7 +37,7 @@ from skiff.api.quantity import milli_value
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
-from skiff.testing.fixtures import failed, wait_serving
+from skiff.testing.fixtures import election_flags, failed, wait_serving
 from skiff.testing.processes import APIServer, Scheduler, StoreCluster
 
 #: How long a test waits for something the scheduler should do at once (a slow, shared
@@ -45,9 +45,7 @@ from skiff.testing.processes import APIServer, Scheduler, StoreCluster
 DEADLINE = 30.0
 #: Leader election timings of the failover test (seconds).
 LEASE, RENEW, RETRY = 3.0, 2.0, 0.3
-LEASE_ARGS = ["--leader-elect-lease-duration", str(LEASE),
-              "--leader-elect-renew-deadline", str(RENEW),
-              "--leader-elect-retry-period", str(RETRY)]
+LEASE_ARGS = election_flags(LEASE, RENEW, RETRY)
 #: Everything but the failover test runs one scheduler, without leader election.
 NO_ELECTION = ["--leader-elect", "false"]
 #: Well under the queue's 60 s flush of unschedulable pods: what "at once" means for a
