@@ -65,7 +65,7 @@ from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.client.informer import Informer
 from skiff.logging import configure
-from skiff.testing.processes import APIServer, StoreCluster
+from skiff.testing.processes import control_plane
 
 #: The targets this bench judges.
 SYNC_TARGET_S = 2.0
@@ -462,21 +462,12 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def started_servers(base: Path) -> AsyncIterator[tuple[str, list[int]]]:
-    store = StoreCluster(base / "store", log_level="warning")
-    apiserver = APIServer(base / "apiserver", store.endpoints, log_level="warning",
-                          extra_args=["--watch-cache-size", str(WATCH_CACHE_SIZE)])
-    store.start()
-    try:
-        await store.wait_healthy()
-        apiserver.start()
-        await apiserver.wait_healthy()
+    async with control_plane(base, log_level="warning", apiserver_args=[
+            "--watch-cache-size", str(WATCH_CACHE_SIZE)]) as (store, apiserver):
         pids = [m.daemon.process.pid for m in store.members if m.daemon.process]
         if apiserver.daemon.process:
             pids.append(apiserver.daemon.process.pid)
         yield apiserver.address, pids
-    finally:
-        apiserver.stop()
-        store.stop()
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

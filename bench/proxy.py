@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -35,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from skiff.api.v1 import core_pb2, meta_pb2  # noqa: E402
 from skiff.client.client import Client  # noqa: E402
 from skiff.health import wait_for  # noqa: E402
 from skiff.logging import configure  # noqa: E402
-from skiff.testing.processes import APIServer, Proxy, StoreCluster, free_port  # noqa: E402
+from skiff.testing.processes import Proxy, control_plane, free_port  # noqa: E402
 
 REQUEST = b"q" * 64
 REPLY = b"r" * 64
@@ -237,21 +236,6 @@ async def run_load(kind: str, host: str, port: int, args: argparse.Namespace,
     return result
 
 
-@contextlib.asynccontextmanager
-async def cluster(base: Path) -> AsyncIterator[APIServer]:
-    store = StoreCluster(base / "store", log_level="warning")
-    apiserver = APIServer(base / "apiserver", store.endpoints, log_level="warning")
-    store.start()
-    try:
-        await store.wait_healthy(timeout=60)
-        apiserver.start()
-        await apiserver.wait_healthy(timeout=60)
-        yield apiserver
-    finally:
-        apiserver.stop()
-        store.stop()
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "bench": "proxy",
@@ -264,7 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rr_port, bulk_port = free_port(BACKEND_IP), free_port(BACKEND_IP)
     with tempfile.TemporaryDirectory(prefix="skiff-proxy-bench-") as tmp:
         base = Path(tmp)
-        async with cluster(base) as apiserver:
+        async with control_plane(base, log_level="warning") as (_, apiserver):
             backend_proc = await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "_backend", str(rr_port), str(bulk_port),
                 stdout=subprocess.PIPE)

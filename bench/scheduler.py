@@ -79,7 +79,7 @@ from skiff.api.quantity import milli_value, value
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.logging import configure
-from skiff.testing.processes import APIServer, Scheduler, StoreCluster
+from skiff.testing.processes import Scheduler, control_plane
 
 #: The issue's target: pods bound per second at 1,000 nodes x 5,000 pods.
 TARGET_CONFIG = "1000x5000"
@@ -394,19 +394,10 @@ class Servers:
 @contextlib.asynccontextmanager
 async def fresh_cluster(base: Path) -> AsyncIterator[Servers]:
     """Three store replicas and an apiserver, stopped on the way out."""
-    store = StoreCluster(base / "store", log_level="warning")
-    apiserver = APIServer(base / "apiserver", store.endpoints, log_level="warning")
-    store.start()
-    try:
-        await store.wait_healthy(timeout=60)
-        apiserver.start()
-        await apiserver.wait_healthy(timeout=60)
+    async with control_plane(base, log_level="warning") as (store, apiserver):
         assert apiserver.daemon.process is not None
         yield Servers(apiserver.address, apiserver.daemon.process.pid,
                       [m.daemon.process.pid for m in store.members if m.daemon.process])
-    finally:
-        apiserver.stop()
-        store.stop()
 
 
 async def gather_limited(coros: Sequence[Any], limit: int) -> None:

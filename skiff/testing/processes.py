@@ -8,6 +8,7 @@ always stop what they started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +227,26 @@ class Process:
 
     def logs(self, lines: int = 60) -> str:
         return f"----- {self.name} ({self.daemon.log_path}) -----\n{self.daemon.log_tail(lines)}"
+
+
+@contextlib.asynccontextmanager
+async def control_plane(base_dir: Path, *, log_level: str = "info",
+                        apiserver_args: list[str] | None = None, timeout: float = 60.0,
+                        ) -> AsyncIterator[tuple[StoreCluster, APIServer]]:
+    """Three store replicas and an apiserver under ``base_dir``, healthy; stopped on
+    leaving (what every benchmark that starts its own cluster needs)."""
+    store = StoreCluster(base_dir / "store", log_level=log_level)
+    apiserver = APIServer(base_dir / "apiserver", store.endpoints, log_level=log_level,
+                          extra_args=apiserver_args)
+    store.start()
+    try:
+        await store.wait_healthy(timeout=timeout)
+        apiserver.start()
+        await apiserver.wait_healthy(timeout=timeout)
+        yield store, apiserver
+    finally:
+        apiserver.stop()
+        store.stop()
 
 
 class APIServer(Process):
