@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.apiserver.admission.default_tolerations import DEFAULT_SECONDS
 from services.apiserver.admission.service_allocation import Ranges
+from services.apiserver.storage import endpoint_address
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class APIServerConfig:
 
 def _endpoint(text: str) -> str:
     """``http://127.0.0.1:2379`` or ``127.0.0.1:2379`` -> ``127.0.0.1:2379``."""
-    address = text.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+    address = endpoint_address(text)
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a store endpoint (host:port)")

@@ -291,6 +291,12 @@ def _failure_reads(response: rpc_pb2.TxnResponse, keys: Sequence[str]
     return found
 
 
+def endpoint_address(url: str) -> str:
+    """``http://127.0.0.1:2379`` (an etcd client URL) or ``127.0.0.1:2379`` ->
+    ``127.0.0.1:2379``."""
+    return url.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+
+
 # ------------------------------------------------------------------------ storage
 
 
@@ -376,7 +382,7 @@ class Storage:
             rpc_pb2.MemberListRequest(), timeout=self.attempt_timeout)
         urls = next((m.clientURLs for m in members.members if m.ID == status.leader), [])
         for url in urls:
-            address = url.removeprefix("http://").removeprefix("https://").rstrip("/")
+            address = endpoint_address(url)
             if address in self.endpoints and address != self.endpoint:
                 log.info("store endpoint moves to the raft leader", previous=self.endpoint,
                          leader=address)

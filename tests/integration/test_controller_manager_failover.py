@@ -153,6 +153,15 @@ def log_events(manager: ControllerManager) -> list[str]:
     return events
 
 
+async def start_and_elect(client: Client, pair: Pair, identities: set[str]) -> str:
+    """Start a candidate per identity; the one that leads, checked to lead alone."""
+    for identity in sorted(identities):
+        pair.start(identity)
+    leader = await wait_holder(client, identities)
+    await assert_sole_leader(client, pair, leader)
+    return leader
+
+
 async def assert_sole_leader(client: Client, pair: Pair, leader: str) -> None:
     """The Lease names ``leader``, only its log says it leads and runs controllers, and
     it keeps renewing (the Lease does not change hands meanwhile)."""
@@ -241,10 +250,7 @@ async def test_a_killed_leader_is_replaced_and_the_rc_stays_converged(
     pair = make_pair(lease_duration, 3.0)
     tag = secrets.token_hex(3)
     identities = {f"cm-a-{tag}", f"cm-b-{tag}"}
-    for identity in sorted(identities):
-        pair.start(identity)
-    leader = await wait_holder(client, identities)
-    await assert_sole_leader(client, pair, leader)
+    leader = await start_and_elect(client, pair, identities)
 
     async with pod_history(client, ns) as history:
         rc = await client.replication_controllers.create(rc_manifest("web", ns, 3))
@@ -281,10 +287,7 @@ async def test_a_stopped_leader_releases_the_lease(client: Client, ns: str,
     pair = make_pair(lease_duration, 10.0)
     tag = secrets.token_hex(3)
     identities = {f"cm-c-{tag}", f"cm-d-{tag}"}
-    for identity in sorted(identities):
-        pair.start(identity)
-    leader = await wait_holder(client, identities)
-    await assert_sole_leader(client, pair, leader)
+    leader = await start_and_elect(client, pair, identities)
     rc = await client.replication_controllers.create(rc_manifest("api", ns, 2))
     await wait_converged(client, ns, rc, 2, "2 pods under the first leader")
 
