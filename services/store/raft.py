@@ -43,6 +43,7 @@ from pysyncobj.transport import TCPTransport
 from services.store import errors
 from services.store.errors import EtcdError
 from services.store.mvcc import Store
+from services.store.peer_cipher import PeerCipher
 from skiff.logging import get_logger
 from skiff.store.v1 import raft_pb2
 
@@ -213,6 +214,25 @@ class _RaftTransport(TCPTransport):
         super().setOnMessageReceivedCallback(repaired)
 
 
+class _SyncObj(SyncObj):
+    """pysyncobj with :class:`PeerCipher` sealing peer messages instead of its Fernet.
+
+    pysyncobj still sees a password (it is what turns on its per-connection key
+    handshake); only the cipher its connections call differs.
+    """
+
+    def __init__(self, *args: Any, cipher: PeerCipher, **kwargs: Any) -> None:
+        self._peer_cipher = cipher  # before pysyncobj's transport asks for it
+        super().__init__(*args, **kwargs)
+
+    @property
+    def encryptor(self) -> PeerCipher:
+        return self._peer_cipher
+
+    def _getEncryptor(self) -> PeerCipher:
+        return self._peer_cipher
+
+
 class _StateMachine(SyncObjConsumer):
     """The replicated object: one method, ``apply(bytes)``, and snapshots of the store."""
 
@@ -302,8 +322,9 @@ class Replica:
             onStateChanged=self._state_changed,
         )
         transport = type("RaftTransport", (_RaftTransport,), {"leader_lost": timings.leader_lost})
-        self._syncobj = SyncObj(options.self_address, options.peer_addresses, conf,
-                                consumers=[self._machine], transportClass=transport)
+        self._syncobj = _SyncObj(options.self_address, options.peer_addresses, conf,
+                                 consumers=[self._machine], transportClass=transport,
+                                 cipher=PeerCipher.from_password(options.password))
 
     # ----------------------------------------------------------------- status
 
