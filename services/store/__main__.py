@@ -46,6 +46,7 @@ async def serve(config: StoreConfig) -> None:
         dump_file=str(config.data_dir / "snapshot"),
         password=config.peer_password,
         timings=config.timings,
+        log_compaction_entries=config.snapshot_count,
     ), loop=loop)
     lessor = Lessor()
     replica.add_apply_hook(lessor.observe)

@@ -47,6 +47,8 @@ class StoreConfig:
     #: Revisions kept by the leader's periodic compaction; 0 turns it off.
     auto_compaction_retention: int = 100_000
     auto_compaction_interval: float = 60.0
+    #: Raft log entries between full dumps (etcd's --snapshot-count).
+    snapshot_count: int = 20_000
     request_timeout: float = 5.0
     progress_notify_interval: float = 600.0
     timings: RaftTimings = field(default_factory=RaftTimings)
@@ -80,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-compaction-retention", type=int, default=100_000,
                    help="revisions kept when the leader compacts periodically (0: never)")
     p.add_argument("--auto-compaction-interval", type=float, default=60.0, help="seconds")
+    p.add_argument("--snapshot-count", type=int, default=20_000,
+                   help="raft log entries between full dumps of the state (the log is "
+                        "then truncated)")
     p.add_argument("--experimental-watch-progress-notify-interval", type=float, default=600.0,
                    help="seconds between progress notifications to watches that ask for them")
     p.add_argument("--log-level", default="info")
@@ -119,11 +124,14 @@ def parse_args(argv: list[str] | None = None) -> StoreConfig:
     if not password:
         parser.error(f"a peer password is required (--peer-password-file or ${PASSWORD_ENV}): "
                      "replicas unpickle what peers send, so their channel must be authenticated")
+    if args.snapshot_count < 2:
+        parser.error(f"--snapshot-count {args.snapshot_count}: must be at least 2")
     return StoreConfig(
         name=args.name, data_dir=args.data_dir, client_urls=client_urls,
         initial_cluster=tuple(members), peer_password=password,
         metrics_url=args.listen_metrics_urls, log_level=args.log_level,
         auto_compaction_retention=args.auto_compaction_retention,
         auto_compaction_interval=args.auto_compaction_interval,
+        snapshot_count=args.snapshot_count,
         progress_notify_interval=args.experimental_watch_progress_notify_interval,
     )

@@ -495,17 +495,24 @@ class Store:
 
     def snapshot(self) -> bytes:
         """The whole state as bytes; :meth:`restore` rebuilds it exactly."""
-        snap = raft_pb2.Snapshot(
+        return self.image().to_bytes()
+
+    def image(self) -> StoreImage:
+        """The state as of now, for serializing later while this store moves on.
+
+        Costs a list copy per key, not a copy of the data: a stored KeyValue is never
+        changed once applied, only the lists that hold them are (a remembered Result
+        changes only in the response header its replica fills when answering, which
+        nothing replicated depends on).
+        """
+        return StoreImage(
             revision=self.revision, compact_revision=self.compact_revision,
             applied_batches=self.applied_batches,
+            histories=[self._history[key][:] for key in self._keys],
+            leases=[(lease_id, self._leases[lease_id].ttl) for lease_id in sorted(self._leases)],
+            members=[self.members[m] for m in sorted(self.members)],
+            results=list(self._results.values()),
         )
-        for key in self._keys:
-            snap.keys.add().revisions.extend(self._history[key])
-        for lease_id in sorted(self._leases):
-            snap.leases.add(id=lease_id, ttl=self._leases[lease_id].ttl)
-        snap.members.extend(self.members[m] for m in sorted(self.members))
-        snap.results.extend(self._results.values())
-        return snap.SerializeToString()
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's."""
@@ -534,6 +541,46 @@ class Store:
         self._keys = SortedList(self._history)
         self._log = [RevisionEvents(rev, sorted(by_revision[rev], key=lambda c: c[0].key))
                      for rev in sorted(by_revision)]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreImage:
+    """A store's state at one applied batch (see :meth:`Store.image`)."""
+
+    revision: int
+    compact_revision: int
+    applied_batches: int
+    histories: list[list[KeyValue]]
+    leases: list[tuple[int, int]]
+    members: list[rpc_pb2.Member]
+    results: list[raft_pb2.Result]
+
+    def to_bytes(self) -> bytes:
+        """The image as a serialized ``raft_pb2.Snapshot`` (what :meth:`Store.restore` reads)."""
+        return b"".join(self.chunks())
+
+    def chunks(self, keys_per_chunk: int = 256) -> Iterator[bytes]:
+        """:meth:`to_bytes` in pieces: serialized Snapshots whose concatenation is the whole.
+
+        Protobuf merges concatenated messages (repeated fields append), so a large store
+        is serialized a few hundred keys at a time: each piece is one short C call, and
+        other threads get the GIL between them (one call for the whole store holds it for
+        hundreds of milliseconds).
+        """
+        yield raft_pb2.Snapshot(revision=self.revision, compact_revision=self.compact_revision,
+                                applied_batches=self.applied_batches).SerializeToString()
+        for start in range(0, len(self.histories), keys_per_chunk):
+            piece = raft_pb2.Snapshot()
+            for history in self.histories[start:start + keys_per_chunk]:
+                piece.keys.add().revisions.extend(history)
+            yield piece.SerializeToString()
+        tail = raft_pb2.Snapshot(members=self.members)
+        for lease_id, ttl in self.leases:
+            tail.leases.add(id=lease_id, ttl=ttl)
+        yield tail.SerializeToString()
+        for start in range(0, len(self.results), keys_per_chunk):
+            yield raft_pb2.Snapshot(
+                results=self.results[start:start + keys_per_chunk]).SerializeToString()
 
 
 def _passes_filters(request: RangeRequest, kv: KeyValue) -> bool:

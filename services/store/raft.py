@@ -44,6 +44,7 @@ from services.store import errors
 from services.store.errors import EtcdError
 from services.store.mvcc import Store
 from services.store.peer_cipher import PeerCipher
+from services.store.snapshots import Snapshotter
 from skiff.logging import get_logger
 from skiff.store.v1 import raft_pb2
 
@@ -234,7 +235,11 @@ class _SyncObj(SyncObj):
 
 
 class _StateMachine(SyncObjConsumer):
-    """The replicated object: one method, ``apply(bytes)``, and snapshots of the store."""
+    """The replicated object: one method, ``apply(bytes)``.
+
+    Its dumps are not pysyncobj's (``_serialize``) but :class:`Snapshotter`'s, written
+    off raft's thread.
+    """
 
     def __init__(self, store: Store, lock: threading.Lock,
                  on_applied: Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]) -> None:
@@ -249,14 +254,6 @@ class _StateMachine(SyncObjConsumer):
         with self._lock:
             results = self._store.apply_batch(batch)
         self._on_applied(batch, results)
-
-    def _serialize(self) -> bytes:
-        with self._lock:
-            return self._store.snapshot()
-
-    def _deserialize(self, data: bytes) -> None:
-        with self._lock:
-            self._store.restore(data)
 
 
 @dataclass
@@ -297,6 +294,8 @@ class Replica:
         self._hooks: list[Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]] = []
         self._listeners: set[Callable[[], None]] = set()
         self._machine = _StateMachine(self.store, self.lock, self._applied_threadsafe)
+        snapshotter = Snapshotter(self.store, self.lock, options.dump_file)
+        snapshotter.prepare()
         timings = options.timings
         conf = SyncObjConf(
             password=options.password,
@@ -311,10 +310,13 @@ class Replica:
             recvBufferSize=4 * 1024 * 1024,
             journalFile=options.journal_file,
             fullDumpFile=options.dump_file,
-            # A forked dump would inherit the gRPC and raft listening sockets and keep
-            # them open after this process dies, so a restart could not rebind (or
-            # would share the port with a process that never answers).
+            # Dumps are written on a thread by the Snapshotter, not by pysyncobj on its
+            # own thread (a stall) or in a fork (which would inherit the listening
+            # sockets and keep them after this process dies, so a restart could not bind).
             useFork=False,
+            serializer=snapshotter.serialize,
+            serializeChecker=snapshotter.check,
+            deserializer=snapshotter.deserialize,
             logCompactionMinEntries=options.log_compaction_entries,
             logCompactionMinTime=600,
             commandsWaitLeader=True,

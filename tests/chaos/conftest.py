@@ -10,8 +10,11 @@ from skiff.testing.fixtures import failed
 from skiff.testing.processes import StoreCluster
 
 #: Compaction runs often enough to happen during a run, and keeps far more revisions
-#: than a watcher falls behind while it resumes on another replica.
-COMPACTION_ARGS = ["--auto-compaction-retention", "20000", "--auto-compaction-interval", "5"]
+#: than a watcher falls behind while it resumes on another replica. Replicas dump their
+#: state and truncate their raft logs every 1,000 entries, so kills land mid-dump and
+#: restarted replicas catch up from the leader's dump as well as from its log.
+COMPACTION_ARGS = ["--auto-compaction-retention", "20000", "--auto-compaction-interval", "5",
+                   "--snapshot-count", "1000"]
 
 
 

@@ -1,0 +1,178 @@
+"""Full dumps of a replica's state, written off raft's thread, so that pysyncobj can
+compact its log without stopping the replica.
+
+pysyncobj compacts its log (every ``log_compaction_entries`` entries) by writing a full
+dump, then dropping the entries the dump covers. Left to itself it builds the dump, then
+pickles and gzips it (level 9), all on its own thread: with tens of MB of keys that is
+seconds in which the replica neither commits nor applies, and since replicas reach the
+same log length together, all three stall at once (measured: a 50 MB store stopped
+every write for 6.5 s, past the client's timeout).
+
+So the store uses pysyncobj's custom serializer hooks instead:
+
+- :meth:`Snapshotter.serialize` runs on raft's thread, between two applied batches. It
+  takes a :class:`~services.store.mvcc.StoreImage` (a list copy per key) and hands it
+  to a background thread, which serializes it and writes
+  ``MAGIC | len | pickle(raft state) | Snapshot`` to a side file, fsyncs it and renames
+  it over the dump.
+- :meth:`Snapshotter.check` tells pysyncobj when that is done; only then does it drop
+  the log entries the dump covers (and send the dump to a follower that needs it). A
+  replica killed mid-dump restarts from its previous dump and its whole journal.
+- pysyncobj renames ``<dump>.tmp`` over the dump as soon as ``serialize`` returns. That
+  file is made a hard link to the current dump (or an empty placeholder before the
+  first one, removed again on start), so the rename changes nothing.
+- :meth:`Snapshotter.deserialize` loads a dump: at start, and when the leader installs
+  one on this follower (which abandons any dump of this replica's still being written:
+  it is older). It also reads pysyncobj's own gzip format, written by earlier versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import itertools
+import os
+import pickle
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.pickle import load as pysyncobj_load
+
+from services.store.mvcc import Store, StoreImage
+from skiff.logging import get_logger
+
+log = get_logger("store.snapshots")
+
+MAGIC = b"SKIFF-DUMP/1\n"
+_LENGTH = struct.Struct(">Q")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+#: What pysyncobj keeps in a dump besides the state: its last two applied entries and
+#: the cluster's nodes.
+RaftState = tuple[Any, ...]
+
+
+def write_dump(path: Path, raft_state: RaftState, image: StoreImage) -> None:
+    """Write a dump to ``path`` and fsync it."""
+    state = pickle.dumps(raft_state, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(path, "wb") as f:
+        f.write(MAGIC)
+        f.write(_LENGTH.pack(len(state)))
+        f.write(state)
+        for chunk in image.chunks():
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_dump(path: Path) -> tuple[RaftState, bytes]:
+    """A dump's raft state and serialized store snapshot (either format)."""
+    data = path.read_bytes()
+    if data.startswith(MAGIC):
+        start = len(MAGIC) + _LENGTH.size
+        (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+        return pickle.loads(data[start:start + length]), data[start + length:]
+    if data.startswith(_GZIP_MAGIC):
+        # pysyncobj's own: gzip(pickle((consumers' states, *raft state))).
+        states, *raft_state = pysyncobj_load(io.BytesIO(gzip.decompress(data)))
+        return tuple(raft_state), states[1]
+    raise ValueError(f"{path}: not a store dump ({len(data)} bytes)")
+
+
+class Snapshotter:
+    """pysyncobj's serializer, checker and deserializer for one replica's store.
+
+    ``serialize`` and ``deserialize`` run on raft's thread, each dump's writing on a
+    thread of its own. ``lock`` is the replica's store lock.
+    """
+
+    def __init__(self, store: Store, lock: threading.Lock, dump_file: str) -> None:
+        self._store = store
+        self._lock = lock
+        self._dump = Path(dump_file)
+        self._jobs = itertools.count(1)
+        self._mutex = threading.Lock()
+        #: The dump being written; a loaded dump clears it, so an older one never lands.
+        self._current: int | None = None
+        #: The outcome of the last dump, until pysyncobj has been told of it.
+        self._state = SERIALIZER_STATE.NOT_SERIALIZING
+
+    def prepare(self) -> None:
+        """Clear what a replica killed mid-dump left; call before pysyncobj starts."""
+        for partial in self._dump.parent.glob(self._dump.name + ".writing.*"):
+            partial.unlink(missing_ok=True)
+        self._remove_placeholder()
+
+    def _remove_placeholder(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self._dump.stat().st_size == 0:
+                self._dump.unlink()  # the stand-in of a first dump that never finished
+
+    def serialize(self, tmp_file: str, raft_state: RaftState) -> None:
+        """pysyncobj's ``serializer``: start a dump of the store as applied right now."""
+        job = next(self._jobs)
+        try:
+            with self._lock:
+                image = self._store.image()
+            tmp = Path(tmp_file)
+            tmp.unlink(missing_ok=True)
+            if self._dump.exists():
+                os.link(self._dump, tmp)
+            else:
+                tmp.touch()
+            with self._mutex:
+                self._current, self._state = job, SERIALIZER_STATE.SERIALIZING
+            threading.Thread(target=self._write, args=(job, raft_state, image),
+                             name=f"store-dump-{job}", daemon=True).start()
+        except Exception:
+            # Raising would leave pysyncobj's serializer marked busy for good.
+            log.exception("starting a store dump failed")
+            with self._mutex:
+                self._current, self._state = None, SERIALIZER_STATE.FAILED
+
+    def _write(self, job: int, raft_state: RaftState, image: StoreImage) -> None:
+        partial = self._dump.with_name(f"{self._dump.name}.writing.{job}")
+        try:
+            write_dump(partial, raft_state, image)
+            with self._mutex:
+                landed = self._current == job
+                if landed:
+                    os.replace(partial, self._dump)
+                    self._current, self._state = None, SERIALIZER_STATE.SUCCESS
+        except Exception:
+            log.exception("writing a store dump failed", file=str(partial))
+            with self._mutex:
+                landed = False
+                if self._current == job:
+                    self._current, self._state = None, SERIALIZER_STATE.FAILED
+                    self._remove_placeholder()
+        if landed:
+            log.info("store dump written", revision=image.revision,
+                     bytes=self._dump.stat().st_size)
+        else:
+            partial.unlink(missing_ok=True)
+
+    def check(self) -> int:
+        """pysyncobj's ``serializeChecker``: the state of the dump it asked for."""
+        with self._mutex:
+            state = self._state
+            if state != SERIALIZER_STATE.SERIALIZING:
+                self._state = SERIALIZER_STATE.NOT_SERIALIZING
+        return state
+
+    def deserialize(self, dump_file: str) -> RaftState:
+        """pysyncobj's ``deserializer``: restore the store from a dump; its raft state."""
+        with self._mutex:
+            if self._current is not None:
+                # The leader sent a newer state than the one being written: drop that one.
+                self._current, self._state = None, SERIALIZER_STATE.FAILED
+        raft_state, snapshot = read_dump(Path(dump_file))
+        with self._lock:
+            self._store.restore(snapshot)
+            revision = self._store.revision
+        log.info("store restored from a dump", file=dump_file, revision=revision)
+        return raft_state

@@ -1,0 +1,171 @@
+"""Snapshotter: pysyncobj's dumps written off raft's thread, with real files in a temp dir.
+
+pysyncobj's side of the protocol is played by hand here: it calls ``serialize`` and then
+renames ``<dump>.tmp`` over the dump at once, polls ``check`` until the dump is done,
+and calls ``deserialize`` at start and when a leader installs a dump.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pysyncobj.config import SERIALIZER_STATE
+
+from services.store import snapshots
+from services.store.mvcc import Store
+from services.store.snapshots import MAGIC, Snapshotter
+from skiff.store.v1 import raft_pb2, rpc_pb2
+
+RAFT_STATE = ((b"entry-2", 2, 1), (b"entry-1", 1, 1), {"node"})
+
+
+def filled(n: int, origin: int = 7) -> Store:
+    store = Store()
+    for i in range(n):
+        store.apply_batch(raft_pb2.Batch(origin=origin, commands=[raft_pb2.Command(
+            id=i + 1, put=rpc_pb2.PutRequest(key=b"k%d" % (i % 5), value=b"%d" % i))]))
+    return store
+
+
+def dump_as_pysyncobj_would(snapshotter: Snapshotter, dump: Path) -> None:
+    tmp = Path(f"{dump}.tmp")
+    snapshotter.serialize(str(tmp), RAFT_STATE)
+    os.replace(tmp, dump)
+
+
+def finished(snapshotter: Snapshotter, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (state := snapshotter.check()) == SERIALIZER_STATE.SERIALIZING:
+        assert time.monotonic() < deadline, "the dump did not finish"
+        time.sleep(0.005)
+    return state
+
+
+def test_a_dump_restores_the_store_exactly_and_returns_the_raft_state(tmp_path):
+    store, dump = filled(40), tmp_path / "snapshot"
+    snapshotter = Snapshotter(store, threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(snapshotter, dump)
+    assert finished(snapshotter) == SERIALIZER_STATE.SUCCESS
+    assert snapshotter.check() == SERIALIZER_STATE.NOT_SERIALIZING  # reported once
+    assert dump.read_bytes().startswith(MAGIC)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshot"]
+
+    restored = Store()
+    raft_state = Snapshotter(restored, threading.Lock(), str(dump)).deserialize(str(dump))
+    assert raft_state == RAFT_STATE
+    assert restored.snapshot() == store.snapshot()
+
+
+def test_the_dump_is_of_the_state_when_asked_not_when_written(tmp_path, monkeypatch):
+    store, dump = filled(10), tmp_path / "snapshot"
+    expected = store.snapshot()
+    release = threading.Event()
+    write = snapshots.write_dump
+
+    def slow_write(*args):
+        release.wait(10)
+        write(*args)
+
+    monkeypatch.setattr(snapshots, "write_dump", slow_write)
+    snapshotter = Snapshotter(store, threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(snapshotter, dump)
+    assert snapshotter.check() == SERIALIZER_STATE.SERIALIZING
+    filled_more = filled(20)  # the store moves on while the dump is written
+    store.restore(filled_more.snapshot())
+    release.set()
+    assert finished(snapshotter) == SERIALIZER_STATE.SUCCESS
+    restored = Store()
+    Snapshotter(restored, threading.Lock(), str(dump)).deserialize(str(dump))
+    assert restored.snapshot() == expected
+
+
+def test_until_a_dump_is_written_the_previous_one_stays(tmp_path, monkeypatch):
+    dump = tmp_path / "snapshot"
+    first = Snapshotter(filled(5), threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(first, dump)
+    finished(first)
+    previous = dump.read_bytes()
+
+    release = threading.Event()
+    write = snapshots.write_dump
+    monkeypatch.setattr(snapshots, "write_dump", lambda *a: (release.wait(10), write(*a)))
+    second = Snapshotter(filled(30), threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(second, dump)
+    assert dump.read_bytes() == previous  # pysyncobj's rename moved a link to it
+    release.set()
+    finished(second)
+    assert dump.read_bytes() != previous
+
+
+def test_a_first_dump_that_never_finished_leaves_nothing_to_load(tmp_path, monkeypatch):
+    dump = tmp_path / "snapshot"
+    monkeypatch.setattr(snapshots, "write_dump", lambda *a: threading.Event().wait(10))
+    dump_as_pysyncobj_would(Snapshotter(filled(5), threading.Lock(), str(dump)), dump)
+    (tmp_path / "snapshot.writing.1").write_bytes(b"half a dump")  # then the process died
+    assert dump.exists() and dump.stat().st_size == 0
+    Snapshotter(Store(), threading.Lock(), str(dump)).prepare()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dump_installed_by_the_leader_wins_over_one_being_written(tmp_path, monkeypatch):
+    dump = tmp_path / "snapshot"
+    leader_store = filled(50, origin=1)
+    leader = Snapshotter(leader_store, threading.Lock(), str(tmp_path / "leader"))
+    dump_as_pysyncobj_would(leader, tmp_path / "leader")
+    finished(leader)
+
+    release = threading.Event()
+    write = snapshots.write_dump
+    monkeypatch.setattr(snapshots, "write_dump", lambda *a: (release.wait(10), write(*a)))
+    follower_store = filled(3)
+    follower = Snapshotter(follower_store, threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(follower, dump)
+    os.replace(tmp_path / "leader", dump)  # pysyncobj installs what the leader sent
+    follower.deserialize(str(dump))
+    assert follower.check() == SERIALIZER_STATE.FAILED
+    release.set()
+    deadline = time.monotonic() + 10
+    while any(p.name.startswith("snapshot.writing") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert follower_store.snapshot() == leader_store.snapshot()
+    restored = Store()
+    Snapshotter(restored, threading.Lock(), str(dump)).deserialize(str(dump))
+    assert restored.snapshot() == leader_store.snapshot()
+
+
+def test_a_failed_write_is_reported_and_dumping_goes_on(tmp_path, monkeypatch):
+    dump = tmp_path / "snapshot"
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(snapshots, "write_dump", broken)
+    snapshotter = Snapshotter(filled(5), threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(snapshotter, dump)
+    assert finished(snapshotter) == SERIALIZER_STATE.FAILED
+    assert not dump.exists()  # no empty stand-in left behind to load
+    monkeypatch.undo()
+    dump_as_pysyncobj_would(snapshotter, dump)
+    assert finished(snapshotter) == SERIALIZER_STATE.SUCCESS
+
+
+def test_dumps_written_by_pysyncobj_itself_still_load(tmp_path):
+    store, dump = filled(12), tmp_path / "snapshot"
+    dump.write_bytes(gzip.compress(pickle.dumps(([{}, store.snapshot()], *RAFT_STATE))))
+    restored = Store()
+    assert Snapshotter(restored, threading.Lock(), str(dump)).deserialize(str(dump)) == RAFT_STATE
+    assert restored.snapshot() == store.snapshot()
+
+
+def test_a_file_that_is_not_a_dump_is_refused(tmp_path):
+    path = tmp_path / "snapshot"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a store dump"):
+        Snapshotter(Store(), threading.Lock(), str(path)).deserialize(str(path))
