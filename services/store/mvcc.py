@@ -560,27 +560,49 @@ class StoreImage:
         return b"".join(self.chunks())
 
     def chunks(self, keys_per_chunk: int = 256) -> Iterator[bytes]:
-        """:meth:`to_bytes` in pieces: serialized Snapshots whose concatenation is the whole.
+        """:meth:`to_bytes` in pieces whose concatenation is the whole Snapshot.
 
-        Protobuf merges concatenated messages (repeated fields append), so a large store
-        is serialized a few hundred keys at a time: each piece is one short C call, and
-        other threads get the GIL between them (one call for the whole store holds it for
-        hundreds of milliseconds).
+        A protobuf message is the concatenation of its fields, so each piece is a run of
+        fields, framed here from each stored message's own bytes: a dump of a large
+        store builds no message objects (which the garbage collector would have to
+        scan) and holds the GIL only a few hundred keys at a time.
         """
         yield raft_pb2.Snapshot(revision=self.revision, compact_revision=self.compact_revision,
                                 applied_batches=self.applied_batches).SerializeToString()
         for start in range(0, len(self.histories), keys_per_chunk):
-            piece = raft_pb2.Snapshot()
-            for history in self.histories[start:start + keys_per_chunk]:
-                piece.keys.add().revisions.extend(history)
-            yield piece.SerializeToString()
-        tail = raft_pb2.Snapshot(members=self.members)
-        for lease_id, ttl in self.leases:
-            tail.leases.add(id=lease_id, ttl=ttl)
-        yield tail.SerializeToString()
+            yield b"".join(
+                _field(_SNAPSHOT_KEYS, b"".join(_field(_HISTORY_REVISIONS, kv.SerializeToString())
+                                                for kv in history))
+                for history in self.histories[start:start + keys_per_chunk])
+        yield b"".join(
+            [_field(_SNAPSHOT_LEASES, raft_pb2.LeaseState(id=lease_id, ttl=ttl).SerializeToString())
+             for lease_id, ttl in self.leases]
+            + [_field(_SNAPSHOT_MEMBERS, member.SerializeToString()) for member in self.members])
         for start in range(0, len(self.results), keys_per_chunk):
-            yield raft_pb2.Snapshot(
-                results=self.results[start:start + keys_per_chunk]).SerializeToString()
+            yield b"".join(_field(_SNAPSHOT_RESULTS, result.SerializeToString())
+                           for result in self.results[start:start + keys_per_chunk])
+
+
+_SNAPSHOT_FIELDS = raft_pb2.Snapshot.DESCRIPTOR.fields_by_name
+_SNAPSHOT_KEYS = _SNAPSHOT_FIELDS["keys"].number
+_SNAPSHOT_LEASES = _SNAPSHOT_FIELDS["leases"].number
+_SNAPSHOT_MEMBERS = _SNAPSHOT_FIELDS["members"].number
+_SNAPSHOT_RESULTS = _SNAPSHOT_FIELDS["results"].number
+_HISTORY_REVISIONS = raft_pb2.KeyHistory.DESCRIPTOR.fields_by_name["revisions"].number
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2): tag, length, payload."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _passes_filters(request: RangeRequest, kv: KeyValue) -> bool:

@@ -261,3 +261,21 @@ def test_hash_is_over_history_up_to_a_revision():
     apply(b, put(b"k", b"1"), put(b"k", b"2"))
     assert a.hash_kv(2) == b.hash_kv(2)
     assert a.hash_kv(0) != b.hash_kv(0)
+
+
+def test_a_snapshot_framed_in_pieces_is_the_message_protobuf_would_build():
+    store = Store()
+    apply(store, raft_pb2.Command(lease_grant=rpc_pb2.LeaseGrantRequest(ID=9, TTL=30)))
+    for i in range(700):
+        apply(store, put(b"k%03d" % (i % 300), b"v" * (i % 200), lease=9 if i % 7 else 0))
+    apply(store, delete(b"k010"))
+    apply(store, raft_pb2.Command(member_publish=rpc_pb2.Member(ID=3, name="s0")))
+    image = store.image()
+    expected = raft_pb2.Snapshot(
+        revision=image.revision, compact_revision=image.compact_revision,
+        applied_batches=image.applied_batches, members=image.members, results=image.results,
+        leases=[raft_pb2.LeaseState(id=i, ttl=t) for i, t in image.leases])
+    for history in image.histories:
+        expected.keys.add().revisions.extend(history)
+    assert len(list(image.chunks(keys_per_chunk=64))) > 5
+    assert raft_pb2.Snapshot.FromString(b"".join(image.chunks(keys_per_chunk=64))) == expected
