@@ -4,6 +4,8 @@
     python bench/store.py --start skiff     # our three replicas, in a temp dir
     python bench/store.py --start etcd      # three real etcd members, in a temp dir
     python bench/store.py --start both      # one after the other, plus ratios ours/etcd
+    python bench/store.py --start all       # both, and the put load against do-nothing
+                                            # grpc.aio servers (bench/grpc_floor.py)
 
 What is measured, all through real gRPC with grpc.aio clients:
 
@@ -54,7 +56,7 @@ import traceback
 from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also
 
 import profiling
 from etcd_cluster import DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, EtcdCluster
+from grpc_floor import FloorCluster
 from report import emit, stop_on_sigterm
 
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
@@ -553,6 +556,8 @@ async def started_cluster(kind: str, settings: Settings) -> AsyncIterator[Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         if kind == "skiff":
             cluster: Any = StoreCluster(Path(tmp))
+        elif kind == "floor":
+            cluster = FloorCluster(Path(tmp))
         else:
             cluster = EtcdCluster(Path(tmp), heartbeat_ms=settings.etcd_heartbeat_ms,
                                   election_ms=settings.etcd_election_ms)
@@ -971,8 +976,14 @@ def compare(ours: dict[str, Any], etcd: dict[str, Any]) -> dict[str, Any]:
             for name, path, higher in COMPARED}
 
 
-def check_targets(ours: dict[str, Any], etcd: dict[str, Any] | None) -> dict[str, Any]:
-    """The store's targets, judged on our figures (None: not measured in this run)."""
+def check_targets(ours: dict[str, Any], etcd: dict[str, Any] | None,
+                  floor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The store's targets, judged on our figures (None: not measured in this run).
+
+    With ``floor`` (do-nothing gRPC servers under the same put load), the throughput
+    target also says what share of etcd's rate Python's gRPC server alone reaches, and
+    what share of that the store reaches.
+    """
 
     def judge(value: Any, ok: Callable[[Any], bool], **extra: Any) -> dict[str, Any]:
         return {"value": value, "met": None if value is None else ok(value), **extra}
@@ -983,13 +994,24 @@ def check_targets(ours: dict[str, Any], etcd: dict[str, Any] | None) -> dict[str
         "sequential_put_p50_le_2ms": judge(
             dig(ours, ("sequential_put", "leader", "p50_ms")), lambda v: v <= 2.0,
             note="one client, to the leader"),
-        "put_throughput_ge_half_of_etcd": judge(throughput_ratio, lambda v: v >= 0.5),
+        "put_throughput_ge_half_of_etcd": judge(throughput_ratio, lambda v: v >= 0.5,
+                                                **floor_figures(ours, etcd, floor)),
         "watch_lag_p99_le_50ms": judge(
             dig(ours, ("watch", "lag_from_send", "p99_ms")), lambda v: v <= 50.0,
             note="lag from the Put's send (the stricter of the two)",
             lag_from_ack_p99_ms=dig(ours, ("watch", "lag_from_ack", "p99_ms"))),
         "failover_le_1s": judge(dig(ours, ("failover", "max_ms")), lambda v: v <= 1000.0),
     }
+
+
+def floor_figures(ours: dict[str, Any], etcd: dict[str, Any] | None,
+                  floor: dict[str, Any] | None) -> dict[str, Any]:
+    if floor is None:
+        return {}
+    floor_rate = dig(floor, ("put_throughput", "ops_per_s"))
+    return {"floor_over_etcd": ratio(floor_rate, dig(etcd, ("put_throughput", "ops_per_s")))
+            if etcd else None,
+            "ours_over_floor": ratio(dig(ours, ("put_throughput", "ops_per_s")), floor_rate)}
 
 
 def strip_private(result: dict[str, Any]) -> dict[str, Any]:
@@ -1031,8 +1053,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--endpoints", help="host:port,... of a running etcd v3 cluster")
-    where.add_argument("--start", choices=("skiff", "etcd", "both"),
-                       help="start a 3-member cluster in a temp dir, bench it, stop it")
+    where.add_argument("--start", choices=("skiff", "etcd", "both", "all"),
+                       help="start a 3-member cluster in a temp dir, bench it, stop it "
+                            "(all: skiff, etcd, and the put load against do-nothing "
+                            "grpc.aio servers, the floor Python's gRPC sets)")
     p.add_argument("--output", type=Path, help="also write the JSON here")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="py-spy every replica of a started skiff cluster during each load "
@@ -1106,8 +1130,15 @@ def host_facts() -> dict[str, Any]:
             "grpcio": grpc.__version__, "platform": platform.platform(), "etcd_binary": version}
 
 
+#: The kinds ``--start`` runs, in order.
+START_KINDS = {"skiff": ("skiff",), "etcd": ("etcd",), "both": ("skiff", "etcd"),
+               "all": ("skiff", "etcd", "floor")}
+
+
 async def bench_started(kind: str, settings: Settings, pool: WorkerPool, *,
                         profile_dir: Path | None) -> dict[str, Any]:
+    if kind == "floor":  # nothing is stored there: only the put load means anything
+        settings = replace(settings, phases="put_throughput")
     async with started_cluster(kind, settings) as cluster:
         progress(kind, f"cluster healthy at {cluster.endpoints}")
         result = await Bench(kind, cluster.endpoints, settings, pool, cluster=cluster,
@@ -1133,15 +1164,15 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             result = await Bench("endpoints", endpoints, settings, pool).run()
             report["results"]["endpoints"] = strip_private(result)
         else:
-            kinds = ("skiff", "etcd") if args.start == "both" else (args.start,)
-            for kind in kinds:
+            for kind in START_KINDS[args.start]:
                 report["results"][kind] = await bench_started(kind, settings, pool,
                                                               profile_dir=args.profile)
             if "skiff" in report["results"]:
                 etcd = report["results"].get("etcd")
                 if etcd is not None:
                     report["ratios_ours_over_etcd"] = compare(report["results"]["skiff"], etcd)
-                report["targets"] = check_targets(report["results"]["skiff"], etcd)
+                report["targets"] = check_targets(report["results"]["skiff"], etcd,
+                                                  report["results"].get("floor"))
     finally:
         pool.close()
     return report

@@ -63,6 +63,8 @@ MAX_INFLIGHT = 1
 RETRY_AFTER = 2.0
 #: Pause before re-proposing a batch pysyncobj rejected (no leader, leader changed).
 RETRY_BACKOFF = 0.02
+#: How long stopping waits for a dump being written to land (else the last one stays).
+DUMP_GRACE = 5.0
 
 BATCH_COMMANDS = Histogram("skiff_store_batch_commands", "Commands per proposed raft entry",
                            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048))
@@ -304,7 +306,7 @@ class Replica:
         self._hooks: list[Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]] = []
         self._listeners: set[Callable[[], None]] = set()
         self._machine = _StateMachine(self.store, self.lock, self._applied_threadsafe)
-        snapshotter = Snapshotter(self.store, self.lock, options.dump_file)
+        self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file)
         snapshotter.prepare()
         timings = options.timings
         conf = SyncObjConf(
@@ -388,8 +390,9 @@ class Replica:
         return self.leader_address is not None and bool(self._syncobj.isReady())
 
     def destroy(self) -> None:
-        """Stop raft (its thread, sockets and files)."""
+        """Stop raft (its thread, sockets and files), letting a dump being written land."""
         self._syncobj.destroy()
+        self._snapshotter.wait(DUMP_GRACE)
 
     # --------------------------------------------------------------- proposing
 

@@ -100,6 +100,7 @@ class Snapshotter:
         self._current: int | None = None
         #: The outcome of the last dump, until pysyncobj has been told of it.
         self._state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._writer: threading.Thread | None = None
 
     def prepare(self) -> None:
         """Clear what a replica killed mid-dump left; call before pysyncobj starts."""
@@ -126,8 +127,9 @@ class Snapshotter:
                 tmp.touch()
             with self._mutex:
                 self._current, self._state = job, SERIALIZER_STATE.SERIALIZING
-            threading.Thread(target=self._write, args=(job, raft_state, image),
-                             name=f"store-dump-{job}", daemon=True).start()
+            self._writer = threading.Thread(target=self._write, args=(job, raft_state, image),
+                                            name=f"store-dump-{job}", daemon=True)
+            self._writer.start()
         except Exception:
             # Raising would leave pysyncobj's serializer marked busy for good.
             log.exception("starting a store dump failed")
@@ -155,6 +157,14 @@ class Snapshotter:
                      bytes=self._dump.stat().st_size)
         else:
             partial.unlink(missing_ok=True)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the dump being written, if any, to land; False if still writing."""
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+            return not writer.is_alive()
+        return True
 
     def check(self) -> int:
         """pysyncobj's ``serializeChecker``: the state of the dump it asked for."""

@@ -187,6 +187,13 @@ class StoreCluster:
         daemon.stop()
         daemon.start()
 
+    def crash_all(self) -> None:
+        """SIGKILL every replica at once, then start each again on its own data directory."""
+        for index in range(len(self.members)):
+            self.kill(index)
+        for index in range(len(self.members)):
+            self.restart(index)
+
     def stop(self) -> None:
         for member in self.members:
             member.daemon.stop()

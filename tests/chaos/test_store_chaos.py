@@ -612,10 +612,7 @@ async def test_store_keeps_acknowledged_writes_and_agrees_through_kills(chaos_cl
         load_seconds = time.monotonic() - began
 
         # Every replica crashes at once and comes back from its own disk.
-        for i in range(len(cluster.members)):
-            cluster.kill(i)
-        for i in range(len(cluster.members)):
-            cluster.restart(i)
+        cluster.crash_all()
         await cluster.wait_healthy(timeout=HEALTHY_TIMEOUT)
 
         final_revision = await current_revision(endpoints)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from storeclient import DEADLINE, Client, WatchStream, connect, connect_all, prefix_end
 
+from services.store.snapshots import MAGIC
 from skiff.store.v1 import rpc_pb2
-from skiff.testing.processes import wait_for
+from skiff.testing.processes import StoreCluster, wait_for
 
 
 async def status(client: Client) -> rpc_pb2.StatusResponse:
@@ -32,6 +34,28 @@ async def write_keys(clients: list[Client], prefix: str, count: int) -> list[int
     return [(await clients[i % len(clients)].put(f"{prefix}/{i:03}".encode(),
                                                  str(i).encode())).header.revision
             for i in range(count)]
+
+
+async def dumps_written(cluster: StoreCluster, members) -> bool:
+    """Whether each of ``members`` has written a dump of its state (snapshots.py's format)."""
+    return all((cluster.members[i].data_dir / "snapshot").is_file()
+               and (cluster.members[i].data_dir / "snapshot").read_bytes().startswith(MAGIC)
+               for i in members)
+
+
+async def rejoin(cluster: StoreCluster, clients: list[Client], index: int, *,
+                 revision: int) -> Client:
+    """Restart replica ``index``; its client, once it has applied up to ``revision``."""
+    cluster.restart(index)
+    await cluster.wait_healthy(members=[index])
+    client = clients[index]
+
+    async def caught_up() -> bool:
+        return (await client.get(b"\0", count_only=True, serializable=True)
+                ).header.revision == revision
+
+    await wait_for(caught_up, timeout=DEADLINE, what=f"replica {index} at revision {revision}")
+    return client
 
 
 async def test_status_and_member_list_agree_on_every_replica(store_cluster):
@@ -177,15 +201,7 @@ async def test_a_killed_follower_restarts_from_its_data_and_catches_up(store_clu
         await clients[live[0]].delete(b"before/000", b"before/010")       # 62
         await clients[live[1]].put(b"leased", lease=lease)                # 63
         assert (before[-1], during) == (21, list(range(22, 62)))
-        store_cluster.restart(victim)
-        await store_cluster.wait_healthy(members=[victim])
-        restarted = clients[victim]
-
-        async def caught_up() -> bool:
-            return (await restarted.get(b"\0", count_only=True, serializable=True)
-                    ).header.revision == 63
-
-        await wait_for(caught_up, timeout=DEADLINE, what="the restarted replica at revision 63")
+        restarted = await rejoin(store_cluster, clients, victim, revision=63)
         got = await restarted.get(b"\0", b"\0", serializable=True, keys_only=True)
         assert [kv.key for kv in got.kvs] == (
             [f"before/{i:03}".encode() for i in range(10, 20)]
@@ -222,28 +238,32 @@ async def test_a_killed_leader_is_replaced_and_catches_up_after_restart(store_cl
         assert {s.leader for s in statuses} == {statuses[new_leader].header.member_id}
 
 
-async def test_the_whole_cluster_killed_and_restarted_keeps_its_data(store_cluster):
-    async with connect_all(store_cluster.endpoints) as clients:
+@pytest.mark.parametrize("flags", [(), ("--snapshot-count", "20")], ids=["journal", "dumps"])
+async def test_the_whole_cluster_killed_and_restarted_keeps_its_data(make_store_cluster, flags):
+    """From journals alone, and (every 20 entries) from dumps plus the journal since."""
+    cluster = await make_store_cluster(*flags)
+    async with connect_all(cluster.endpoints) as clients:
         lease = (await clients[0].lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=600))).ID
-        await write_keys(clients, "d", 15)                                 # 2..16
-        await clients[1].put(b"d/leased", b"l", lease=lease)               # 17
+        await write_keys(clients, "d", 90)                                 # 2..91
+        await clients[1].put(b"d/leased", b"l", lease=lease)               # 92
         await clients[2].kv.Compact(rpc_pb2.CompactionRequest(revision=10))
-        before = await hashes(clients, 17)
-    for i in range(3):
-        store_cluster.kill(i)
-    for i in range(3):
-        store_cluster.restart(i)
-    await store_cluster.wait_healthy()
-    async with connect_all(store_cluster.endpoints) as clients:
-        assert await hashes(clients, 17) == before
+        if flags:
+            await wait_for(lambda: dumps_written(cluster, range(3)), timeout=DEADLINE,
+                           what="every replica dumps its state")
+        await write_keys(clients, "e", 7)                                  # 93..99
+        before = await hashes(clients, 99)
+    cluster.crash_all()
+    await cluster.wait_healthy()
+    async with connect_all(cluster.endpoints) as clients:
+        assert await hashes(clients, 99) == before
         for client in clients:
-            assert await client.revision() == 17
-            assert (await client.get(b"d/", prefix_end(b"d/"), count_only=True)).count == 16
+            assert await client.revision() == 99
+            assert (await client.get(b"d/", prefix_end(b"d/"), count_only=True)).count == 91
             assert (await client.get(b"d/003", revision=10)).kvs[0].value == b"3"
             ttl = await client.lease.LeaseTimeToLive(
                 rpc_pb2.LeaseTimeToLiveRequest(ID=lease, keys=True))
             assert (ttl.grantedTTL, list(ttl.keys)) == (600, [b"d/leased"])
-        assert (await clients[0].put(b"d/next")).header.revision == 18
+        assert (await clients[0].put(b"d/next")).header.revision == 100
 
 
 async def test_a_client_of_a_killed_replica_can_use_any_other(store_cluster):

@@ -11,7 +11,6 @@ import gzip
 import os
 import pickle
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -40,11 +39,8 @@ def dump_as_pysyncobj_would(snapshotter: Snapshotter, dump: Path) -> None:
 
 
 def finished(snapshotter: Snapshotter, timeout: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout
-    while (state := snapshotter.check()) == SERIALIZER_STATE.SERIALIZING:
-        assert time.monotonic() < deadline, "the dump did not finish"
-        time.sleep(0.005)
-    return state
+    assert snapshotter.wait(timeout), "the dump did not finish"
+    return snapshotter.check()
 
 
 def test_a_dump_restores_the_store_exactly_and_returns_the_raft_state(tmp_path):
@@ -130,10 +126,8 @@ def test_a_dump_installed_by_the_leader_wins_over_one_being_written(tmp_path, mo
     follower.deserialize(str(dump))
     assert follower.check() == SERIALIZER_STATE.FAILED
     release.set()
-    deadline = time.monotonic() + 10
-    while any(p.name.startswith("snapshot.writing") for p in tmp_path.iterdir()):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    assert follower.wait(10)
+    assert not any(p.name.startswith("snapshot.writing") for p in tmp_path.iterdir())
     assert follower_store.snapshot() == leader_store.snapshot()
     restored = Store()
     Snapshotter(restored, threading.Lock(), str(dump)).deserialize(str(dump))
