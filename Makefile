@@ -38,4 +38,4 @@ lint:
 	ruff check .
 
 bench:
-	$(PYTHON) bench/store.py
+	$(PYTHON) bench/store.py --start all
