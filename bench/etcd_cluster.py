@@ -1,7 +1,8 @@
 """A real etcd cluster as child processes on free loopback ports, for benchmarks.
 
-The etcd counterpart of :class:`skiff.testing.processes.StoreCluster`, with the same
-shape (``start``, ``wait_healthy``, ``kill``, ``restart``, ``stop``, ``endpoints``), so
+The etcd counterpart of :class:`skiff.testing.processes.StoreCluster`, both a
+:class:`~skiff.testing.processes.ProcessCluster` (``start``, ``wait_healthy``, ``kill``,
+``restart``, ``stop``, ``endpoints``), so
 ``bench/store.py`` can run one workload against either and compare. Each member is a
 :class:`~skiff.testing.processes.Daemon` running Debian's ``etcd`` binary with a fresh
 data directory under ``base_dir`` and ``--initial-cluster-state new``; health is
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
-from skiff.testing.processes import LOOPBACK, Daemon, free_port, wait_for
+from skiff.testing.processes import LOOPBACK, Daemon, ProcessCluster, free_port
 
 #: etcd's own defaults (ms); a flag of the benchmark may override them.
 DEFAULT_HEARTBEAT_MS = 100
@@ -43,8 +43,10 @@ class EtcdMember:
         return f"{LOOPBACK}:{self.client_port}"
 
 
-class EtcdCluster:
+class EtcdCluster(ProcessCluster):
     """``size`` etcd members under ``base_dir`` (a data directory and a log each)."""
+
+    kind = "etcd member"
 
     def __init__(self, base_dir: Path, *, size: int = 3, binary: str = "etcd",
                  heartbeat_ms: int = DEFAULT_HEARTBEAT_MS,
@@ -78,34 +80,16 @@ class EtcdCluster:
             self.members.append(EtcdMember(name, client, peer, base_dir / name, daemon))
 
     @property
-    def endpoints(self) -> list[str]:
-        return [m.endpoint for m in self.members]
-
-    @property
     def pids(self) -> list[int | None]:
         return [m.daemon.process.pid if m.daemon.alive and m.daemon.process else None
                 for m in self.members]
 
-    def start(self) -> None:
-        for member in self.members:
-            member.daemon.start()
-
-    async def wait_healthy(self, timeout: float = 30.0,
-                           members: list[int] | None = None) -> None:
-        """Wait until every (given) member answers Status with a leader and no errors."""
-        for i in members if members is not None else range(len(self.members)):
-            member = self.members[i]
-            await wait_for(lambda m=member: _healthy(m.endpoint), timeout=timeout,
-                           what=f"etcd member {member.name} healthy")
-
-    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
-        self.members[index].daemon.kill(sig)
-
-    def restart(self, index: int) -> None:
-        """Start a stopped (or killed) member again on its data directory."""
-        daemon = self.members[index].daemon
-        daemon.stop()
-        daemon.start()
+    async def _healthy(self, endpoint: str) -> bool:
+        """Status answered, a leader known, no errors."""
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                rpc_pb2.StatusRequest(), timeout=1.0)
+        return bool(status.leader) and not status.errors
 
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM every member at once, then SIGKILL what is left after ``grace``.
@@ -124,17 +108,6 @@ class EtcdCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-    def logs(self, lines: int = 60) -> str:
-        return "\n".join(f"----- {m.name} ({m.daemon.log_path}) -----\n{m.daemon.log_tail(lines)}"
-                         for m in self.members)
-
-
-async def _healthy(endpoint: str) -> bool:
-    async with grpc.aio.insecure_channel(endpoint) as channel:
-        status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-            rpc_pb2.StatusRequest(), timeout=1.0)
-    return bool(status.leader) and not status.errors
 
 
 if __name__ == "__main__":  # a manual check: start, report health, stop

@@ -7,8 +7,7 @@ put load against them as against the store and etcd, so a report can tell how mu
 the store's cost is Python's gRPC server itself. Only ``put_throughput`` is meaningful
 here (nothing is stored, so there is nothing to read or watch).
 
-The same shape as :class:`~etcd_cluster.EtcdCluster` (``start``, ``wait_healthy``,
-``stop``, ``endpoints``, ``members``, ``logs``).
+A :class:`~skiff.testing.processes.ProcessCluster`, as the store's and etcd's clusters.
 
     python bench/grpc_floor.py --port 2379 [--leader]   # one member, by hand
 """
@@ -23,7 +22,7 @@ from pathlib import Path
 import grpc
 
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
-from skiff.testing.processes import LOOPBACK, Daemon, free_port, wait_for
+from skiff.testing.processes import LOOPBACK, Daemon, ProcessCluster, free_port
 
 #: The member id every member reports as leader (the first member's own id).
 LEADER_ID = 1
@@ -70,8 +69,10 @@ class FloorMember:
         return f"{LOOPBACK}:{self.client_port}"
 
 
-class FloorCluster:
+class FloorCluster(ProcessCluster):
     """``size`` do-nothing members, logs under ``base_dir``; member 0 claims to lead."""
+
+    kind = "floor member"
 
     def __init__(self, base_dir: Path, *, size: int = 3) -> None:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -83,33 +84,11 @@ class FloorCluster:
             self.members.append(FloorMember(f"n{i}", port,
                                             Daemon(f"n{i}", argv, base_dir / f"n{i}.log")))
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [m.endpoint for m in self.members]
-
-    def start(self) -> None:
-        for member in self.members:
-            member.daemon.start()
-
-    async def wait_healthy(self, timeout: float = 30.0,
-                           members: list[int] | None = None) -> None:
-        for i in members if members is not None else range(len(self.members)):
-            endpoint = self.members[i].endpoint
-            await wait_for(lambda e=endpoint: _answers(e), timeout=timeout,
-                           what=f"floor member {endpoint} answering")
-
-    def stop(self) -> None:
-        for member in self.members:
-            member.daemon.stop(grace=2.0)
-
-    def logs(self, lines: int = 60) -> str:
-        return "\n".join(f"----- {m.name} -----\n{m.daemon.log_tail(lines)}" for m in self.members)
-
-
-async def _answers(endpoint: str) -> bool:
-    async with grpc.aio.insecure_channel(endpoint) as channel:
-        await rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=1.0)
-    return True
+    async def _healthy(self, endpoint: str) -> bool:
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            await rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(),
+                                                               timeout=1.0)
+        return True
 
 
 def main() -> None:

@@ -242,9 +242,6 @@ class _SyncObj(SyncObj):
     def encryptor(self) -> PeerCipher:
         return self._peer_cipher
 
-    def _getEncryptor(self) -> PeerCipher:
-        return self._peer_cipher
-
 
 class _StateMachine(SyncObjConsumer):
     """The replicated object: one method, ``apply(bytes)``.

@@ -5,7 +5,7 @@ pysyncobj compacts its log (every ``log_compaction_entries`` entries) by writing
 dump, then dropping the entries the dump covers. Left to itself it builds the dump, then
 pickles and gzips it (level 9), all on its own thread: with tens of MB of keys that is
 seconds in which the replica neither commits nor applies, and since replicas reach the
-same log length together, all three stall at once (measured: a 50 MB store stopped
+same log length together, all three stall at once (measured: a 43 MB store stopped
 every write for 6.5 s, past the client's timeout).
 
 So the store uses pysyncobj's custom serializer hooks instead:

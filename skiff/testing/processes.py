@@ -19,14 +19,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
-__all__ = ["APIServer", "ControllerManager", "Daemon", "Kubelet", "Proxy", "Scheduler",
-           "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
+__all__ = ["APIServer", "ControllerManager", "Daemon", "Kubelet", "ProcessCluster", "Proxy",
+           "Scheduler", "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -124,8 +125,58 @@ class StoreMember:
         return f"{LOOPBACK}:{self.client_port}"
 
 
-class StoreCluster:
+class ProcessCluster:
+    """Members that each run as one :class:`Daemon` and serve clients at ``endpoint``.
+
+    What the store's cluster here and the benchmarks' etcd and gRPC-floor clusters
+    share; each says how a member shows it is healthy (:meth:`_healthy`).
+    """
+
+    members: list[Any]
+    #: What a member is called in wait_healthy's timeout message.
+    kind = "member"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self) -> None:
+        for member in self.members:
+            member.daemon.start()
+
+    async def _healthy(self, endpoint: str) -> bool:
+        raise NotImplementedError
+
+    async def wait_healthy(self, timeout: float = 30.0,
+                           members: list[int] | None = None) -> None:
+        """Wait until every (given) member is healthy, each within ``timeout``."""
+        for i in members if members is not None else range(len(self.members)):
+            member = self.members[i]
+            await wait_for(lambda m=member: self._healthy(m.endpoint), timeout=timeout,
+                           what=f"{self.kind} {member.name} healthy")
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
+        self.members[index].daemon.kill(sig)
+
+    def restart(self, index: int) -> None:
+        """Start a stopped (or killed) member again, on its own data."""
+        daemon = self.members[index].daemon
+        daemon.stop()
+        daemon.start()
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.daemon.stop()
+
+    def logs(self, lines: int = 60) -> str:
+        return "\n".join(f"----- {m.name} ({m.daemon.log_path}) -----\n{m.daemon.log_tail(lines)}"
+                         for m in self.members)
+
+
+class StoreCluster(ProcessCluster):
     """``size`` skiff-store replicas under ``base_dir`` (data, logs, the peer password)."""
+
+    kind = "store member"
 
     def __init__(self, base_dir: Path, *, size: int = 3, extra_args: list[str] | None = None,
                  log_level: str = "info") -> None:
@@ -147,21 +198,8 @@ class StoreCluster:
             daemon = Daemon(name, argv, base_dir / f"{name}.log")
             self.members.append(StoreMember(name, client, peer, base_dir / name, daemon))
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [m.endpoint for m in self.members]
-
-    def start(self) -> None:
-        for member in self.members:
-            member.daemon.start()
-
-    async def wait_healthy(self, timeout: float = 30.0,
-                           members: list[int] | None = None) -> None:
-        """Wait until every (given) running member reports SERVING."""
-        for i in members if members is not None else range(len(self.members)):
-            member = self.members[i]
-            await wait_for(lambda m=member: grpc_healthy(m.endpoint), timeout=timeout,
-                           what=f"store member {member.name} healthy")
+    async def _healthy(self, endpoint: str) -> bool:
+        return await grpc_healthy(endpoint)  # SERVING: a leader known, caught up
 
     async def leader(self, timeout: float = 10.0) -> int:
         """Index of the member that leads, as the members themselves report it."""
@@ -179,28 +217,12 @@ class StoreCluster:
 
         return await wait_for(find, timeout=timeout, what="a store leader") - 1
 
-    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
-        self.members[index].daemon.kill(sig)
-
-    def restart(self, index: int) -> None:
-        daemon = self.members[index].daemon
-        daemon.stop()
-        daemon.start()
-
     def crash_all(self) -> None:
         """SIGKILL every replica at once, then start each again on its own data directory."""
         for index in range(len(self.members)):
             self.kill(index)
         for index in range(len(self.members)):
             self.restart(index)
-
-    def stop(self) -> None:
-        for member in self.members:
-            member.daemon.stop()
-
-    def logs(self, lines: int = 60) -> str:
-        return "\n".join(f"----- {m.name} ({m.daemon.log_path}) -----\n{m.daemon.log_tail(lines)}"
-                         for m in self.members)
 
 
 class Process:
