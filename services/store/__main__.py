@@ -30,8 +30,8 @@ HEALTH_PERIOD = 0.1
 async def serve(config: StoreConfig) -> None:
     """Run the replica until SIGTERM or SIGINT."""
     log = configure("store", config.log_level, member=config.name)
-    # Raft runs on pysyncobj's thread and gRPC on this one; a short GIL switch interval
-    # keeps either from waiting the default 5 ms for the other on the commit path.
+    # Raft and gRPC both run on this thread; a short GIL switch interval keeps it from
+    # waiting the default 5 ms for a dump being written, or for gRPC's poller thread.
     sys.setswitchinterval(0.0005)
     # The store keeps many long-lived objects; collect the young generation less often
     # so request handling does not keep paying for scans of them.

@@ -135,11 +135,13 @@ class Store:
         """Apply every command of a batch in order; returns one Result per command.
 
         A command whose (origin, id) was applied before is not applied again: its
-        remembered result is returned, so a proposer may retry freely.
+        remembered result is returned, so a proposer may retry freely. A command's
+        origin is its own when the leader proposed it for another replica, else the
+        batch's.
         """
         results = []
         for command in batch.commands:
-            key = (batch.origin, command.id)
+            key = (command.origin or batch.origin, command.id)
             result = self._results.get(key)
             if result is None:
                 result = self._apply_command(command)

@@ -67,7 +67,7 @@ def _nonce(counter: int) -> bytes:
 class PeerCipher:
     """Seals this replica's raft messages and opens its peers' (pysyncobj's ``encryptor``).
 
-    Used from pysyncobj's thread only.
+    Used from the thread that runs raft only.
     """
 
     def __init__(self, key: bytes) -> None:

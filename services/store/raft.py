@@ -1,18 +1,28 @@
 """One store replica's raft side: pysyncobj, group commit, and linearizable read barriers.
 
-pysyncobj runs raft on its own thread and applies committed log entries there. The
-gRPC side runs on the asyncio loop. They meet in three places only:
+pysyncobj runs on the asyncio loop's thread, the one that also serves gRPC: the loop
+watches its sockets (:class:`_LoopPoller`) and runs a raft tick after every socket
+event, every proposal, and at least every ``TICK_PERIOD``. (Left to its own thread,
+pysyncobj made every replica run two busy Python threads that spent a large share of
+their CPU handing the GIL to each other.) So nothing here needs a thread-safe handoff:
 
 - ``Replica.propose`` queues a command; a flush turns every command queued at that
   moment into one :class:`~skiff.store.v1.raft_pb2.Batch`, one raft entry (group commit:
   one synchronous write commits in about a millisecond, and many concurrent ones share
-  the same round trip).
+  the same round trip). One batch at a time is in flight per replica, so under load
+  batches grow instead of entries multiplying.
+- A follower does not propose its batches to raft itself: it forwards them to the
+  leader, which proposes their commands together with its own, each keeping its
+  origin (``Batch.forwarded`` says whose batches an entry completes). Under load the
+  log then holds one large entry per commit round rather than a small one per replica.
 - ``_StateMachine.apply``, the one replicated method, applies a batch to the
-  :class:`~services.store.mvcc.Store` under ``Replica.lock`` and hands the results back
-  to the loop with ``call_soon_threadsafe``, where the proposer's futures are resolved.
-  Results are routed by command id, not by pysyncobj's callback, so a command that
-  pysyncobj reported as failed but that did commit still answers its client.
-- Reads take ``Replica.lock`` for the moment they read.
+  :class:`~services.store.mvcc.Store` and schedules the proposers' futures to be
+  resolved. Results are routed by (origin, command id), not by pysyncobj's callback,
+  so a command that pysyncobj reported as failed but that did commit still answers.
+- ``Replica.lock`` guards the store against the thread writing a dump.
+
+Peer messages are sent once per tick per peer (:meth:`_RaftTransport.flush` bundles
+what a tick produced), uncompressed, sealed by :class:`PeerCipher`.
 
 pysyncobj numbers replicated methods by position, so there is exactly one, taking
 bytes: a journal written by this version replays under the next.
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import random
 import threading
@@ -37,9 +48,12 @@ from typing import Any
 
 import grpc
 import pysyncobj.pickle
+import pysyncobj.tcp_connection
 from prometheus_client import Histogram
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.monotonic import monotonic as monotonic_time
+from pysyncobj.poller import POLL_EVENT_TYPE, Poller
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from services.store import errors
@@ -63,8 +77,13 @@ MAX_INFLIGHT = 1
 RETRY_AFTER = 2.0
 #: Pause before re-proposing a batch pysyncobj rejected (no leader, leader changed).
 RETRY_BACKOFF = 0.02
+#: The reason a batch is retried when the replica it was forwarded to is not the leader.
+_REFUSED = -1
 #: How long stopping waits for a dump being written to land (else the last one stays).
 DUMP_GRACE = 5.0
+#: Raft's clock: a tick runs at least this often (heartbeats, election deadlines), and
+#: also whenever a peer's socket is ready or a command is proposed.
+TICK_PERIOD = 0.01
 
 BATCH_COMMANDS = Histogram("skiff_store_batch_commands", "Commands per proposed raft entry",
                            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048))
@@ -81,6 +100,24 @@ _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 # bytes as they are (0.2 ms and 0.07 ms, zlib included). pysyncobj reads any protocol,
 # so journals and peers written with protocol 2 still load.
 setattr(pysyncobj.pickle, "__protocol", pickle.HIGHEST_PROTOCOL)
+
+
+class _Uncompressed:
+    """zlib's two calls, doing nothing (see below)."""
+
+    @staticmethod
+    def compress(data: bytes, _level: int = -1) -> bytes:
+        return data
+
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        return data
+
+
+# pysyncobj compresses every peer message with zlib level 3: ~37 us for a 3 KB
+# append_entries, on the one thread that also serves gRPC, for bandwidth that loopback
+# and a LAN do not lack at the store's rates. Messages travel as pickles, sealed.
+pysyncobj.tcp_connection.zlib = _Uncompressed  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -118,6 +155,8 @@ class _Inflight:
     deadline: float
     attempt: int = 0
     timer: asyncio.TimerHandle | None = None
+    #: The leader it was last forwarded to (None: proposed to pysyncobj here).
+    forwarded_to: Any = None
     proposed_at: float = field(default_factory=time.perf_counter)
 
 
@@ -125,6 +164,27 @@ def _expire(future: asyncio.Future[Any]) -> None:
     # One timer per call is cheaper than asyncio.wait_for's extra future and task.
     if not future.done():
         future.set_exception(errors.TIMEOUT)
+
+
+def take_batch(pending: list[raft_pb2.Command], marks: list[tuple[int, raft_pb2.Forwarded]],
+               max_commands: int = MAX_BATCH_COMMANDS, max_bytes: int = MAX_BATCH_BYTES,
+               ) -> tuple[list[raft_pb2.Command], list[raft_pb2.Forwarded]]:
+    """Take the next batch's commands off the front of ``pending``, and the marks it carries.
+
+    A batch holds at least one command (if any is pending) and stops at ``max_commands``
+    or once it reaches ``max_bytes``. ``marks`` are (n, mark): the mark belongs to the
+    batch that takes the n-th pending command (or to the next batch, when n is 0). Both
+    lists are updated in place, the remaining marks' counts shifted.
+    """
+    count, size = 0, 0
+    while count < len(pending) and count < max_commands and (count == 0 or size < max_bytes):
+        size += pending[count].ByteSize()
+        count += 1
+    commands = pending[:count]
+    del pending[:count]
+    taken = [mark for end, mark in marks if end <= count]
+    marks[:] = [(end - count, mark) for end, mark in marks if end > count]
+    return commands, taken
 
 
 def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
@@ -140,7 +200,7 @@ def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
     report as matching (the message's last entry, or our commit index, which only holds
     committed entries) so entries beyond are truncated only if uncommitted.
 
-    Runs on pysyncobj's thread, as the message handler does.
+    Runs where pysyncobj's message handler runs, in a raft tick.
     """
     if (message.get("type") != "append_entries" or "transmission" in message
             or message.get("prevLogIdx") is None):
@@ -168,6 +228,15 @@ def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
     return repaired
 
 
+#: The message type of several peer messages sent as one (see ``_RaftTransport.send``).
+_BUNDLE = "skiff_bundle"
+#: A follower's batch sent to the leader, and the answer of a replica that is not leader
+#: (see ``Replica._forward``). Neither reaches pysyncobj.
+_FORWARD = "skiff_forward"
+_FORWARD_REFUSED = "skiff_forward_refused"
+_FORWARD_TYPES = (_FORWARD, _FORWARD_REFUSED)
+
+
 class _RaftTransport(TCPTransport):
     """pysyncobj's TCP transport, with :func:`repair_append_entries` in front of raft and
     an early election when the connection to the leader closes.
@@ -180,6 +249,12 @@ class _RaftTransport(TCPTransport):
 
     #: Seconds (min, max) before standing for election once the leader's connection closes.
     leader_lost: tuple[float, float] = RaftTimings.leader_lost
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outbox: dict[Any, list[Any]] = {}
+        #: Called with (node, message) for a forwarded batch or its refusal.
+        self.on_forward: Callable[[Any, dict], None] = lambda node, message: None
+        super().__init__(*args, **kwargs)
 
     def _stand_soon(self, leader: Any) -> None:
         """Bring this follower's election forward, staggered by rank among the followers.
@@ -219,35 +294,160 @@ class _RaftTransport(TCPTransport):
             super().setOnMessageReceivedCallback(None)
             return
 
-        def repaired(node: Any, message: Any) -> None:
-            if isinstance(message, dict):
-                message = repair_append_entries(self._syncObj, message)
-            callback(node, message)
+        def receive(node: Any, message: Any) -> None:
+            if not isinstance(message, dict):
+                callback(node, message)  # pysyncobj's connection handshake
+                return
+            kind = message.get("type")
+            if kind == _BUNDLE:
+                for inner in message["messages"]:
+                    receive(node, inner)
+            elif kind in _FORWARD_TYPES:
+                self.on_forward(node, message)
+            else:
+                callback(node, repair_append_entries(self._syncObj, message))
 
-        super().setOnMessageReceivedCallback(repaired)
+        super().setOnMessageReceivedCallback(receive)
+
+    def tryGetReady(self) -> None:
+        super().tryGetReady()
+        if not self.ready:
+            # Not ticked by a thread of its own, pysyncobj retries binding in a busy loop
+            # while it constructs; the address may still be held by a dying process.
+            time.sleep(self._syncObj.conf.bindRetryTime)
+
+    def send(self, node: Any, message: Any) -> bool:
+        """Queue ``message`` for ``node``; :meth:`flush` sends the queue.
+
+        Everything pysyncobj sends comes from a tick or from a socket event, and a tick
+        follows every socket event and ends with a flush: so each peer gets one frame
+        (one pickle, one seal, one syscall) per tick, however many append_entries,
+        responses and forwarded commands the tick produced.
+        """
+        connection = self._connections.get(node)
+        if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
+            return False
+        self._outbox.setdefault(node, []).append(message)
+        return True
+
+    def flush(self) -> None:
+        """Send each peer what was queued for it, as one message."""
+        outbox, self._outbox = self._outbox, {}
+        for node, messages in outbox.items():
+            connection = self._connections.get(node)
+            if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
+                continue  # lost, as pysyncobj's own send loses it; raft resends
+            connection.send(messages[0] if len(messages) == 1
+                            else {"type": _BUNDLE, "messages": messages})
+
+
+_READ, _WRITE = POLL_EVENT_TYPE.READ, POLL_EVENT_TYPE.WRITE
+
+
+class _LoopPoller(Poller):
+    """pysyncobj's poller, served by the asyncio loop instead of a thread of its own.
+
+    pysyncobj subscribes its sockets here; the loop watches them (``add_reader`` /
+    ``add_writer``) and calls pysyncobj's handler when one is ready, then ``on_event``
+    so that a raft tick follows. ``poll`` has nothing left to do.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_event: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_event = on_event
+        self._callbacks: dict[int, Callable[[int, int], None]] = {}
+        self._masks: dict[int, int] = {}
+
+    def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
+        self._callbacks[descr] = callback
+        was = self._masks.get(descr, 0)
+        now = self._masks[descr] = eventMask & (_READ | _WRITE)
+        loop = self._loop
+        if now & _READ and not was & _READ:
+            loop.add_reader(descr, self._ready, descr, _READ)
+        elif was & _READ and not now & _READ:
+            loop.remove_reader(descr)
+        if now & _WRITE and not was & _WRITE:
+            loop.add_writer(descr, self._ready, descr, _WRITE)
+        elif was & _WRITE and not now & _WRITE:
+            loop.remove_writer(descr)
+
+    def unsubscribe(self, descr: int) -> None:
+        # pysyncobj closes a socket before unsubscribing it; the loop copes with that.
+        self._callbacks.pop(descr, None)
+        mask = self._masks.pop(descr, 0)
+        if mask & _READ:
+            self._loop.remove_reader(descr)
+        if mask & _WRITE:
+            self._loop.remove_writer(descr)
+
+    def poll(self, timeout: float) -> None:
+        pass
+
+    def _ready(self, descr: int, kind: int) -> None:
+        callback = self._callbacks.get(descr)
+        if callback is not None:
+            callback(descr, kind)
+        self._on_event()
+
+
+class _TickNotifier:
+    """Stands in for pysyncobj's pipe notifier: a proposed command asks for a tick."""
+
+    def __init__(self, tick_soon: Callable[[], None]) -> None:
+        self.notify = tick_soon
 
 
 class _SyncObj(SyncObj):
-    """pysyncobj with :class:`PeerCipher` sealing peer messages instead of its Fernet.
+    """pysyncobj ticked by the asyncio loop, with :class:`PeerCipher` sealing peer messages.
 
     pysyncobj still sees a password (it is what turns on its per-connection key
-    handshake); only the cipher its connections call differs.
+    handshake); only the cipher its connections call differs. Its ticks, socket events
+    and applied commands all run on the loop's thread, as the gRPC side does: two busy
+    Python threads in one process spend much of their CPU handing the GIL back and forth.
     """
 
-    def __init__(self, *args: Any, cipher: PeerCipher, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cipher: PeerCipher, poller: _LoopPoller,
+                 tick_soon: Callable[[], None], **kwargs: Any) -> None:
         self._peer_cipher = cipher  # before pysyncobj's transport asks for it
+        self._loop_poller = poller
+        self._append_wanted = False
         super().__init__(*args, **kwargs)
+        notifier = self._SyncObj__pipeNotifier  # type: ignore[has-type]
+        poller.unsubscribe(notifier._PipeNotifier__pipeR)
+        os.close(notifier._PipeNotifier__pipeR)
+        os.close(notifier._PipeNotifier__pipeW)
+        self._SyncObj__pipeNotifier = _TickNotifier(tick_soon)
 
     @property
     def encryptor(self) -> PeerCipher:
         return self._peer_cipher
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        # pysyncobj sends append_entries after every command it appends and after every
+        # batch it applies; one send per tick (see end_tick) carries all of them.
+        self._append_wanted = True
+
+    def end_tick(self) -> None:
+        """Send the append_entries this tick asked for, once, to every follower."""
+        if self._append_wanted:
+            self._append_wanted = False
+            SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
+
+    @property
+    def _poller(self) -> _LoopPoller:
+        return self._loop_poller
+
+    @_poller.setter
+    def _poller(self, _created: Poller) -> None:
+        pass  # pysyncobj creates a poller of its own; ours is the loop
 
 
 class _StateMachine(SyncObjConsumer):
     """The replicated object: one method, ``apply(bytes)``.
 
     Its dumps are not pysyncobj's (``_serialize``) but :class:`Snapshotter`'s, written
-    off raft's thread.
+    on a thread of their own.
     """
 
     def __init__(self, store: Store, lock: threading.Lock,
@@ -294,7 +494,11 @@ class Replica:
         self._ids = itertools.count(1)
         self._seqs = itertools.count(1)
         self._pending: list[raft_pb2.Command] = []
+        #: (n, mark): a batch forwarded to this leader, whose commands are all in the
+        #: first n of ``_pending``; the mark rides in the batch proposing the n-th.
+        self._marks: list[tuple[int, raft_pb2.Forwarded]] = []
         self._pending_deadline = 0.0
+        self._leader: Any = None
         self._barriers: list[asyncio.Future[None]] = []
         self._futures: dict[int, asyncio.Future[raft_pb2.Result]] = {}
         self._inflight: dict[int, _Inflight] = {}
@@ -302,12 +506,15 @@ class Replica:
         self._applied = asyncio.Event()
         self._hooks: list[Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]] = []
         self._listeners: set[Callable[[], None]] = set()
-        self._machine = _StateMachine(self.store, self.lock, self._applied_threadsafe)
+        self._tick_scheduled = False
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._machine = _StateMachine(self.store, self.lock, self._applied_later)
         self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file)
         snapshotter.prepare()
         timings = options.timings
         conf = SyncObjConf(
             password=options.password,
+            autoTick=False,  # ticked by this loop (see _SyncObj)
             appendEntriesUseBatch=False,  # send at once: latency comes from group commit
             appendEntriesPeriod=timings.heartbeat,
             raftMinTimeout=timings.election_min,
@@ -335,13 +542,43 @@ class Replica:
         transport = type("RaftTransport", (_RaftTransport,), {"leader_lost": timings.leader_lost})
         self._syncobj = _SyncObj(options.self_address, options.peer_addresses, conf,
                                  consumers=[self._machine], transportClass=transport,
-                                 cipher=PeerCipher.from_password(options.password))
+                                 cipher=PeerCipher.from_password(options.password),
+                                 poller=_LoopPoller(loop, self._tick_soon),
+                                 tick_soon=self._tick_soon)
+        self._transport: _RaftTransport = self._syncobj._SyncObj__transport  # type: ignore[attr-defined]
+        self._transport.on_forward = self._on_forward
+        self._tick_timer = loop.call_later(TICK_PERIOD, self._periodic_tick)
+
+    # ------------------------------------------------------------------ ticks
+
+    def _tick_soon(self) -> None:
+        """Run a raft tick once this loop iteration's ready callbacks have run."""
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_scheduled = False
+        try:
+            self._syncobj.doTick(0)
+        except Exception:  # as pysyncobj's own tick thread: log, and tick again later
+            log.exception("raft tick failed")
+        self._syncobj.end_tick()
+        self._transport.flush()
+        leader = self._syncobj._getLeader()
+        if leader != self._leader:
+            self._leader = leader
+            self._leader_changed()
+
+    def _periodic_tick(self) -> None:
+        self._tick()
+        self._tick_timer = self._loop.call_later(TICK_PERIOD, self._periodic_tick)
 
     # ----------------------------------------------------------------- status
 
     _STATES = ("follower", "candidate", "leader")
 
-    def _state_changed(self, old: int, new: int) -> None:  # pysyncobj's thread
+    def _state_changed(self, old: int, new: int) -> None:  # in a raft tick
         log.info("raft state changed", previous=self._STATES[old], state=self._STATES[new],
                  term=self._syncobj.raftCurrentTerm if hasattr(self, "_syncobj") else 0)
 
@@ -388,6 +625,9 @@ class Replica:
 
     def destroy(self) -> None:
         """Stop raft (its thread, sockets and files), letting a dump being written land."""
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
         self._syncobj.destroy()
         self._snapshotter.wait(DUMP_GRACE)
 
@@ -434,33 +674,69 @@ class Replica:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        while (self._pending or self._barriers) and len(self._inflight) < MAX_INFLIGHT:
-            count, size = 0, 0
-            while (count < len(self._pending) and count < MAX_BATCH_COMMANDS
-                   and (count == 0 or size < MAX_BATCH_BYTES)):
-                size += self._pending[count].ByteSize()
-                count += 1
-            commands, self._pending = self._pending[:count], self._pending[count:]
-            BATCH_COMMANDS.observe(count)
+        while ((self._pending or self._barriers or self._marks)
+               and len(self._inflight) < MAX_INFLIGHT):
+            commands, marks = take_batch(self._pending, self._marks)
+            BATCH_COMMANDS.observe(len(commands))
             seq = next(self._seqs)
-            batch = raft_pb2.Batch(origin=self.origin, seq=seq, commands=commands)
+            batch = raft_pb2.Batch(origin=self.origin, seq=seq, commands=commands, forwarded=marks)
             inflight = _Inflight(seq=seq, data=batch.SerializeToString(),
-                                 command_ids=[c.id for c in commands], barriers=self._barriers,
-                                 deadline=self._pending_deadline)
+                                 command_ids=[c.id for c in commands if not c.origin],
+                                 barriers=self._barriers, deadline=self._pending_deadline)
             self._barriers = []
             self._inflight[seq] = inflight
             self._submit(inflight)
 
     def _submit(self, inflight: _Inflight) -> None:
+        """Propose a batch: to pysyncobj on the leader, else forwarded to the leader."""
         inflight.attempt += 1
         attempt, seq = inflight.attempt, inflight.seq
+        if inflight.timer is not None:
+            inflight.timer.cancel()
+        leader = self._syncobj._getLeader()
+        if leader is not None and not self.is_leader:
+            inflight.forwarded_to = leader
+            sent = self._transport.send(leader, {"type": _FORWARD, "seq": seq, "attempt": attempt,
+                                                 "data": inflight.data})
+            self._tick_soon()  # sends what was queued
+            inflight.timer = self._loop.call_later(RETRY_AFTER if sent else RETRY_BACKOFF,
+                                                   self._retry, seq, attempt)
+            return
 
-        def on_result(_result: Any, error: int) -> None:  # pysyncobj's thread
+        def on_result(_result: Any, error: int) -> None:  # in a raft tick
             if error:
-                self._loop.call_soon_threadsafe(self._rejected, seq, attempt, error)
+                self._loop.call_soon(self._rejected, seq, attempt, error)
 
+        # Without a leader pysyncobj refuses it at once, and it is retried shortly.
+        inflight.forwarded_to = None
         self._machine.apply(inflight.data, callback=on_result)
         inflight.timer = self._loop.call_later(RETRY_AFTER, self._retry, seq, attempt)
+
+    def _on_forward(self, node: Any, message: dict) -> None:
+        """A follower's batch arrived: propose its commands with ours (or refuse it)."""
+        if message["type"] == _FORWARD_REFUSED:
+            self._rejected(message["seq"], message["attempt"], _REFUSED)
+            return
+        if not self.is_leader:
+            self._transport.send(node, {"type": _FORWARD_REFUSED, "seq": message["seq"],
+                                        "attempt": message["attempt"]})
+            return
+        batch = raft_pb2.Batch.FromString(message["data"])
+        for command in batch.commands:
+            if not command.origin:
+                command.origin = batch.origin
+        self._pending.extend(batch.commands)
+        end = len(self._pending)
+        self._marks.append((end, raft_pb2.Forwarded(origin=batch.origin, seq=batch.seq)))
+        # A batch the old leader had taken in and now forwards: its marks travel on.
+        self._marks.extend((end, mark) for mark in batch.forwarded)
+        self._schedule_flush()
+
+    def _leader_changed(self) -> None:
+        """Forward again what went to the old leader: it may never propose it."""
+        for inflight in list(self._inflight.values()):
+            if inflight.forwarded_to is not None and inflight.forwarded_to != self._leader:
+                self._rejected(inflight.seq, inflight.attempt, _REFUSED)
 
     def _rejected(self, seq: int, attempt: int, error: int) -> None:
         inflight = self._inflight.get(seq)
@@ -485,33 +761,41 @@ class Replica:
 
     # ----------------------------------------------------------------- applied
 
-    def _applied_threadsafe(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._on_applied, batch, results)
-        except RuntimeError:
-            pass  # the loop closed: the process is stopping
+    def _applied_later(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
+        # Outside the tick: a failing hook must not interrupt raft's apply loop.
+        self._loop.call_soon(self._on_applied, batch, results)
 
     def _on_applied(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
-        if batch.origin == self.origin:
+        origin = self.origin
+        if batch.origin == origin or batch.forwarded:
             for command, result in zip(batch.commands, results, strict=True):
-                future = self._futures.get(command.id)
-                if future is not None and not future.done():
-                    future.set_result(result)
-            inflight = self._inflight.pop(batch.seq, None)
-            if inflight is not None:
-                COMMIT_SECONDS.observe(time.perf_counter() - inflight.proposed_at)
-                if inflight.timer is not None:
-                    inflight.timer.cancel()
-                for barrier in inflight.barriers:
-                    if not barrier.done():
-                        barrier.set_result(None)
-                self._schedule_flush()
+                if (command.origin or batch.origin) == origin:
+                    future = self._futures.get(command.id)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+            if batch.origin == origin:
+                self._completed(batch.seq)
+            for mark in batch.forwarded:
+                if mark.origin == origin:
+                    self._completed(mark.seq)
         for hook in self._hooks:
             hook(batch, results)
         for listener in self._listeners:
             listener()
         applied, self._applied = self._applied, asyncio.Event()
         applied.set()
+
+    def _completed(self, seq: int) -> None:
+        inflight = self._inflight.pop(seq, None)
+        if inflight is None:
+            return
+        COMMIT_SECONDS.observe(time.perf_counter() - inflight.proposed_at)
+        if inflight.timer is not None:
+            inflight.timer.cancel()
+        for barrier in inflight.barriers:
+            if not barrier.done():
+                barrier.set_result(None)
+        self._schedule_flush()
 
     async def wait_applied(self) -> None:
         """Return after the next batch is applied here."""

@@ -1,4 +1,4 @@
-"""Full dumps of a replica's state, written off raft's thread, so that pysyncobj can
+"""Full dumps of a replica's state, written on a thread of their own, so that pysyncobj can
 compact its log without stopping the replica.
 
 pysyncobj compacts its log (every ``log_compaction_entries`` entries) by writing a full
@@ -10,7 +10,7 @@ every write for 6.5 s, past the client's timeout).
 
 So the store uses pysyncobj's custom serializer hooks instead:
 
-- :meth:`Snapshotter.serialize` runs on raft's thread, between two applied batches. It
+- :meth:`Snapshotter.serialize` runs in a raft tick, between two applied batches. It
   takes a :class:`~services.store.mvcc.StoreImage` (a list copy per key) and hands it
   to a background thread, which serializes it and writes
   ``MAGIC | len | pickle(raft state) | Snapshot`` to a side file, fsyncs it and renames
@@ -86,7 +86,7 @@ def read_dump(path: Path) -> tuple[RaftState, bytes]:
 class Snapshotter:
     """pysyncobj's serializer, checker and deserializer for one replica's store.
 
-    ``serialize`` and ``deserialize`` run on raft's thread, each dump's writing on a
+    ``serialize`` and ``deserialize`` run in raft ticks, each dump's writing on a
     thread of its own. ``lock`` is the replica's store lock.
     """
 

@@ -369,7 +369,9 @@ async def read_replicas(endpoints: list[str], revision: int) -> list[ReplicaStat
     Compaction may still be in flight when load stops; HashKV covers compacted history,
     so the hashes are read again until every replica reports the same compaction.
     """
-    channels = [grpc.aio.insecure_channel(e) for e in endpoints]
+    # The whole keyspace in one reply: more than gRPC's default 4 MB after a busy run.
+    channels = [grpc.aio.insecure_channel(e, options=[
+        ("grpc.max_receive_message_length", 256 * 1024 * 1024)]) for e in endpoints]
     try:
         kv = [rpc_pb2_grpc.KVStub(c) for c in channels]
         maintenance = [rpc_pb2_grpc.MaintenanceStub(c) for c in channels]

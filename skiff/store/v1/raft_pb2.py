@@ -26,7 +26,7 @@ from skiff.store.v1 import kv_pb2 as skiff_dot_store_dot_v1_dot_kv__pb2
 from skiff.store.v1 import rpc_pb2 as skiff_dot_store_dot_v1_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skiff/store/v1/raft.proto\x12\x0eskiff.store.v1\x1a\x17skiff/store/v1/kv.proto\x1a\x18skiff/store/v1/rpc.proto\"\xc1\x03\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12?\n\x10lease_keep_alive\x18\x08 \x01(\x0b\x32#.etcdserverpb.LeaseKeepAliveRequestH\x00\x12.\n\x0emember_publish\x18\t \x01(\x0b\x32\x14.etcdserverpb.MemberH\x00\x42\x04\n\x02op\"O\n\x05\x42\x61tch\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12)\n\x08\x63ommands\x18\x03 \x03(\x0b\x32\x17.skiff.store.v1.Command\"\x90\x04\n\x06Result\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\x04\x12(\n\x03put\x18\x03 \x01(\x0b\x32\x19.etcdserverpb.PutResponseH\x00\x12\x39\n\x0c\x64\x65lete_range\x18\x04 \x01(\x0b\x32!.etcdserverpb.DeleteRangeResponseH\x00\x12(\n\x03txn\x18\x05 \x01(\x0b\x32\x19.etcdserverpb.TxnResponseH\x00\x12\x36\n\ncompaction\x18\x06 \x01(\x0b\x32 .etcdserverpb.CompactionResponseH\x00\x12\x37\n\x0blease_grant\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseGrantResponseH\x00\x12\x39\n\x0clease_revoke\x18\x08 \x01(\x0b\x32!.etcdserverpb.LeaseRevokeResponseH\x00\x12@\n\x10lease_keep_alive\x18\t \x01(\x0b\x32$.etcdserverpb.LeaseKeepAliveResponseH\x00\x12:\n\x0emember_publish\x18\n \x01(\x0b\x32 .etcdserverpb.MemberListResponseH\x00\x12&\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x15.skiff.store.v1.ErrorH\x00\x42\t\n\x07outcome\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"1\n\nKeyHistory\x12#\n\trevisions\x18\x01 \x03(\x0b\x32\x10.mvccpb.KeyValue\"%\n\nLeaseState\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\"\xf5\x01\n\x08Snapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x12(\n\x04keys\x18\x03 \x03(\x0b\x32\x1a.skiff.store.v1.KeyHistory\x12*\n\x06leases\x18\x04 \x03(\x0b\x32\x1a.skiff.store.v1.LeaseState\x12%\n\x07members\x18\x05 \x03(\x0b\x32\x14.etcdserverpb.Member\x12\'\n\x07results\x18\x06 \x03(\x0b\x32\x16.skiff.store.v1.Result\x12\x17\n\x0f\x61pplied_batches\x18\x07 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skiff/store/v1/raft.proto\x12\x0eskiff.store.v1\x1a\x17skiff/store/v1/kv.proto\x1a\x18skiff/store/v1/rpc.proto\"\xd1\x03\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12?\n\x10lease_keep_alive\x18\x08 \x01(\x0b\x32#.etcdserverpb.LeaseKeepAliveRequestH\x00\x12.\n\x0emember_publish\x18\t \x01(\x0b\x32\x14.etcdserverpb.MemberH\x00\x12\x0e\n\x06origin\x18\n \x01(\x04\x42\x04\n\x02op\"}\n\x05\x42\x61tch\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12)\n\x08\x63ommands\x18\x03 \x03(\x0b\x32\x17.skiff.store.v1.Command\x12,\n\tforwarded\x18\x04 \x03(\x0b\x32\x19.skiff.store.v1.Forwarded\"(\n\tForwarded\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x90\x04\n\x06Result\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\x04\x12(\n\x03put\x18\x03 \x01(\x0b\x32\x19.etcdserverpb.PutResponseH\x00\x12\x39\n\x0c\x64\x65lete_range\x18\x04 \x01(\x0b\x32!.etcdserverpb.DeleteRangeResponseH\x00\x12(\n\x03txn\x18\x05 \x01(\x0b\x32\x19.etcdserverpb.TxnResponseH\x00\x12\x36\n\ncompaction\x18\x06 \x01(\x0b\x32 .etcdserverpb.CompactionResponseH\x00\x12\x37\n\x0blease_grant\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseGrantResponseH\x00\x12\x39\n\x0clease_revoke\x18\x08 \x01(\x0b\x32!.etcdserverpb.LeaseRevokeResponseH\x00\x12@\n\x10lease_keep_alive\x18\t \x01(\x0b\x32$.etcdserverpb.LeaseKeepAliveResponseH\x00\x12:\n\x0emember_publish\x18\n \x01(\x0b\x32 .etcdserverpb.MemberListResponseH\x00\x12&\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x15.skiff.store.v1.ErrorH\x00\x42\t\n\x07outcome\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"1\n\nKeyHistory\x12#\n\trevisions\x18\x01 \x03(\x0b\x32\x10.mvccpb.KeyValue\"%\n\nLeaseState\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\"\xf5\x01\n\x08Snapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x12(\n\x04keys\x18\x03 \x03(\x0b\x32\x1a.skiff.store.v1.KeyHistory\x12*\n\x06leases\x18\x04 \x03(\x0b\x32\x1a.skiff.store.v1.LeaseState\x12%\n\x07members\x18\x05 \x03(\x0b\x32\x14.etcdserverpb.Member\x12\'\n\x07results\x18\x06 \x03(\x0b\x32\x16.skiff.store.v1.Result\x12\x17\n\x0f\x61pplied_batches\x18\x07 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skiff.store.v1.raft_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMMAND']._serialized_start=97
-  _globals['_COMMAND']._serialized_end=546
-  _globals['_BATCH']._serialized_start=548
-  _globals['_BATCH']._serialized_end=627
-  _globals['_RESULT']._serialized_start=630
-  _globals['_RESULT']._serialized_end=1158
-  _globals['_ERROR']._serialized_start=1160
-  _globals['_ERROR']._serialized_end=1198
-  _globals['_KEYHISTORY']._serialized_start=1200
-  _globals['_KEYHISTORY']._serialized_end=1249
-  _globals['_LEASESTATE']._serialized_start=1251
-  _globals['_LEASESTATE']._serialized_end=1288
-  _globals['_SNAPSHOT']._serialized_start=1291
-  _globals['_SNAPSHOT']._serialized_end=1536
+  _globals['_COMMAND']._serialized_end=562
+  _globals['_BATCH']._serialized_start=564
+  _globals['_BATCH']._serialized_end=689
+  _globals['_FORWARDED']._serialized_start=691
+  _globals['_FORWARDED']._serialized_end=731
+  _globals['_RESULT']._serialized_start=734
+  _globals['_RESULT']._serialized_end=1262
+  _globals['_ERROR']._serialized_start=1264
+  _globals['_ERROR']._serialized_end=1302
+  _globals['_KEYHISTORY']._serialized_start=1304
+  _globals['_KEYHISTORY']._serialized_end=1353
+  _globals['_LEASESTATE']._serialized_start=1355
+  _globals['_LEASESTATE']._serialized_end=1392
+  _globals['_SNAPSHOT']._serialized_start=1395
+  _globals['_SNAPSHOT']._serialized_end=1640
 # @@protoc_insertion_point(module_scope)

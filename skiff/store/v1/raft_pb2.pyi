@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Command(_message.Message):
-    __slots__ = ("id", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_keep_alive", "member_publish")
+    __slots__ = ("id", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_keep_alive", "member_publish", "origin")
     ID_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Command(_message.Message):
     LEASE_REVOKE_FIELD_NUMBER: _ClassVar[int]
     LEASE_KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     MEMBER_PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     id: int
     put: _rpc_pb2.PutRequest
     delete_range: _rpc_pb2.DeleteRangeRequest
@@ -28,17 +29,28 @@ class Command(_message.Message):
     lease_revoke: _rpc_pb2.LeaseRevokeRequest
     lease_keep_alive: _rpc_pb2.LeaseKeepAliveRequest
     member_publish: _rpc_pb2.Member
-    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., lease_keep_alive: _Optional[_Union[_rpc_pb2.LeaseKeepAliveRequest, _Mapping]] = ..., member_publish: _Optional[_Union[_rpc_pb2.Member, _Mapping]] = ...) -> None: ...
+    origin: int
+    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., lease_keep_alive: _Optional[_Union[_rpc_pb2.LeaseKeepAliveRequest, _Mapping]] = ..., member_publish: _Optional[_Union[_rpc_pb2.Member, _Mapping]] = ..., origin: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("origin", "seq", "commands")
+    __slots__ = ("origin", "seq", "commands", "forwarded")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
     origin: int
     seq: int
     commands: _containers.RepeatedCompositeFieldContainer[Command]
-    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
+    forwarded: _containers.RepeatedCompositeFieldContainer[Forwarded]
+    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., forwarded: _Optional[_Iterable[_Union[Forwarded, _Mapping]]] = ...) -> None: ...
+
+class Forwarded(_message.Message):
+    __slots__ = ("origin", "seq")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    origin: int
+    seq: int
+    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("origin", "id", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_keep_alive", "member_publish", "error")
