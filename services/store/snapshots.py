@@ -151,7 +151,6 @@ class Snapshotter:
                 landed = False
                 if self._current == job:
                     self._current, self._state = None, SERIALIZER_STATE.FAILED
-                    self._remove_placeholder()
         if landed:
             log.info("store dump written", revision=image.revision,
                      bytes=self._dump.stat().st_size)
@@ -172,6 +171,10 @@ class Snapshotter:
             state = self._state
             if state != SERIALIZER_STATE.SERIALIZING:
                 self._state = SERIALIZER_STATE.NOT_SERIALIZING
+            if state == SERIALIZER_STATE.FAILED:
+                # Here, not in the writer: pysyncobj renames the stand-in over the dump
+                # after ``serialize`` returns, which a fast failing writer can precede.
+                self._remove_placeholder()
         return state
 
     def deserialize(self, dump_file: str) -> RaftState:
