@@ -42,6 +42,9 @@ LEASE_EXIST = EtcdError(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: lease 
 LEASE_TTL_TOO_LARGE = EtcdError(grpc.StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 NO_LEADER = EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 TIMEOUT = EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+TIMEOUT_LEADER_FAIL = EtcdError(
+    grpc.StatusCode.UNAVAILABLE,
+    "etcdserver: request timed out, possibly due to previous leader failure")
 STOPPED = EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped")
 
 # Not etcd's: a command the state machine failed on. It is deterministic (every

@@ -50,6 +50,9 @@ RangeRequest = rpc_pb2.RangeRequest
 
 #: How many command results are remembered so that a retried command is applied once.
 RESULT_CACHE_SIZE = 20_000
+#: How many origins' forgotten-result marks are kept (one origin per replica process
+#: that ever proposed: a few per restart).
+FORGOTTEN_ORIGINS = 4096
 
 _mod_revision = attrgetter("mod_revision")
 
@@ -128,6 +131,8 @@ class Store:
         self._leases: dict[int, Lease] = {}
         self._log: list[RevisionEvents] = []
         self._results: OrderedDict[tuple[int, int], raft_pb2.Result] = OrderedDict()
+        #: origin -> the highest command id whose result was dropped from ``_results``.
+        self._forgotten: OrderedDict[int, int] = OrderedDict()
 
     # ------------------------------------------------------------------ apply
 
@@ -135,18 +140,23 @@ class Store:
         """Apply every command of a batch in order; returns one Result per command.
 
         A command whose (origin, id) was applied before is not applied again: its
-        remembered result is returned, so a proposer may retry freely. A command's
-        origin is its own when the leader proposed it for another replica, else the
-        batch's.
+        remembered result is returned, so a proposer may retry freely. A retry older
+        than the remembered results (an origin proposes its ids in increasing order)
+        may have been applied and cannot be answered: it fails as etcd fails a request
+        lost to a leader change, without being applied. A command's origin is its own
+        when the leader proposed it for another replica, else the batch's.
         """
         results = []
         for command in batch.commands:
             key = (command.origin or batch.origin, command.id)
             result = self._results.get(key)
             if result is None:
-                result = self._apply_command(command)
+                if command.id <= self._forgotten.get(key[0], 0):
+                    result = _error_result(errors.TIMEOUT_LEADER_FAIL)
+                else:
+                    result = self._apply_command(command)
+                    self._remember(key, result)
                 result.origin, result.id = key
-                self._remember(key, result)
             results.append(result)
         self.applied_batches += 1
         return results
@@ -154,7 +164,12 @@ class Store:
     def _remember(self, key: tuple[int, int], result: raft_pb2.Result) -> None:
         self._results[key] = result
         if len(self._results) > RESULT_CACHE_SIZE:
-            self._results.popitem(last=False)
+            (origin, command_id), _ = self._results.popitem(last=False)
+            if command_id > self._forgotten.get(origin, 0):
+                self._forgotten[origin] = command_id
+                self._forgotten.move_to_end(origin)
+                if len(self._forgotten) > FORGOTTEN_ORIGINS:
+                    self._forgotten.popitem(last=False)
 
     def _apply_command(self, command: raft_pb2.Command) -> raft_pb2.Result:
         op = command.WhichOneof("op")
@@ -180,11 +195,9 @@ class Store:
                 return raft_pb2.Result(member_publish=rpc_pb2.MemberListResponse())
             raise errors.internal(f"unknown command {op!r}")
         except EtcdError as e:
-            return raft_pb2.Result(error=raft_pb2.Error(code=e.code.value[0], message=e.message))
+            return _error_result(e)
         except Exception as e:  # a bug must not wedge raft's apply loop; fail the command
-            failure = errors.internal(f"{op}: {e!r}")
-            return raft_pb2.Result(error=raft_pb2.Error(code=failure.code.value[0],
-                                                        message=failure.message))
+            return _error_result(errors.internal(f"{op}: {e!r}"))
 
     def _write(self, operation: Callable[[Any, int, list], Any], request: Any) -> Any:
         """Run one write operation at the next revision and commit what it changed."""
@@ -514,6 +527,8 @@ class Store:
             leases=[(lease_id, self._leases[lease_id].ttl) for lease_id in sorted(self._leases)],
             members=[self.members[m] for m in sorted(self.members)],
             results=list(self._results.values()),
+            forgotten=[raft_pb2.Forgotten(origin=origin, id=command_id)
+                       for origin, command_id in self._forgotten.items()],
         )
 
     def restore(self, data: bytes) -> None:
@@ -527,6 +542,8 @@ class Store:
         self.members = {m.ID: m for m in snap.members}
         for result in snap.results:
             self._results[(result.origin, result.id)] = result
+        for mark in snap.forgotten:
+            self._forgotten[mark.origin] = mark.id
         by_revision: dict[int, list[tuple[KeyValue, KeyValue | None]]] = {}
         for key_history in snap.keys:
             history = list(key_history.revisions)
@@ -556,6 +573,7 @@ class StoreImage:
     leases: list[tuple[int, int]]
     members: list[rpc_pb2.Member]
     results: list[raft_pb2.Result]
+    forgotten: list[raft_pb2.Forgotten]
 
     def to_bytes(self) -> bytes:
         """The image as a serialized ``raft_pb2.Snapshot`` (what :meth:`Store.restore` reads)."""
@@ -583,6 +601,8 @@ class StoreImage:
         for start in range(0, len(self.results), keys_per_chunk):
             yield b"".join(_field(_SNAPSHOT_RESULTS, result.SerializeToString())
                            for result in self.results[start:start + keys_per_chunk])
+        yield b"".join(_field(_SNAPSHOT_FORGOTTEN, mark.SerializeToString())
+                       for mark in self.forgotten)
 
 
 _SNAPSHOT_FIELDS = raft_pb2.Snapshot.DESCRIPTOR.fields_by_name
@@ -590,7 +610,12 @@ _SNAPSHOT_KEYS = _SNAPSHOT_FIELDS["keys"].number
 _SNAPSHOT_LEASES = _SNAPSHOT_FIELDS["leases"].number
 _SNAPSHOT_MEMBERS = _SNAPSHOT_FIELDS["members"].number
 _SNAPSHOT_RESULTS = _SNAPSHOT_FIELDS["results"].number
+_SNAPSHOT_FORGOTTEN = _SNAPSHOT_FIELDS["forgotten"].number
 _HISTORY_REVISIONS = raft_pb2.KeyHistory.DESCRIPTOR.fields_by_name["revisions"].number
+
+
+def _error_result(error: EtcdError) -> raft_pb2.Result:
+    return raft_pb2.Result(error=raft_pb2.Error(code=error.code.value[0], message=error.message))
 
 
 def _varint(value: int) -> bytes:

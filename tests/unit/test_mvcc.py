@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.store import errors
+from services.store import errors, mvcc
 from services.store.errors import EtcdError
 from services.store.mvcc import Store
 from skiff.store.v1 import raft_pb2, rpc_pb2
@@ -203,6 +203,31 @@ def test_a_retried_command_is_applied_once():
     assert first == second
     [other_origin] = apply(store, command, origin=6)
     assert other_origin.put.header.revision == 3
+
+
+def test_a_retry_older_than_the_remembered_results_fails_and_is_not_applied(monkeypatch):
+    monkeypatch.setattr(mvcc, "RESULT_CACHE_SIZE", 3)
+    store = Store()
+    first = put(b"a")
+    first.id = 1
+    apply(store, first, origin=5)
+    for i in range(2, 6):  # pushes the first result out
+        apply(store, raft_pb2.Command(id=i, put=rpc_pb2.PutRequest(key=b"b")), origin=5)
+    revision = store.revision
+    [retried] = apply(store, first, origin=5)
+    assert retried.error.message == errors.TIMEOUT_LEADER_FAIL.message
+    assert (retried.origin, retried.id) == (5, 1)
+    assert store.revision == revision and get(store, b"a").kvs[0].version == 1
+    [newer] = apply(store, raft_pb2.Command(id=6, put=rpc_pb2.PutRequest(key=b"a")), origin=5)
+    assert newer.put.header.revision == revision + 1
+    [other] = apply(store, raft_pb2.Command(id=1, put=rpc_pb2.PutRequest(key=b"a")), origin=9)
+    assert other.WhichOneof("outcome") == "put"
+
+    restored = Store()
+    restored.restore(store.snapshot())
+    assert restored.snapshot() == store.snapshot()
+    [again] = apply(restored, first, origin=5)
+    assert again.error.message == errors.TIMEOUT_LEADER_FAIL.message
 
 
 def test_events_carry_previous_values_and_history_starts_at_the_compaction():

@@ -101,7 +101,7 @@ class LeaseState(_message.Message):
     def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("revision", "compact_revision", "keys", "leases", "members", "results", "applied_batches")
+    __slots__ = ("revision", "compact_revision", "keys", "leases", "members", "results", "applied_batches", "forgotten")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class Snapshot(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
     revision: int
     compact_revision: int
     keys: _containers.RepeatedCompositeFieldContainer[KeyHistory]
@@ -116,4 +117,13 @@ class Snapshot(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[_rpc_pb2.Member]
     results: _containers.RepeatedCompositeFieldContainer[Result]
     applied_batches: int
-    def __init__(self, revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyHistory, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseState, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[_rpc_pb2.Member, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., applied_batches: _Optional[int] = ...) -> None: ...
+    forgotten: _containers.RepeatedCompositeFieldContainer[Forgotten]
+    def __init__(self, revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyHistory, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseState, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[_rpc_pb2.Member, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., applied_batches: _Optional[int] = ..., forgotten: _Optional[_Iterable[_Union[Forgotten, _Mapping]]] = ...) -> None: ...
+
+class Forgotten(_message.Message):
+    __slots__ = ("origin", "id")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    origin: int
+    id: int
+    def __init__(self, origin: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
