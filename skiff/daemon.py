@@ -14,13 +14,18 @@ import sys
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
+from skiff.gc_pauses import observe_gc_pauses
 from skiff.logging import get_logger
 
 log = get_logger("skiff.daemon")
 
 
 def run(serve: Coroutine[Any, Any, None]) -> None:
-    """Run ``serve`` to its end on uvloop (asyncio where uvloop does not build); exit 0."""
+    """Run ``serve`` to its end on uvloop (asyncio where uvloop does not build); exit 0.
+
+    Garbage collection pauses are timed (``skiff_gc_pause_seconds``; long ones logged).
+    """
+    observe_gc_pauses()
     try:
         import uvloop
     except ImportError:  # uvloop is optional where it does not build

@@ -288,6 +288,21 @@ def test_hash_is_over_history_up_to_a_revision():
     assert a.hash_kv(0) != b.hash_kv(0)
 
 
+def test_an_image_stays_the_state_it_was_taken_at_while_the_store_moves_on():
+    store = Store()
+    for i in range(60):
+        apply(store, put(b"k%02d" % (i % 20), b"%d" % i))
+    apply(store, delete(b"k03"))
+    before = store.snapshot()
+    image = store.image()
+    for i in range(60):
+        apply(store, put(b"k%02d" % (i % 25), b"later"))
+    apply(store, delete(b"k04"))
+    apply(store, raft_pb2.Command(compaction=rpc_pb2.CompactionRequest(revision=store.revision)))
+    assert image.to_bytes() == before
+    assert store.snapshot() != before
+
+
 def test_a_snapshot_framed_in_pieces_is_the_message_protobuf_would_build():
     store = Store()
     apply(store, raft_pb2.Command(lease_grant=rpc_pb2.LeaseGrantRequest(ID=9, TTL=30)))
@@ -300,7 +315,7 @@ def test_a_snapshot_framed_in_pieces_is_the_message_protobuf_would_build():
         revision=image.revision, compact_revision=image.compact_revision,
         applied_batches=image.applied_batches, members=image.members, results=image.results,
         leases=[raft_pb2.LeaseState(id=i, ttl=t) for i, t in image.leases])
-    for history in image.histories:
-        expected.keys.add().revisions.extend(history)
+    for history, length in zip(image.histories, image.lengths, strict=True):
+        expected.keys.add().revisions.extend(history[:length])
     assert len(list(image.chunks(keys_per_chunk=64))) > 5
     assert raft_pb2.Snapshot.FromString(b"".join(image.chunks(keys_per_chunk=64))) == expected
