@@ -28,7 +28,8 @@ Invariants:
   tombstone); other keys hold a single live entry and are skipped.
 - A key's history list is only ever appended to: compaction replaces it with a new
   list. So a list and its length at one moment are that key's history at that moment,
-  whatever happens to the store later (what :meth:`Store.image` relies on).
+  whatever happens to the store later (what :meth:`Store.image` relies on). The order
+  of remembered results is kept the same way.
 """
 
 from __future__ import annotations
@@ -133,7 +134,12 @@ class Store:
         self._dirty: set[bytes] = set()
         self._leases: dict[int, Lease] = {}
         self._log: list[RevisionEvents] = []
-        self._results: OrderedDict[tuple[int, int], raft_pb2.Result] = OrderedDict()
+        self._results: dict[tuple[int, int], raft_pb2.Result] = {}
+        #: The remembered results in the order applied, from ``_oldest`` on. Only ever
+        #: appended to (dropping its dead front replaces the list), so a dump can take
+        #: the list and two indexes instead of a copy.
+        self._result_order: list[raft_pb2.Result] = []
+        self._oldest = 0
         #: origin -> the highest command id whose result was dropped from ``_results``.
         self._forgotten: OrderedDict[int, int] = OrderedDict()
 
@@ -154,20 +160,27 @@ class Store:
             key = (command.origin or batch.origin, command.id)
             result = self._results.get(key)
             if result is None:
-                if command.id <= self._forgotten.get(key[0], 0):
-                    result = _error_result(errors.TIMEOUT_LEADER_FAIL)
-                else:
-                    result = self._apply_command(command)
-                    self._remember(key, result)
+                forgotten = command.id <= self._forgotten.get(key[0], 0)
+                result = (_error_result(errors.TIMEOUT_LEADER_FAIL) if forgotten
+                          else self._apply_command(command))
                 result.origin, result.id = key
+                if not forgotten:
+                    self._remember(key, result)
             results.append(result)
         self.applied_batches += 1
         return results
 
     def _remember(self, key: tuple[int, int], result: raft_pb2.Result) -> None:
         self._results[key] = result
+        self._result_order.append(result)
         if len(self._results) > RESULT_CACHE_SIZE:
-            (origin, command_id), _ = self._results.popitem(last=False)
+            oldest = self._result_order[self._oldest]
+            self._oldest += 1
+            if self._oldest >= RESULT_CACHE_SIZE:
+                self._result_order = self._result_order[self._oldest:]
+                self._oldest = 0
+            origin, command_id = oldest.origin, oldest.id
+            del self._results[(origin, command_id)]
             if command_id > self._forgotten.get(origin, 0):
                 self._forgotten[origin] = command_id
                 self._forgotten.move_to_end(origin)
@@ -530,7 +543,8 @@ class Store:
             histories=histories, lengths=list(map(len, histories)),
             leases=[(lease_id, self._leases[lease_id].ttl) for lease_id in sorted(self._leases)],
             members=[self.members[m] for m in sorted(self.members)],
-            results=list(self._results.values()),
+            result_order=self._result_order,
+            results_from=self._oldest, results_to=len(self._result_order),
             forgotten=[raft_pb2.Forgotten(origin=origin, id=command_id)
                        for origin, command_id in self._forgotten.items()],
         )
@@ -546,6 +560,7 @@ class Store:
         self.members = {m.ID: m for m in snap.members}
         for result in snap.results:
             self._results[(result.origin, result.id)] = result
+        self._result_order = list(snap.results)
         for mark in snap.forgotten:
             self._forgotten[mark.origin] = mark.id
         by_revision: dict[int, list[tuple[KeyValue, KeyValue | None]]] = {}
@@ -578,8 +593,16 @@ class StoreImage:
     lengths: list[int]
     leases: list[tuple[int, int]]
     members: list[rpc_pb2.Member]
-    results: list[raft_pb2.Result]
+    #: The remembered results: ``result_order[results_from:results_to]``.
+    result_order: list[raft_pb2.Result]
+    results_from: int
+    results_to: int
     forgotten: list[raft_pb2.Forgotten]
+
+    @property
+    def results(self) -> list[raft_pb2.Result]:
+        """The remembered results the image holds, oldest first."""
+        return self.result_order[self.results_from:self.results_to]
 
     def to_bytes(self) -> bytes:
         """The image as a serialized ``raft_pb2.Snapshot`` (what :meth:`Store.restore` reads)."""
@@ -606,9 +629,10 @@ class StoreImage:
             [_field(_SNAPSHOT_LEASES, raft_pb2.LeaseState(id=lease_id, ttl=ttl).SerializeToString())
              for lease_id, ttl in self.leases]
             + [_field(_SNAPSHOT_MEMBERS, member.SerializeToString()) for member in self.members])
-        for start in range(0, len(self.results), keys_per_chunk):
+        for start in range(self.results_from, self.results_to, keys_per_chunk):
+            end = min(start + keys_per_chunk, self.results_to)
             yield b"".join(_field(_SNAPSHOT_RESULTS, result.SerializeToString())
-                           for result in self.results[start:start + keys_per_chunk])
+                           for result in self.result_order[start:end])
         yield b"".join(_field(_SNAPSHOT_FORGOTTEN, mark.SerializeToString())
                        for mark in self.forgotten)
 

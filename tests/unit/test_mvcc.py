@@ -288,7 +288,8 @@ def test_hash_is_over_history_up_to_a_revision():
     assert a.hash_kv(0) != b.hash_kv(0)
 
 
-def test_an_image_stays_the_state_it_was_taken_at_while_the_store_moves_on():
+def test_an_image_stays_the_state_it_was_taken_at_while_the_store_moves_on(monkeypatch):
+    monkeypatch.setattr(mvcc, "RESULT_CACHE_SIZE", 7)  # results are forgotten meanwhile
     store = Store()
     for i in range(60):
         apply(store, put(b"k%02d" % (i % 20), b"%d" % i))
