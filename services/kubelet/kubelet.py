@@ -67,7 +67,7 @@ from services.kubelet.status import (
     compute_pod_status,
 )
 from skiff.api import errors
-from skiff.api.v1 import core_pb2
+from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client, retrying
 from skiff.client.events import NORMAL, WARNING, EventRecorder
 from skiff.client.informer import SharedInformerFactory
@@ -91,6 +91,18 @@ _TERMINAL = (SUCCEEDED, FAILED)
 
 def _now() -> float:
     return time.time()
+
+
+def _only_status_changed(old: core_pb2.Pod, new: core_pb2.Pod) -> bool:
+    """Whether ``new`` differs from ``old`` in its status and resource version alone."""
+    if old.spec != new.spec:
+        return False
+    old_meta, new_meta = meta_pb2.ObjectMeta(), meta_pb2.ObjectMeta()
+    old_meta.CopyFrom(old.metadata)
+    new_meta.CopyFrom(new.metadata)
+    old_meta.ClearField("resource_version")
+    new_meta.ClearField("resource_version")
+    return old_meta == new_meta
 
 
 def _now_ts() -> Timestamp:
@@ -141,6 +153,12 @@ class Kubelet:
         self.workers.update(pod.metadata.uid)
 
     def _on_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
+        if _only_status_changed(old, new):
+            # Mostly this kubelet's own status write coming back. Like Kubernetes'
+            # kubelet, do not sync on it: a sync now would replace a reason just
+            # reported (ErrImagePull) before anyone could see it.
+            self._by_uid[new.metadata.uid] = new
+            return
         self._on_add(new)
 
     def _on_delete(self, pod: core_pb2.Pod) -> None:
