@@ -39,6 +39,7 @@ CONTROLLERS: dict[str, str] = {
     "endpoints": "services.controller_manager.endpoints:EndpointsController",
     "namespace": "services.controller_manager.namespace:NamespaceController",
     "nodelifecycle": "services.controller_manager.node_lifecycle:NodeLifecycleController",
+    "nodeipam": "services.controller_manager.nodeipam:NodeIpamController",
 }
 
 

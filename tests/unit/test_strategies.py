@@ -558,11 +558,32 @@ def test_node_pod_cidr_and_provider_id_are_set_once():
     assert update_errors("Node", old, node(podCIDR="10.244.1.0/24", providerID="skiff://1")) == []
     old = created("Node", node(podCIDR="10.244.1.0/24", providerID="skiff://1"))
     errors = update_errors("Node", old, node(podCIDR="10.244.2.0/24", providerID="skiff://2"))
-    assert fields(errors) == ["spec.podCIDRs", "spec.providerID"]
+    assert fields(errors) == ["spec.podCIDR", "spec.podCIDRs", "spec.providerID"]
+    assert detail(errors, "spec.podCIDR") == (
+        'node updates may not change podCIDR except from "" to valid')
     assert detail(errors, "spec.providerID") == (
         'node updates may not change providerID except from "" to valid')
     assert update_errors("Node", old, node(podCIDR="10.244.1.0/24", providerID="skiff://1",
                                            unschedulable=True)) == []
+
+
+def test_node_pod_cidr_changed_alone_is_refused_not_ignored():
+    # A client that copies the node and sets only podCIDR (podCIDRs still the old one)
+    # is told no on spec.podCIDR; the old podCIDRs[0] does not silently win.
+    old = created("Node", node(podCIDR="10.244.1.0/24"))
+    errors = update_errors("Node", old, node(podCIDR="10.244.2.0/24",
+                                             podCIDRs=["10.244.1.0/24"]))
+    assert "spec.podCIDRs" not in fields(errors)
+    assert 'node updates may not change podCIDR except from "" to valid' in [
+        e.detail for e in errors if e.field == "spec.podCIDR"]
+    # Clearing it is a change too.
+    assert "spec.podCIDR" in fields(update_errors("Node", old, node()))
+
+
+def test_node_pod_cidr_and_pod_cidrs_fill_each_other_and_must_agree():
+    assert created("Node", node(podCIDRs=["10.244.3.0/24"])).spec.pod_cidr == "10.244.3.0/24"
+    errors = errors_of("Node", node(podCIDR="10.244.1.0/24", podCIDRs=["10.244.2.0/24"]))
+    assert detail(errors, "spec.podCIDR") == "must be the first of spec.podCIDRs (10.244.2.0/24)"
 
 
 # ---- Service ----

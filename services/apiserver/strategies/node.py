@@ -37,10 +37,12 @@ def _joined(path: Path, problems: list[str]) -> list[FieldError]:
 
 
 def default_node_spec(spec: core_pb2.NodeSpec) -> None:
-    """Keep podCIDR and podCIDRs[0] the same (Kubernetes' v1 conversion does)."""
+    """Fill whichever of podCIDR and podCIDRs[0] is missing from the other (Kubernetes'
+    v1 conversion does). Both given and different is left for validation to refuse,
+    never settled by dropping one: a client changing only podCIDR must hear "no"."""
     if spec.pod_cidr and not spec.pod_cidrs:
         spec.pod_cidrs.append(spec.pod_cidr)
-    if spec.pod_cidrs:
+    elif spec.pod_cidrs and not spec.pod_cidr:
         spec.pod_cidr = spec.pod_cidrs[0]
 
 
@@ -49,6 +51,9 @@ def validate_node_spec(spec: core_pb2.NodeSpec) -> list[FieldError]:
     errors = validate_taints(spec.taints, _SPEC.child("taints"))
     if spec.pod_cidr:
         errors += _validate_cidr(_SPEC.child("podCIDR"), spec.pod_cidr)
+    if spec.pod_cidr and spec.pod_cidrs and spec.pod_cidr != spec.pod_cidrs[0]:
+        errors += _err(_SPEC.child("podCIDR"),
+                       f"must be the first of spec.podCIDRs ({spec.pod_cidrs[0]})")
     for i, cidr in enumerate(spec.pod_cidrs[1:], start=1):
         errors += _validate_cidr(_SPEC.child("podCIDRs").index(i), cidr)
     if len(spec.pod_cidrs) > 2 or (len(spec.pod_cidrs) == 2 and _same_family(spec.pod_cidrs)):
@@ -117,10 +122,13 @@ def _validate_resources(resources: Mapping[str, str], p: Path) -> list[FieldErro
 
 
 def validate_node_update(new: core_pb2.NodeSpec, old: core_pb2.NodeSpec) -> list[FieldError]:
-    """podCIDRs and providerID may be set once, from empty, and never changed."""
+    """podCIDR(s) and providerID may be set once, from empty, and never changed (the
+    node IPAM controller relies on it: a podCIDR it saw stays that node's)."""
     errors: list[FieldError] = []
+    if old.pod_cidr and new.pod_cidr != old.pod_cidr:
+        errors += _err(_SPEC.child("podCIDR"), SET_ONCE.format("podCIDR"))
     if old.pod_cidrs and list(new.pod_cidrs) != list(old.pod_cidrs):
-        errors += _err(_SPEC.child("podCIDRs"), SET_ONCE.format("podCIDR"))
+        errors += _err(_SPEC.child("podCIDRs"), SET_ONCE.format("podCIDRs"))
     if old.provider_id and new.provider_id != old.provider_id:
         errors += _err(_SPEC.child("providerID"), SET_ONCE.format("providerID"))
     return errors
