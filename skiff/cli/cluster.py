@@ -81,6 +81,8 @@ APISERVER_METRICS_PORT = 6444
 APISERVER = f"{HOST}:{APISERVER_PORT}"
 SCHEDULER_METRICS_PORT = 10259
 CONTROLLER_MANAGER_METRICS_PORT = 10257
+#: The pods' network the controller-manager cuts one podCIDR per node from (node IPAM).
+CLUSTER_CIDR, NODE_CIDR_MASK_SIZE = "10.244.0.0/16", 24
 #: The Leases the scheduler and the controller-manager elect their leader on.
 LEADER_LEASES = {"scheduler": "kube-scheduler", "controller-manager": "kube-controller-manager"}
 LEASE_NAMESPACE = "kube-system"
@@ -206,7 +208,8 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
         "controller-manager.program.tmpl", host=HOST, apiserver=APISERVER,
         metrics_port=CONTROLLER_MANAGER_METRICS_PORT,
         node_monitor_grace_period=_number(settings.node_monitor_grace_period),
-        node_monitor_period=_number(settings.node_monitor_period))
+        node_monitor_period=_number(settings.node_monitor_period),
+        cluster_cidr=CLUSTER_CIDR, node_cidr_mask_size=NODE_CIDR_MASK_SIZE)
     heartbeat = _number(settings.heartbeat_interval)
     nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat, **node.fields())
              for node in settings.node_list

@@ -4,6 +4,7 @@ the flags and environment variables of ``skiff up``, and what it prints. Nothing
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import shlex
 from pathlib import Path
 
@@ -42,6 +43,21 @@ def test_config_for_three_nodes_has_a_kubelet_and_a_proxy_each(tmp_path):
     assert _flag(programs["proxy-node-3"], "--health-listen") == "127.0.0.1:10360"
     assert cluster.configured_nodes((tmp_path / "supervisord.conf").read_text()) == [
         "node-1", "node-2", "node-3"]
+
+
+def test_the_controller_manager_allocates_node_cidrs_around_the_kubelets_subnets(tmp_path):
+    programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=3)))
+
+    manager = programs["controller-manager"]
+    assert _flag(manager, "--allocate-node-cidrs") == "true"
+    assert (_flag(manager, "--cluster-cidr"), _flag(manager, "--node-cidr-mask-size")) == (
+        "10.244.0.0/16", "24")
+    # Every kubelet's own subnet is one of the blocks node IPAM marks as taken.
+    cluster_cidr = ipaddress.ip_network(_flag(manager, "--cluster-cidr"))
+    for name, argv in programs.items():
+        if name.startswith("kubelet-"):
+            subnet = ipaddress.ip_network(_flag(argv, "--pod-cidr"))
+            assert subnet.subnet_of(cluster_cidr) and subnet.prefixlen == 24, name  # type: ignore[arg-type]
 
 
 def test_node_failure_settings_reach_the_daemons(tmp_path):

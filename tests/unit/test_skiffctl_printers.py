@@ -12,6 +12,7 @@ from skiff.api import manifest
 from skiff.api.kinds import lookup
 from skiff.api.v1 import apps_pb2, core_pb2, meta_pb2
 from skiff.cli.skiffctl import printers
+from skiff.cli.skiffctl.describe import Related, describe
 from skiff.cli.skiffctl.printers import (
     TableOptions,
     format_age,
@@ -259,3 +260,13 @@ def test_watched_yaml_objects_are_separate_documents() -> None:
     assert text.startswith("---\n")
     (document,) = yaml.safe_load_all(text)
     assert document["metadata"]["name"] == "a"
+
+
+def test_describe_node_shows_pod_cidrs_once_set() -> None:
+    node = core_pb2.Node(metadata=meta_pb2.ObjectMeta(name="n1"))
+    assert "PodCIDR" not in describe(lookup("node"), node, Related(), NOW)
+    node.spec.pod_cidr = "10.244.3.0/24"
+    node.spec.pod_cidrs.append("10.244.3.0/24")
+    lines = describe(lookup("node"), node, Related(), NOW).splitlines()
+    assert [line.split() for line in lines if line.startswith("PodCIDR")] == [
+        ["PodCIDR:", "10.244.3.0/24"], ["PodCIDRs:", "10.244.3.0/24"]]

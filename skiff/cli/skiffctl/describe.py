@@ -468,7 +468,11 @@ def describe_node(lines: Lines, node: Message, related: Related, now: float) -> 
                      now)
     _write_node_resources(lines, status)
     _write_system_info(lines, status.node_info)
-    lines.add(0, f"PodCIDR:\t{spec.pod_cidr}")
+    # As kubectl: shown once set (by the kubelet or the controller-manager's node IPAM).
+    if spec.pod_cidr:
+        lines.add(0, f"PodCIDR:\t{spec.pod_cidr}")
+    if spec.pod_cidrs:
+        lines.add(0, f"PodCIDRs:\t{','.join(spec.pod_cidrs)}")
     lines.add(0, f"Non-terminated Pods:\t({len(related.pods)} in total)")
     lines.add(1, "Namespace\tName\tAge")
     lines.add(1, "---------\t----\t---")
