@@ -12,6 +12,7 @@ from services.kubelet.container_gc import ContainerGCPolicy
 from services.kubelet.image_gc import ImageGCPolicy
 from skiff.api.quantity import parse_quantity
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
+from skiff.kubelet.containers import network_name
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
 DEFAULT_PORT = 10250
@@ -85,7 +86,7 @@ class KubeletConfig:
     @property
     def network(self) -> str:
         """The node's Docker bridge network for pods."""
-        return self.network_name or f"skiff-{self.node_name}"
+        return self.network_name or network_name(self.node_name)
 
 
 def _key_values(text: str) -> dict[str, str]:
