@@ -6,13 +6,18 @@ import re
 import tarfile
 from pathlib import Path
 
+import aiodocker
 import pytest
 import yaml
 
 import skiff
+from services.kubelet.backoff import Backoff
 from services.kubelet.images import (
     ERR_IMAGE_NEVER_PULL,
+    ERR_IMAGE_PULL,
     IMAGE_PULL_BACKOFF,
+    ImageError,
+    ImageManager,
     pull_decision,
     pull_failed_message,
 )
@@ -157,3 +162,40 @@ def test_examples_and_readme_name_the_versioned_images():
     readme = _local_images_named((REPO / "README.md").read_text())
     assert readme <= {*LOCAL_IMAGES, *map(latest, LOCAL_IMAGES), "skiff/busybox",
                       "skiff/pause"}
+
+
+class _Images:
+    """Docker's image API as the ImageManager uses it: ``present`` images inspect; every
+    pull fails as with no registry reachable."""
+
+    def __init__(self, present: set[str]) -> None:
+        self.present, self.pulls = present, 0
+
+    async def inspect(self, image: str) -> dict:
+        if image not in self.present:
+            raise aiodocker.DockerError(404, f"No such image: {image}")
+        return {}
+
+    async def pull(self, repo: str, *, tag: str | None = None) -> None:
+        self.pulls += 1
+        raise aiodocker.DockerError(500, "dial tcp: lookup registry: no such host")
+
+
+class _Docker:
+    def __init__(self, present: set[str]) -> None:
+        self.images = _Images(present)
+
+
+async def test_ensure_says_when_only_the_policy_made_a_present_image_fail():
+    docker = _Docker({"skiff/busybox:latest", BUSYBOX_IMAGE})
+    manager = ImageManager(docker, Backoff(10, 300), clock=lambda: 1000.0)  # type: ignore[arg-type]
+    # The API server's default for :latest is Always: it pulls, fails, and says why.
+    with pytest.raises(ImageError) as failed:
+        await manager.ensure("skiff/busybox:latest", "Always")
+    assert failed.value.reason == ERR_IMAGE_PULL
+    assert failed.value.message.startswith(
+        "image skiff/busybox:latest is present locally but imagePullPolicy Always requires "
+        "a pull, which failed (dial tcp: lookup registry: no such host)")
+    # The versioned tag defaults to IfNotPresent: no pull at all.
+    assert await manager.ensure(BUSYBOX_IMAGE, "") is False
+    assert docker.images.pulls == 1
