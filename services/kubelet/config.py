@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-pull-backoff-initial", type=float, default=10.0)
     p.add_argument("--image-pull-backoff-max", type=float, default=300.0)
     p.add_argument("--no-build-images", dest="build_images", action="store_false",
-                   help="do not build skiff/pause and skiff/busybox at start when missing")
+                   help="do not build skiff/pause and skiff/busybox at start when missing "
+                        "or stale")
     p.add_argument("--minimum-container-ttl-duration", type=float, default=0.0,
                    help="seconds a dead container is kept at least")
     p.add_argument("--maximum-dead-containers-per-container", type=int, default=1,
