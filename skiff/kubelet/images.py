@@ -67,8 +67,9 @@ BUILT_BY_LABEL = "skiff.image.built-by"
 #: The label holding the sha256 of the image's build context.
 RECIPE_LABEL = "skiff.image.recipe"
 
-#: The NSS modules glibc loads for ``hosts: files dns`` (since glibc 2.34 both live in
-#: libc itself and these are stubs, still looked for where nsswitch.conf names them).
+#: The NSS modules for ``hosts: files dns``, copied when the host has them: a glibc
+#: before 2.34 loads them at run time; since 2.34 both are built into libc and these
+#: files are empty stubs kept for compatibility.
 NSS_LIBRARIES = ("libnss_files.so.2", "libnss_dns.so.2")
 NSSWITCH_CONF = b"passwd: files\ngroup: files\nhosts: files dns\n"
 
