@@ -34,8 +34,10 @@ proto-check:
 	  cmp -s "$$f" "../$$f" || { echo "stale generated code: $$f (run make proto)"; exit 1; }; done
 	@rm -rf .proto-check
 
+# Style (ruff), then the import layering (lint-imports; contracts in pyproject.toml).
 lint:
 	ruff check .
+	lint-imports --no-logo
 
 bench:
 	$(PYTHON) bench/store.py --start all

@@ -38,9 +38,11 @@ import aiodocker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.kubelet import labels as L
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
+from skiff.kubelet import labels as L
+from skiff.kubelet.containers import network_name, remove_node
+from skiff.kubelet.images import BUSYBOX_IMAGE, PAUSE_IMAGE
 from skiff.testing.processes import APIServer, Kubelet, StoreCluster
 
 APP_COMMAND = ["sh", "-c", "exec sleep 3600"]
@@ -59,11 +61,11 @@ async def raw_pod(docker: aiodocker.Docker, network: str, label: str) -> float:
     labels = {L.NODE: label}
     started = time.monotonic()
     sandbox = await docker.containers.create(
-        {"Image": L.PAUSE_IMAGE, "Labels": labels,
+        {"Image": PAUSE_IMAGE, "Labels": labels,
          "HostConfig": {"NetworkMode": network, "IpcMode": "shareable"}})
     await sandbox.start()
     app = await docker.containers.create(
-        {"Image": L.BUSYBOX_IMAGE, "Entrypoint": APP_COMMAND[:1], "Cmd": APP_COMMAND[1:],
+        {"Image": BUSYBOX_IMAGE, "Entrypoint": APP_COMMAND[:1], "Cmd": APP_COMMAND[1:],
          "Labels": labels, "HostConfig": {"NetworkMode": f"container:{sandbox.id}",
                                           "IpcMode": f"container:{sandbox.id}"}})
     await app.start()
@@ -92,7 +94,7 @@ async def measure_docker(docker: aiodocker.Docker, network: str, samples: int,
 
 
 def bench_pod(name: str, namespace: str, node: str) -> core_pb2.Pod:
-    container = core_pb2.Container(name="app", image=L.BUSYBOX_IMAGE,
+    container = core_pb2.Container(name="app", image=BUSYBOX_IMAGE,
                                    image_pull_policy="IfNotPresent", command=APP_COMMAND)
     return core_pb2.Pod(metadata=meta_pb2.ObjectMeta(name=name, namespace=namespace),
                         spec=core_pb2.PodSpec(containers=[container], node_name=node,
@@ -157,15 +159,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         kubelet.start()
         await kubelet.wait_ready()
         async with Client(apiserver.address) as client:
-            raw = await measure_docker(docker, f"skiff-{node}", args.samples, args.pods)
+            raw = await measure_docker(docker, network_name(node), args.samples, args.pods)
             pods = await measure_pods(client, node, args.pods)
     finally:
         kubelet.stop()
-        await remove_labelled(docker, node)
-        try:
-            await (await docker.networks.get(f"skiff-{node}")).delete()
-        except aiodocker.DockerError:
-            pass
+        await remove_node(docker, node)
         await docker.close()
         apiserver.stop()
         store.stop()

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 # supervisor runs the local cluster; etcd-client gives etcdctl (tests drive the store
 # with it); etcd-server is the real etcd the store benchmark compares against; the
-# kubelet runs pods in Docker (docker.io) from images built from busybox-static;
-# cgroupfs-mount mounts the cgroup controllers dockerd needs where no init system did.
-packages=(supervisor etcd-client etcd-server docker.io busybox-static cgroupfs-mount)
+# kubelet runs pods in Docker (docker.io); cgroupfs-mount mounts the cgroup controllers
+# dockerd needs where no init system did.
+packages=(supervisor etcd-client etcd-server docker.io cgroupfs-mount)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -20,6 +20,22 @@ if ((${#missing[@]})); then
   # Debian starts a packaged etcd on 2379 when it can; the store owns that port.
   $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
   pkill -x etcd >/dev/null 2>&1 || true
+fi
+
+# The local images (skiff/pause, skiff/busybox) are built from Debian's dynamically linked
+# busybox and the libraries it loads (skiff/kubelet/images.py). The package conflicts with
+# busybox-static, so it is extracted into a cache directory, not installed.
+busybox_root=/var/cache/skiff/busybox
+if [ ! -x "$busybox_root/bin/busybox" ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  work="$(mktemp -d)"
+  if ! (cd "$work" && apt-get download busybox >/dev/null 2>&1); then
+    $sudo apt-get update -qq
+    (cd "$work" && apt-get download -qq busybox >/dev/null)
+  fi
+  $sudo mkdir -p "$busybox_root"
+  $sudo dpkg-deb -x "$work"/busybox_*.deb "$busybox_root"
+  rm -rf "$work"
 fi
 
 # The kubelet needs a running Docker engine. Where none answers (a fresh CI machine with

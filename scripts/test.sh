@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 
-ruff check .
+make -s lint
 make -s proto-check
 python3 -m pytest tests/unit -q
 python3 -m pytest tests/integration -q

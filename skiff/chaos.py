@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import enum
 import functools
-import importlib
 import ipaddress
 import json
 import math
@@ -71,6 +70,8 @@ from skiff.api import errors
 from skiff.api.v1 import apps_pb2, coordination_pb2, core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.health import grpc_healthy, wait_for
+from skiff.kubelet import labels as kubelet_labels
+from skiff.kubelet.images import BUSYBOX_IMAGE
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
 T = TypeVar("T")
@@ -113,7 +114,6 @@ LEADER_RESTART_DELAY = (0.1, 6.0)
 HEALTHY_TIMEOUT = 60.0
 #: How long the cluster gets, after the last kill, to converge.
 CONVERGENCE_TIMEOUT = 180.0
-BUSYBOX = "skiff/busybox:latest"
 DEPLOYMENT = "chaos-web"
 #: Leader-election timings for ProcessTarget's schedulers and controller-managers.
 ELECTION_FLAGS = ["--leader-elect-lease-duration", "4", "--leader-elect-renew-deadline", "3",
@@ -274,13 +274,12 @@ class ProcessTarget:
         self.store.stop()
         import aiodocker
 
-        # The kubelet owns how its containers are found, as `skiff down` does it.
-        runtime = importlib.import_module("services.kubelet.runtime")
+        from skiff.kubelet.containers import remove_node
+
         docker = aiodocker.Docker()
         try:
             for node in self._node_names:
-                await runtime.DockerRuntime(docker, node=node, network=f"skiff-{node}"
-                                            ).remove_all()
+                await remove_node(docker, node)
         finally:
             await docker.close()
 
@@ -616,7 +615,8 @@ async def _get_lease(client: Client, namespace: str, name: str) -> Any:
 def deployment(namespace: str, replicas: int) -> apps_pb2.Deployment:
     """busybox sleeping, grace 1 s (sleep ignores SIGTERM), pulled never: built locally."""
     labels = {"app": DEPLOYMENT}
-    container = core_pb2.Container(name="sleep", image=BUSYBOX, image_pull_policy="IfNotPresent",
+    container = core_pb2.Container(name="sleep", image=BUSYBOX_IMAGE,
+                                   image_pull_policy="IfNotPresent",
                                    command=["sleep", "3600"])
     return apps_pb2.Deployment(
         metadata=meta_pb2.ObjectMeta(name=DEPLOYMENT, namespace=namespace),
@@ -823,19 +823,18 @@ async def running_containers(nodes: Iterable[str]) -> list[RunningContainer]:
     """The running containers the kubelets of ``nodes`` made, read from Docker."""
     import aiodocker
 
-    # The kubelet owns its labels (the contract with its successor); imported when run.
-    labels = importlib.import_module("services.kubelet.labels")
     docker = aiodocker.Docker()
     found = []
     try:
         for node in nodes:
             for container in await docker.containers.list(
-                    filters=json.dumps(labels.node_filter(node))):
+                    filters=json.dumps(kubelet_labels.node_filter(node))):
                 got = container._container.get("Labels") or {}
                 found.append(RunningContainer(
-                    node, got.get(labels.POD_UID, ""), got.get(labels.POD_NAME, ""),
-                    got.get(labels.CONTAINER_NAME, ""),
-                    got.get(labels.CONTAINER_TYPE) == labels.SANDBOX))
+                    node, got.get(kubelet_labels.POD_UID, ""),
+                    got.get(kubelet_labels.POD_NAME, ""),
+                    got.get(kubelet_labels.CONTAINER_NAME, ""),
+                    got.get(kubelet_labels.CONTAINER_TYPE) == kubelet_labels.SANDBOX))
     finally:
         await docker.close()
     return found

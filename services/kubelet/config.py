@@ -12,6 +12,7 @@ from services.kubelet.container_gc import ContainerGCPolicy
 from services.kubelet.image_gc import ImageGCPolicy
 from skiff.api.quantity import parse_quantity
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
+from skiff.kubelet.containers import network_name
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
 DEFAULT_PORT = 10250
@@ -85,7 +86,7 @@ class KubeletConfig:
     @property
     def network(self) -> str:
         """The node's Docker bridge network for pods."""
-        return self.network_name or f"skiff-{self.node_name}"
+        return self.network_name or network_name(self.node_name)
 
 
 def _key_values(text: str) -> dict[str, str]:
@@ -139,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-pull-backoff-initial", type=float, default=10.0)
     p.add_argument("--image-pull-backoff-max", type=float, default=300.0)
     p.add_argument("--no-build-images", dest="build_images", action="store_false",
-                   help="do not build skiff/pause and skiff/busybox at start when missing")
+                   help="do not build skiff/pause and skiff/busybox at start when missing "
+                        "or stale")
     p.add_argument("--minimum-container-ttl-duration", type=float, default=0.0,
                    help="seconds a dead container is kept at least")
     p.add_argument("--maximum-dead-containers-per-container", type=int, default=1,

@@ -31,8 +31,8 @@ from typing import Any
 
 import aiodocker
 
-from services.kubelet import labels
 from skiff.client.clock import Clock, RealClock
+from skiff.kubelet import labels
 from skiff.logging import get_logger
 
 log = get_logger("kubelet.container_gc")

@@ -6,7 +6,7 @@ recording when it first saw each image and when a container (running or not) las
 it. When the disk holding Docker's root directory is fuller than
 ``high_threshold_percent``, it removes images that no container uses, least recently
 used first, skipping those first seen less than ``min_age`` ago, until the use would be
-below ``low_threshold_percent``. The sandbox image (``skiff/pause:latest``) is never
+below ``low_threshold_percent``. The sandbox image (``skiff/pause``, either tag) is never
 removed: the node cannot start a pod without it and there is no registry to pull it
 back from.
 
@@ -26,15 +26,15 @@ from typing import Any
 
 import aiodocker
 
-from services.kubelet import labels
 from skiff.client.clock import Clock, RealClock
+from skiff.kubelet.images import PAUSE_IMAGE, latest
 from skiff.logging import get_logger
 
 log = get_logger("kubelet.image_gc")
 
 #: How often the kubelet checks (Kubernetes' ImageGCPeriod).
 DEFAULT_PERIOD = 300.0
-PROTECTED_IMAGES = frozenset({labels.PAUSE_IMAGE})
+PROTECTED_IMAGES = frozenset({PAUSE_IMAGE, latest(PAUSE_IMAGE)})
 
 
 @dataclass(frozen=True)

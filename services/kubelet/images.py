@@ -1,62 +1,41 @@
-"""Images: making sure a container's image is there before it starts, and building the
-two images the cluster needs from the host's busybox.
+"""Images: making sure a container's image is there before it starts.
 
 Kubernetes' ``pkg/kubelet/images`` (``EnsureImageExists``), for Docker:
 
 - ``imagePullPolicy`` decides: ``Never`` uses what is present (else ``ErrImageNeverPull``),
   ``IfNotPresent`` pulls only when the image is missing, ``Always`` pulls every time a
   container starts. The API server defaults the policy to ``Always`` for ``:latest``
-  (or untagged) images, as Kubernetes does; here no registry is reachable, so such a
-  pull fails like any other: manifests use ``IfNotPresent`` or ``Never`` for the local
-  ``skiff/*`` images (the README says so).
+  (or untagged) images and to ``IfNotPresent`` for tagged ones, as Kubernetes does
+  (:func:`skiff.api.images.default_pull_policy`, also used here for a pod that reaches
+  the kubelet without one). No registry is reachable here, so an ``Always`` pull fails
+  like any other, even when the image is present: the local images carry a version tag
+  (``skiff/busybox:<version>``, :mod:`skiff.kubelet.images`) for that reason, and the
+  failure's message says so when the image was there (:func:`pull_failed_message`).
 - A failed pull gives the container the waiting reason ``ErrImagePull`` and starts a
   per-image back-off; syncs during that back-off answer ``ImagePullBackOff`` without
   pulling, as the kubelet's ``imageManager`` does.
 
-:func:`build_local_images` builds ``skiff/pause`` and ``skiff/busybox`` through Docker's
-build API from a tar context made in memory: the host's static busybox, a symlink per
-applet (what ``busybox --install -s /bin`` makes, done here so the build runs no
-container and needs no network), and for the pause image a tiny shell script that
-sleeps until TERM or INT. ``skiff images build`` (skiff/cli) and a starting kubelet call it.
+Building the local images themselves is :mod:`skiff.kubelet.images` (the CLI builds
+them too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import subprocess
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from http import HTTPStatus
 
 import aiodocker
 
 from services.kubelet.backoff import Backoff
-from services.kubelet.labels import BUSYBOX_IMAGE, PAUSE_IMAGE
-from skiff.logging import get_logger
-
-log = get_logger("skiff.kubelet.images")
-
-#: Where Debian's busybox-static puts the binary.
-HOST_BUSYBOX = Path("/bin/busybox")
-#: The label every locally built image carries (what built it, so GC can tell).
-BUILT_BY_LABEL = "skiff.image.built-by"
+from skiff.api.images import default_pull_policy, split_image
+from skiff.kubelet.images import LOCAL_IMAGES
 
 # Waiting reasons, Kubernetes' words.
 ERR_IMAGE_PULL = "ErrImagePull"
 IMAGE_PULL_BACKOFF = "ImagePullBackOff"
 ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
-
-#: The pause process: PID 1 of every sandbox, it only holds the network namespace.
-#: A trap makes TERM/INT end it at once (PID 1 ignores unhandled signals).
-PAUSE_SCRIPT = """#!/bin/sh
-trap 'exit 0' TERM INT
-while :; do
-  sleep 3600 &
-  wait $!
-done
-"""
 
 
 class ImageError(Exception):
@@ -78,8 +57,9 @@ class PullDecision:
 
 def pull_decision(policy: str, present: bool, *, in_backoff: bool, image: str) -> PullDecision:
     """Whether to pull ``image`` under ``policy`` given whether it is ``present`` and
-    whether its pull back-off is running (pure; Kubernetes' ``EnsureImageExists``)."""
-    policy = policy or "IfNotPresent"
+    whether its pull back-off is running (pure; Kubernetes' ``EnsureImageExists``).
+    An empty policy is the API server's default for the image."""
+    policy = policy or default_pull_policy(image)
     if policy == "Never":
         if present:
             return PullDecision(pull=False)
@@ -89,19 +69,28 @@ def pull_decision(policy: str, present: bool, *, in_backoff: bool, image: str) -
     if policy == "IfNotPresent" and present:
         return PullDecision(pull=False)
     if in_backoff:
-        return PullDecision(False, ImageError(
-            IMAGE_PULL_BACKOFF, f'Back-off pulling image "{image}"'))
+        message = f'Back-off pulling image "{image}"'
+        if present:  # the last pull failed although the image is here: say why it pulls
+            message += (f" (present locally, but imagePullPolicy {policy} requires a pull: "
+                        f"{_the_fix(image)})")
+        return PullDecision(False, ImageError(IMAGE_PULL_BACKOFF, message))
     return PullDecision(pull=True)
 
 
-def split_image(image: str) -> tuple[str, str]:
-    """``repo:tag`` -> (repo, tag), ``latest`` when untagged; digests stay in repo."""
-    if "@" in image:
-        return image, ""
-    name, _, tag = image.rpartition(":")
-    if not name or "/" in tag:
-        return image, "latest"
-    return name, tag
+def _the_fix(image: str) -> str:
+    repo, _ = split_image(image)
+    versioned = next((tag for tag in LOCAL_IMAGES if split_image(tag)[0] == repo),
+                     f"{repo}:<version>")
+    return f"use a versioned tag such as {versioned} or set imagePullPolicy: IfNotPresent"
+
+
+def pull_failed_message(image: str, policy: str, *, present: bool, error: str) -> str:
+    """What a failed pull tells the user (pure): Docker's ``error``, and when the image
+    was present locally, that only the policy asked for the pull and how to avoid it."""
+    if not present:
+        return error
+    return (f"image {image} is present locally but imagePullPolicy {policy} requires a "
+            f"pull, which failed ({error}): {_the_fix(image)}")
 
 
 class ImageManager:
@@ -123,7 +112,7 @@ class ImageManager:
         try:
             await self.docker.images.inspect(image)
         except aiodocker.DockerError as e:
-            if e.status == 404:
+            if e.status == HTTPStatus.NOT_FOUND:
                 return False
             raise
         return True
@@ -133,6 +122,7 @@ class ImageManager:
         """Make ``image`` present as ``policy`` says; True if a pull happened.
 
         Raises :class:`ImageError` with the waiting reason when it cannot."""
+        policy = policy or default_pull_policy(image)
         lock = self._pulls.setdefault(image, asyncio.Lock())
         async with lock:
             present = await self.present(image)
@@ -150,91 +140,7 @@ class ImageManager:
             except aiodocker.DockerError as e:
                 self.backoff.next(image, self.clock())
                 message = e.message if isinstance(e.message, str) else str(e)
-                raise ImageError(ERR_IMAGE_PULL, message) from None
+                raise ImageError(ERR_IMAGE_PULL, pull_failed_message(
+                    image, policy, present=present, error=message)) from None
             self.backoff.forget(image)
             return True
-
-
-# ------------------------------------------------------------------ local images
-
-
-def _applets(busybox: Path) -> list[str]:
-    out = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True)
-    return sorted({a for a in out.stdout.split() if a and "/" not in a and a != "busybox"})
-
-
-def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o755) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), mode
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode = tarfile.DIRTYPE, mode
-    tar.addfile(info)
-
-
-def build_context(kind: str, busybox: bytes, applets: list[str]) -> bytes:
-    """The build context (a tar, in memory) of ``kind`` "pause" or "busybox" (pure)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        _add_dir(tar, "rootfs")
-        _add_dir(tar, "rootfs/bin")
-        _add_dir(tar, "rootfs/tmp", 0o1777)
-        _add_file(tar, "rootfs/bin/busybox", busybox)
-        if kind == "busybox":
-            for name in ("rootfs/root", "rootfs/var", "rootfs/var/www", "rootfs/etc"):
-                _add_dir(tar, name)
-            _add_file(tar, "rootfs/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-            _add_file(tar, "rootfs/etc/group", b"root:x:0:\n", 0o644)
-            for applet in applets:
-                link = tarfile.TarInfo(f"rootfs/bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "/bin/busybox"
-                tar.addfile(link)
-            dockerfile = ("FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n"
-                          'CMD ["/bin/sh"]\n')
-        else:
-            _add_file(tar, "rootfs/pause", PAUSE_SCRIPT.encode())
-            dockerfile = ("FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n"
-                          'ENTRYPOINT ["/bin/busybox", "sh", "/pause"]\n')
-        _add_file(tar, "Dockerfile", dockerfile.encode(), 0o644)
-    return buf.getvalue()
-
-
-async def build_image(docker: aiodocker.Docker, kind: str, tag: str, *,
-                      busybox: Path = HOST_BUSYBOX) -> None:
-    """Build one local image (``kind`` "pause" or "busybox") as ``tag``."""
-    data = await asyncio.to_thread(busybox.read_bytes)
-    applets = await asyncio.to_thread(_applets, busybox)
-    context = build_context(kind, data, applets)
-    result = await docker.images.build(fileobj=io.BytesIO(context), encoding="identity",
-                                       tag=tag, rm=True, labels={BUILT_BY_LABEL: "skiff"})
-    errors = [line["error"] for line in result or [] if isinstance(line, dict)
-              and "error" in line]
-    if errors:
-        raise RuntimeError(f"building {tag} failed: {errors[-1]}")
-
-
-LOCAL_IMAGES = {PAUSE_IMAGE: "pause", BUSYBOX_IMAGE: "busybox"}
-
-
-async def build_local_images(docker: aiodocker.Docker, *, force: bool = False,
-                             busybox: Path = HOST_BUSYBOX) -> list[str]:
-    """Build skiff/pause and skiff/busybox (those missing, or all with ``force``);
-    returns the tags built. Needs the host's static busybox (Debian's busybox-static)."""
-    if not await asyncio.to_thread(busybox.exists):
-        raise FileNotFoundError(f"{busybox} is missing: install busybox-static")
-    built = []
-    for tag, kind in LOCAL_IMAGES.items():
-        if not force:
-            try:
-                await docker.images.inspect(tag)
-                continue
-            except aiodocker.DockerError as e:
-                if e.status != 404:
-                    raise
-        await build_image(docker, kind, tag, busybox=busybox)
-        log.info("built image", image=tag)
-        built.append(tag)
-    return built

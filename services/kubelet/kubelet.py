@@ -40,12 +40,7 @@ from services.kubelet import container_gc, metrics, server
 from services.kubelet.backoff import Backoff
 from services.kubelet.config import KubeletConfig
 from services.kubelet.image_gc import ImageGCManager
-from services.kubelet.images import (
-    ERR_IMAGE_PULL,
-    ImageError,
-    ImageManager,
-    build_local_images,
-)
+from services.kubelet.images import ERR_IMAGE_PULL, ImageError, ImageManager
 from services.kubelet.node_status import HostFigures, NodeStatusManager, disk_figures, host_memory
 from services.kubelet.pod_actions import PodActions, compute_pod_actions
 from services.kubelet.pod_workers import PodWorkers
@@ -71,6 +66,7 @@ from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client, retrying
 from skiff.client.events import NORMAL, WARNING, EventRecorder
 from skiff.client.informer import SharedInformerFactory
+from skiff.kubelet.images import build_local_images
 from skiff.logging import get_logger
 from skiff.tasks import spawn
 

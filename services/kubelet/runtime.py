@@ -8,7 +8,7 @@ pod logic above it (``pod_actions``, ``status``) is pure and unit-tested with pl
 - A pod is a *sandbox* container (``skiff/pause``) on the node's bridge network, which
   holds the pod's network namespace and IP, and its app containers, which join that
   namespace (``NetworkMode: container:<sandbox id>``): they share localhost and the IP.
-- Every container carries the labels of :mod:`services.kubelet.labels`; the kubelet
+- Every container carries the labels of :mod:`skiff.kubelet.labels`; the kubelet
   finds its containers by them (no local state), which is how a restarted kubelet adopts
   what runs.
 - :func:`container_config` turns a pod's container spec into Docker's create body
@@ -30,9 +30,11 @@ from typing import Any, Protocol
 import aiodocker
 import aiodocker.events
 
-from services.kubelet import labels as L
 from skiff.api.quantity import parse_quantity
 from skiff.api.v1 import core_pb2
+from skiff.kubelet import labels as L
+from skiff.kubelet.containers import remove_container
+from skiff.kubelet.images import PAUSE_IMAGE
 from skiff.logging import get_logger
 
 log = get_logger("skiff.kubelet.runtime")
@@ -262,7 +264,7 @@ class DockerRuntime:
     """:class:`ContainerRuntime` on Docker's API through aiodocker (see the module)."""
 
     def __init__(self, docker: aiodocker.Docker, *, node: str, network: str,
-                 pause_image: str = L.PAUSE_IMAGE) -> None:
+                 pause_image: str = PAUSE_IMAGE) -> None:
         self.docker = docker
         self.node = node
         self.network = network
@@ -372,24 +374,7 @@ class DockerRuntime:
                 raise
 
     async def remove(self, container_id: str) -> None:
-        try:
-            await self.docker.containers.container(container_id).delete(force=True, v=True)
-        except aiodocker.DockerError as e:
-            if e.status not in (404, 409):  # gone / removal already in progress
-                raise
-
-    async def remove_all(self) -> int:
-        """Remove every container of this node and its pod network: what ``skiff down``
-        and tests do when the node itself goes away. Returns how many were removed."""
-        listed = await self.docker.containers.list(
-            all=True, filters=json.dumps(L.node_filter(self.node)))
-        await asyncio.gather(*(self.remove(c.id) for c in listed))
-        try:
-            await (await self.docker.networks.get(self.network)).delete()
-        except aiodocker.DockerError as e:
-            if e.status != 404:
-                raise
-        return len(listed)
+        await remove_container(self.docker, container_id)
 
     # ------------------------------------------------------------- events
 

@@ -2,7 +2,7 @@
 the pods bound to this node; ``skiffctl logs``, ``exec`` and ``top`` call it.
 
 The edge is thin: validate the request, find the Docker container by the labels the
-kubelet put on it (:mod:`services.kubelet.labels`), ask Docker, map errors through one
+kubelet put on it (:mod:`skiff.kubelet.labels`), ask Docker, map errors through one
 table (:func:`skiff.api.errors.to_grpc`). Which container a request means is Kubernetes'
 rule: the one named with ``container``, or the pod's only one; its latest instance
 (highest restart count), or with ``previous`` the one before. The pod itself comes from
@@ -29,10 +29,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.kubelet import labels
 from services.kubelet.probes import exec_collect, wall_time
 from skiff.api import errors
 from skiff.api.v1 import core_pb2
+from skiff.kubelet import labels
 from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from skiff.logging import get_logger
 

@@ -558,10 +558,9 @@ def _configured_nodes(config: Path) -> list[str]:
 async def _remove_pod_containers(nodes: list[str]) -> int:
     """The local nodes' pod containers and networks: a stopped cluster leaves none
     running (kubelets themselves leave them, so that a restarted kubelet adopts them)."""
-    import aiodocker
+    import aiodocker  # imported here: ~0.2 s that other commands skip
 
-    # The kubelet owns how its containers are found; imported only when needed.
-    from services.kubelet.runtime import DockerRuntime
+    from skiff.kubelet.containers import remove_node
 
     if not nodes:
         return 0
@@ -570,8 +569,7 @@ async def _remove_pod_containers(nodes: list[str]) -> int:
     except (ValueError, OSError):
         return 0  # no Docker here: nothing of ours can be running
     try:
-        counts = [await DockerRuntime(docker, node=node, network=f"skiff-{node}").remove_all()
-                  for node in nodes]
+        counts = [await remove_node(docker, node) for node in nodes]
     except (aiodocker.DockerError, OSError) as e:
         print(f"skiff down: could not remove pod containers ({e})")
         return 0

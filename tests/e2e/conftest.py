@@ -19,9 +19,9 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from services.kubelet.runtime import DockerRuntime
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
+from skiff.kubelet.containers import remove_node
 from skiff.testing.fixtures import failed
 from skiff.testing.processes import Kubelet
 
@@ -85,11 +85,6 @@ class Node:
     kubelet: Kubelet
 
 
-async def remove_node_containers(docker: aiodocker.Docker, node: str) -> None:
-    """Remove every container the kubelet of ``node`` made, and its network."""
-    await DockerRuntime(docker, node=node, network=f"skiff-{node}").remove_all()
-
-
 @pytest.fixture
 async def node(shared_cluster, docker, tmp_path, request) -> AsyncIterator[Node]:
     """A node of the test's own, its kubelet running and Ready (fast flags)."""
@@ -105,7 +100,7 @@ async def node(shared_cluster, docker, tmp_path, request) -> AsyncIterator[Node]
         kubelet.stop()
         if failed(request):
             print(kubelet.logs(200))
-        await remove_node_containers(docker, name)
+        await remove_node(docker, name)
 
 
 def log_path(node: Node) -> Path:

@@ -10,8 +10,9 @@ from skiff.api import errors
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.kubelet.images import BUSYBOX_IMAGE
 
-BUSYBOX = "skiff/busybox:latest"
+BUSYBOX = BUSYBOX_IMAGE
 
 
 def container(name: str, *command: str, image: str = BUSYBOX, policy: str = "IfNotPresent",

@@ -29,11 +29,11 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from services.kubelet import labels as L
 from skiff.api import errors
 from skiff.cli.skiffctl.rollout import rollout_status
 from skiff.client.client import Client
 from skiff.health import wait_for
+from skiff.kubelet import labels as L
 from skiff.testing.fixtures import failed
 
 CLUSTER = [sys.executable, "-m", "skiff.cli.cluster"]

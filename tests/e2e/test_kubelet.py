@@ -17,8 +17,8 @@ from e2e_pods import (
     wait_pod,
 )
 
-from services.kubelet import labels as L
 from skiff.health import wait_for
+from skiff.kubelet import labels as L
 
 
 async def test_pod_runs_ready_with_an_ip_that_answers(api, ns, node, docker):

@@ -4,7 +4,7 @@ engine: containers made here carry the kubelet's labels the way the kubelet make
 
 Everything made here is labelled ``skiff.test=<run id>`` and removed afterwards; each
 test uses its own node name so GC only ever sees this test's containers. No registry is
-needed: the busybox image is built from the host's static busybox.
+needed: the busybox image is built from the kubelet's own recipe (skiff.kubelet.images).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import aiodocker
 import grpc
 import pytest
 
-from services.kubelet import container_gc, labels
+from services.kubelet import container_gc
 from services.kubelet.image_gc import DiskUsage, ImageGCManager, ImageGCPolicy
 from services.kubelet.probes import ContainerRef, ProbeManager, wall_time
 from services.kubelet.server import serve
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.health import wait_for
+from skiff.kubelet import images, labels
 from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 
-BUSYBOX = Path("/bin/busybox")
 RUN_ID = uuid.uuid4().hex[:10]
 TEST_LABEL = "skiff.test"
 IMAGE = f"skiff-test/busybox:probe-{RUN_ID}"
@@ -37,8 +37,8 @@ IMAGE = f"skiff-test/busybox:probe-{RUN_ID}"
 DEADLINE = 30.0
 
 pytestmark = pytest.mark.skipif(not Path("/var/run/docker.sock").exists() or
-                                not BUSYBOX.exists(),
-                                reason="needs a Docker engine and /bin/busybox")
+                                not images.BUSYBOX_BINARY.exists(),
+                                reason=f"needs a Docker engine and {images.BUSYBOX_BINARY}")
 
 
 # ---- fixtures: an image, a Docker client, pods made of labelled containers ----
@@ -68,9 +68,9 @@ async def _remove_everything() -> None:
         for c in await docker.containers.list(
                 all=True, filters={"label": [f"{TEST_LABEL}={RUN_ID}"]}):
             await c.delete(force=True, v=True)
-        images = await docker.images.list(filters={"label": [f"{TEST_LABEL}={RUN_ID}"]})
+        found = await docker.images.list(filters={"label": [f"{TEST_LABEL}={RUN_ID}"]})
         # Children (built FROM ours) first: newest first does that.
-        for image in sorted(images, key=lambda i: i["Created"], reverse=True):
+        for image in sorted(found, key=lambda i: i["Created"], reverse=True):
             for tag in image.get("RepoTags") or ():
                 if tag != "<none>:<none>":
                     await docker.images.delete(tag, force=True)
@@ -81,13 +81,16 @@ async def _remove_everything() -> None:
                     raise
 
 
+async def _build_busybox(tag: str) -> None:
+    context = images.build_context("busybox", await asyncio.to_thread(images.load_busybox))
+    async with aiodocker.Docker() as docker:
+        await images.build_image(docker, context, [tag], labels={TEST_LABEL: RUN_ID})
+
+
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    """A busybox image (FROM scratch + the host's busybox), removed after the module."""
-    dockerfile = ("FROM scratch\nCOPY busybox /bin/busybox\n"
-                  'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-                  'RUN ["/bin/busybox", "mkdir", "-p", "/tmp"]\n')
-    asyncio.run(_build(IMAGE, dockerfile, {"busybox": (BUSYBOX.read_bytes(), 0o755)}))
+    """The busybox image's recipe under a tag of this run, removed after the module."""
+    asyncio.run(_build_busybox(IMAGE))
     try:
         yield IMAGE
     finally:
@@ -317,14 +320,14 @@ async def test_image_gc_plans_unused_images_only(docker, pods, image):
         return DiskUsage(capacity=10**15, available=0)
 
     manager = ImageGCManager(docker, ImageGCPolicy(min_age=0), disk_usage=full_disk,
-                             protected={labels.PAUSE_IMAGE, "test/busybox:latest"})
+                             protected={images.PAUSE_IMAGE, "test/busybox:latest"})
     chosen = await manager.plan()  # plan only: other images on this engine are not ours
     ids = {record.id: record for record in manager.records.values()}
     ours = next(i for i, r in ids.items() if image in r.tags)
     theirs = next(i for i, r in ids.items() if unused in r.tags)
     assert theirs in chosen.remove
     assert ours not in chosen.remove
-    assert not any(labels.PAUSE_IMAGE in ids[i].tags for i in chosen.remove)
+    assert not any(images.PAUSE_IMAGE in ids[i].tags for i in chosen.remove)
 
 
 # ---- the kubelet API ----

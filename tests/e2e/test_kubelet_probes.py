@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from e2e_pods import BUSYBOX, condition, container, http_server, pod, status_of, wait_pod
 
-from services.kubelet import labels as L
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.health import wait_for
+from skiff.kubelet import labels as L
 
 CTL = [sys.executable, "-m", "skiff.cli.skiffctl"]
 DEADLINE = 60.0

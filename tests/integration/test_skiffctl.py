@@ -25,6 +25,7 @@ import yaml
 from skiff.api import manifest
 from skiff.api.v1 import apps_pb2, core_pb2, meta_pb2
 from skiff.client.client import Client
+from skiff.kubelet.images import BUSYBOX_IMAGE
 from skiff.testing.processes import APIServer, free_port
 
 CTL = [sys.executable, "-m", "skiff.cli.skiffctl"]
@@ -129,7 +130,7 @@ async def test_apply_the_examples_and_get_them_in_every_form(apiserver: APIServe
 
     as_yaml = yaml.safe_load(await ok(server, "get", "pod", "web", "-o", "yaml"))
     assert as_yaml["kind"] == "Pod" and as_yaml["metadata"]["labels"]["tier"] == "fe"
-    assert manifest.from_dict(as_yaml).spec.containers[0].image == "skiff/busybox"
+    assert manifest.from_dict(as_yaml).spec.containers[0].image == BUSYBOX_IMAGE
     listed = json.loads(await ok(server, "get", "pods", "-o", "json"))
     assert listed["kind"] == "List" and [i["metadata"]["name"] for i in listed["items"]] == [
         "web"]
@@ -284,7 +285,7 @@ async def test_describe_shows_sections_and_the_objects_events(apiserver: APIServ
     text = await ok(server, "describe", "pod", "web")
     assert re.search(r"^Name:\s+web$", text, re.M) and re.search(r"^Status:\s+Pending$",
                                                                    text, re.M)
-    assert re.search(r"^    Image:\s+skiff/busybox$", text, re.M)
+    assert re.search(rf"^    Image:\s+{re.escape(BUSYBOX_IMAGE)}$", text, re.M)
     assert re.search(r"^  Type\s+Reason\s+Age\s+From\s+Message$", text, re.M)
     assert re.search(r"^  Normal\s+Scheduled\s+\d+s\s+default-scheduler\s+Successfully "
                      r"assigned default/web to node-1$", text, re.M), text
@@ -444,7 +445,7 @@ async def test_rollout_undo_restart_and_status(apiserver: APIServer) -> None:
         "deployment.apps/hello restarted\n")
     async with Client(server) as client:
         deploy = await client.deployments.get("hello")
-    assert deploy.spec.template.spec.containers[0].image == "skiff/busybox"
+    assert deploy.spec.template.spec.containers[0].image == BUSYBOX_IMAGE
     assert "kubectl.kubernetes.io/restartedAt" in deploy.spec.template.metadata.annotations
 
     waiting = await ctl(server, "rollout", "status", "deploy/hello", "--timeout", "1s")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.kubelet import container_gc, image_gc, labels
+from services.kubelet import container_gc, image_gc
 from services.kubelet.container_gc import ContainerGCPolicy, ContainerInfo
 from services.kubelet.image_gc import DiskUsage, ImageGCPolicy, ImageRecord
+from skiff.kubelet import labels
+from skiff.kubelet.images import PAUSE_IMAGE
 
 NOW = 10_000.0
 
@@ -162,7 +164,7 @@ def test_nothing_below_the_high_threshold():
 def test_frees_least_recently_used_unused_images_down_to_low_threshold():
     images = [image("used", 5 * GB, used=1), image("lru", 2 * GB, used=10),
               image("mru", 2 * GB, used=5000), image("mid", 2 * GB, used=100),
-              image("pause", 1 * GB, tags=[labels.PAUSE_IMAGE]),
+              image("pause", 1 * GB, tags=[PAUSE_IMAGE]),
               image("new", 10 * GB, first=NOW - 30, used=NOW - 30)]
     disk = FakeDisk(100 * GB, 86 * GB, images)
     result = image_gc.plan(disk(), images, {"used"}, ImageGCPolicy(), NOW)

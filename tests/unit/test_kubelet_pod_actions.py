@@ -2,11 +2,11 @@
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.kubelet import labels as L
 from services.kubelet.pod_actions import compute_pod_actions
 from services.kubelet.runtime import PodContainers, RuntimeContainer
 from services.kubelet.status import Waiting, compute_pod_status, pod_phase
 from skiff.api.v1 import core_pb2, meta_pb2
+from skiff.kubelet import labels as L
 
 
 def _pod(*names: str, policy: str = "Always") -> core_pb2.Pod:

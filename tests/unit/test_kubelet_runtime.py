@@ -1,6 +1,5 @@
 """Translating a pod's containers into Docker's create bodies, and reading inspect output."""
 
-from services.kubelet import labels as L
 from services.kubelet.runtime import (
     CPU_PERIOD,
     container_config,
@@ -10,6 +9,7 @@ from services.kubelet.runtime import (
     sandbox_config,
 )
 from skiff.api.v1 import core_pb2, meta_pb2
+from skiff.kubelet import labels as L
 
 
 def _pod(*containers: core_pb2.Container) -> core_pb2.Pod:

@@ -18,7 +18,6 @@ from services.apiserver.strategies.deployment import DeploymentStrategy
 from services.apiserver.strategies.pod import (
     UPDATE_FORBIDDEN,
     PodStrategy,
-    default_pull_policy,
     qos_class,
     validate_pod_spec,
 )
@@ -136,19 +135,6 @@ def test_pod_defaults_keep_what_is_set_and_are_idempotent():
     assert obj.spec.termination_grace_period_seconds == 0
     assert obj.spec.priority == 7
     assert obj.spec.containers[0].image_pull_policy == "Never"
-
-
-@pytest.mark.parametrize(("image", "policy"), [
-    ("busybox", "Always"),
-    ("busybox:latest", "Always"),
-    ("busybox:1.36", "IfNotPresent"),
-    ("localhost:5000/busybox", "Always"),
-    ("localhost:5000/team/busybox:1.36", "IfNotPresent"),
-    ("busybox@sha256:" + "a" * 64, "IfNotPresent"),
-    ("busybox:latest@sha256:" + "a" * 64, "Always"),
-])
-def test_image_pull_policy_defaults_from_the_tag(image, policy):
-    assert default_pull_policy(image) == policy
 
 
 def test_a_limit_without_a_request_becomes_the_request():

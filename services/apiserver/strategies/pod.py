@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from services.apiserver.strategy import Strategy
 from skiff.api import validation
 from skiff.api.errors import FieldError
+from skiff.api.images import default_pull_policy
 from skiff.api.labels import Selector, validate_label_key, validate_label_value
 from skiff.api.quantity import parse_quantity
 from skiff.api.v1 import core_pb2, meta_pb2
@@ -77,15 +78,6 @@ def _label_value(field: Path, value: str) -> list[FieldError]:
 
 
 # ---- defaults ----
-
-def default_pull_policy(image: str) -> str:
-    """Always when the image's tag is ``latest`` or absent (and no digest), else IfNotPresent."""
-    name, _, digest = image.partition("@")
-    tag = name.rsplit("/", 1)[-1].partition(":")[2]
-    if tag == "latest" or (not tag and not digest):
-        return "Always"
-    return "IfNotPresent"
-
 
 def default_pod_spec(spec: core_pb2.PodSpec) -> None:
     """Kubernetes' ``SetDefaults_PodSpec`` (pods and pod templates alike); idempotent."""

@@ -25,10 +25,6 @@ CONTAINER = "container"
 #: The container name given to sandboxes in CONTAINER_NAME (Kubernetes shows "POD").
 SANDBOX_NAME = "POD"
 
-#: The images the cluster builds locally from the host's busybox (no registry is assumed).
-PAUSE_IMAGE = "skiff/pause:latest"
-BUSYBOX_IMAGE = "skiff/busybox:latest"
-
 
 def node_filter(node: str) -> dict[str, list[str]]:
     """Docker's ``filters`` for every container this node's kubelet made."""
