@@ -41,7 +41,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 TABLE = "skiff"
 FAMILY = "ip"
@@ -58,6 +58,8 @@ MASQUERADE_MARK = 0x4000
 #: Map elements per ``add element`` command: large enough to be fast, small enough
 #: that one command line stays modest.
 ELEMENTS_PER_COMMAND = 500
+#: Service ports whose validation and rules are remembered between rebuilds.
+CACHED_PORTS = 65536
 
 
 @dataclass(frozen=True, order=True)
@@ -164,33 +166,43 @@ def _ipv4(address: str, what: str) -> int:
 
 
 def _validated(ports: Iterable[ServicePort], settings: Settings) -> Iterable[ServicePort]:
+    seen: set[str] = set()
+    for port in ports:
+        _validate(port, settings)
+        if port.key in seen:
+            raise ValueError(f"service port {port.key}: given twice")
+        seen.add(port.key)
+        yield port
+
+
+@lru_cache(maxsize=CACHED_PORTS)
+def _validate(port: ServicePort, settings: Settings) -> None:
+    """Raise ValueError naming ``port`` when the rules cannot be built from it.
+
+    Cached: a proxy rebuilds the ruleset for every change, and most ports are the same
+    values as last time.
+    """
     service_net = ipaddress.IPv4Network(settings.service_cidr)
     net, mask = int(service_net.network_address), int(service_net.netmask)
     low, high = settings.node_port_range
-    seen: set[str] = set()
-    for port in ports:
-        where = f"service port {port.key}"
-        if port.protocol not in (TCP, UDP):
-            raise ValueError(f"{where}: protocol {port.protocol!r} is not TCP or UDP")
-        if _ipv4(port.cluster_ip, f"{where}: cluster IP") & mask != net:
-            raise ValueError(f"{where}: cluster IP {port.cluster_ip} is outside the "
-                             f"service CIDR {settings.service_cidr}")
-        if not 0 < port.port < 65536:
-            raise ValueError(f"{where}: port {port.port} is not in 1-65535")
-        if port.node_port and not low <= port.node_port <= high:
-            raise ValueError(f"{where}: nodePort {port.node_port} is outside {low}-{high}")
-        if settings.mode == USERSPACE and not 0 < port.proxy_port < 65536:
-            raise ValueError(f"{where}: userspace mode needs the proxy's listener port")
-        for ip in port.external_ips:
-            _ipv4(ip, f"{where}: external IP")
-        for endpoint in port.endpoints:
-            _ipv4(endpoint.ip, f"{where}: endpoint")
-            if not 0 < endpoint.port < 65536:
-                raise ValueError(f"{where}: endpoint port {endpoint.port} is not in 1-65535")
-        if port.key in seen:
-            raise ValueError(f"{where}: given twice")
-        seen.add(port.key)
-        yield port
+    where = f"service port {port.key}"
+    if port.protocol not in (TCP, UDP):
+        raise ValueError(f"{where}: protocol {port.protocol!r} is not TCP or UDP")
+    if _ipv4(port.cluster_ip, f"{where}: cluster IP") & mask != net:
+        raise ValueError(f"{where}: cluster IP {port.cluster_ip} is outside the "
+                         f"service CIDR {settings.service_cidr}")
+    if not 0 < port.port < 65536:
+        raise ValueError(f"{where}: port {port.port} is not in 1-65535")
+    if port.node_port and not low <= port.node_port <= high:
+        raise ValueError(f"{where}: nodePort {port.node_port} is outside {low}-{high}")
+    if settings.mode == USERSPACE and not 0 < port.proxy_port < 65536:
+        raise ValueError(f"{where}: userspace mode needs the proxy's listener port")
+    for ip in port.external_ips:
+        _ipv4(ip, f"{where}: external IP")
+    for endpoint in port.endpoints:
+        _ipv4(endpoint.ip, f"{where}: endpoint")
+        if not 0 < endpoint.port < 65536:
+            raise ValueError(f"{where}: endpoint port {endpoint.port} is not in 1-65535")
 
 
 def _proto(port: ServicePort) -> str:
@@ -316,31 +328,48 @@ class _Builder:
                                              "reject"))
 
     def _service_chain(self, port: ServicePort) -> str:
-        """The service port's chain and its endpoints' chains; returns its name."""
-        proto = _proto(port)
-        name = f"svc-{port.key}"
-        affinity = port.session_affinity == CLIENT_IP
-        rules = [f"ip daddr {port.cluster_ip} {proto} dport {port.port} "
-                 f"ip saddr != {self.settings.cluster_cidr} jump mark-for-masquerade"]
-        endpoints = sorted(set(port.endpoints))
-        targets = []
-        for endpoint in endpoints:
-            target = f"ep-{port.key}/{endpoint.ip}/{endpoint.port}"
-            targets.append(target)
-            ep_rules = [f"ip saddr {endpoint.ip} jump mark-for-masquerade"]
-            if affinity:
-                recent = f"aff-{port.key}/{endpoint.ip}/{endpoint.port}"
-                self.collections[recent] = Collection(
-                    "set", f"type ipv4_addr ; flags dynamic,timeout ; "
-                           f"timeout {port.affinity_timeout}s ;")
-                rules.append(f"ip saddr @{recent} goto {target}")
-                ep_rules.append(f"update @{recent} {{ ip saddr }}")
-            ep_rules.append(f"meta l4proto {proto} dnat to {endpoint.ip}:{endpoint.port}")
-            self.chains[target] = Chain(tuple(ep_rules))
-        choices = ", ".join(f"{i} : goto {t}" for i, t in enumerate(targets))
-        rules.append(f"numgen random mod {len(targets)} vmap {{ {choices} }}")
-        self.chains[name] = Chain(tuple(rules))
-        return name
+        """Add the service port's chain, its endpoints' chains and affinity sets;
+        returns the service chain's name."""
+        chains, collections = _service_port_objects(port, self.settings.cluster_cidr)
+        self.chains.update(chains)
+        self.collections.update(collections)
+        return chains[-1][0]
+
+
+@lru_cache(maxsize=CACHED_PORTS)
+def _service_port_objects(port: ServicePort, cluster_cidr: str
+                          ) -> tuple[tuple[tuple[str, Chain], ...],
+                                     tuple[tuple[str, Collection], ...]]:
+    """The chains (the service chain last) and sets of one service port with endpoints.
+
+    Cached, so that a rebuild after one Endpoints change redoes one port's work and
+    hands back the very same objects for the others (which makes comparing old and new
+    rulesets cheap too). Callers must not mutate what it returns.
+    """
+    proto = _proto(port)
+    affinity = port.session_affinity == CLIENT_IP
+    rules = [f"ip daddr {port.cluster_ip} {proto} dport {port.port} "
+             f"ip saddr != {cluster_cidr} jump mark-for-masquerade"]
+    chains: list[tuple[str, Chain]] = []
+    collections: list[tuple[str, Collection]] = []
+    targets = []
+    for endpoint in sorted(set(port.endpoints)):
+        target = f"ep-{port.key}/{endpoint.ip}/{endpoint.port}"
+        targets.append(target)
+        ep_rules = [f"ip saddr {endpoint.ip} jump mark-for-masquerade"]
+        if affinity:
+            recent = f"aff-{port.key}/{endpoint.ip}/{endpoint.port}"
+            collections.append((recent, Collection(
+                "set", f"type ipv4_addr ; flags dynamic,timeout ; "
+                       f"timeout {port.affinity_timeout}s ;")))
+            rules.append(f"ip saddr @{recent} goto {target}")
+            ep_rules.append(f"update @{recent} {{ ip saddr }}")
+        ep_rules.append(f"meta l4proto {proto} dnat to {endpoint.ip}:{endpoint.port}")
+        chains.append((target, Chain(tuple(ep_rules))))
+    choices = ", ".join(f"{i} : goto {t}" for i, t in enumerate(targets))
+    rules.append(f"numgen random mod {len(targets)} vmap {{ {choices} }}")
+    chains.append((f"svc-{port.key}", Chain(tuple(rules))))
+    return tuple(chains), tuple(collections)
 
 
 # ------------------------------------------------------------------ rendering
