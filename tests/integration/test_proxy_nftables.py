@@ -189,21 +189,21 @@ async def test_docker_user_entries_only_where_the_chain_exists_and_only_once(net
 
 SERVER = r"""
 import socket, sys, threading
+tcp_port, udp_port, ips = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 def tcp(ip):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((ip, 8080)); s.listen(64)
+    s.bind((ip, tcp_port)); s.listen(64)
     return s
 def udp(ip):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, 5353))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, udp_port))
     return s
 def serve_tcp(s):
-    while True:
-        c, _ = s.accept(); c.sendall(s.getsockname()[0].encode()); c.close()
+    while True:  # answer with the address the connection reached
+        c, _ = s.accept(); c.sendall(c.getsockname()[0].encode()); c.close()
 def serve_udp(s):
     while True:
         data, peer = s.recvfrom(512); s.sendto(s.getsockname()[0].encode(), peer)
-socks = [(serve_tcp, tcp(ip)) for ip in sys.argv[1:]]
-socks += [(serve_udp, udp(ip)) for ip in sys.argv[1:]]
+socks = [(serve_tcp, tcp(ip)) for ip in ips] + [(serve_udp, udp(ip)) for ip in ips]
 for serve, s in socks:
     threading.Thread(target=serve, args=(s,), daemon=True).start()
 print("ready", flush=True)
@@ -249,11 +249,7 @@ def pods() -> Iterator[tuple[str, str]]:
             sh("ip", "-n", ns, "link", "set", dev, "up")
         # Service addresses are routed to the link; DNAT in output then re-routes.
         sh("ip", "-n", client, "route", "add", "10.96.0.0/12", "dev", "c0")
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", backend, sys.executable, "-c", SERVER, *BACKENDS],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == "ready"
+        server = serve(backend, 8080, 5353, *BACKENDS)
         yield client, backend
     finally:
         if server is not None:
@@ -261,6 +257,18 @@ def pods() -> Iterator[tuple[str, str]]:
             server.wait()
         for ns in (client, backend):
             sh("ip", "netns", "delete", ns, check=False)
+
+
+def serve(ns: str, tcp_port: int, udp_port: int, *ips: str) -> subprocess.Popen[str]:
+    """Start the answering server in ``ns``; returns once it listens."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, str(tcp_port),
+         str(udp_port), *ips], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    if server.stdout.readline().strip() != "ready":
+        server.kill()
+        raise AssertionError(f"the server in {ns} did not start")
+    return server
 
 
 def ask(ns: str, proto: str, ip: str, port: int, count: int) -> list[str]:
@@ -292,3 +300,48 @@ async def test_nftables_mode_carries_tcp_and_udp_to_the_endpoints(pods):
         services, Settings(mode=NFTABLES, cluster_cidr=CLUSTER_CIDR)))).full
     assert ask(client, "tcp", "10.96.0.20", 80, 10) == ["10.244.1.3"] * 10
     assert set(ask(client, "tcp", "10.96.0.21", 80, 10)) == {sticky[0]}
+
+
+async def test_nftables_mode_node_ports_masquerade_traffic_from_another_host(pods):
+    node, other = pods
+    # The client namespace plays the node: it routes (its own sysctl, not the host's).
+    in_ns(node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    applier = NftablesApplier(wrap=("ip", "netns", "exec", node))
+    await applier.apply(build_ruleset(few_services(),
+                                      Settings(mode=NFTABLES, cluster_cidr=CLUSTER_CIDR)))
+    # From 10.244.1.2 to the node's address: DNATed to an endpoint (sometimes the
+    # sender itself: hairpin) and masqueraded, so every reply comes back through the
+    # node and is un-NATed; without the masquerade, an endpoint would answer the client
+    # directly from its own address and the connection would never complete.
+    answers = ask(other, "tcp", CLIENT_IP, 30080, 30)
+    assert set(answers) == set(BACKENDS)
+    # Not a NodePort of ours: left alone (nothing listens there: refused).
+    assert ask(other, "tcp", CLIENT_IP, 30081, 1) == ["ConnectionRefusedError"]
+
+
+async def test_userspace_mode_sends_cluster_ips_and_node_ports_to_the_proxys_listener(pods):
+    node, other = pods
+    sh("ip", "-n", other, "route", "add", "10.96.0.0/12", "via", CLIENT_IP)
+    # Bound per address, not to 0.0.0.0: a UDP reply from a wildcard socket leaves from
+    # the routing's choice of address, which may not be the one the redirect chose, and
+    # conntrack would then not translate it back (the proxy's UDP listener must do the
+    # same, or answer with IP_PKTINFO).
+    listener = serve(node, 40001, 40002, "127.0.0.1", CLIENT_IP)
+    try:
+        applier = NftablesApplier(wrap=("ip", "netns", "exec", node))
+        await applier.apply(build_ruleset(
+            few_services(), Settings(mode=USERSPACE, cluster_cidr=CLUSTER_CIDR)))
+        # A host process (output): redirected to the node's loopback.
+        assert ask(node, "tcp", "10.96.0.20", 80, 3) == ["127.0.0.1"] * 3
+        assert ask(node, "udp", "10.96.0.10", 53, 3) == ["127.0.0.1"] * 3
+        # A pod or another host (prerouting): redirected to the address it came in on.
+        assert ask(other, "tcp", "10.96.0.20", 80, 3) == [CLIENT_IP] * 3
+        assert ask(other, "udp", "10.96.0.10", 53, 3) == [CLIENT_IP] * 3
+        assert ask(other, "tcp", CLIENT_IP, 30080, 3) == [CLIENT_IP] * 3
+        assert ask(other, "tcp", CLIENT_IP, 30081, 1) == ["ConnectionRefusedError"]
+        # Gone after cleanup: the service address is nobody's any more.
+        await applier.cleanup()
+        assert ask(node, "tcp", "10.96.0.20", 80, 1) != ["127.0.0.1"]
+    finally:
+        listener.kill()
+        listener.wait()
