@@ -67,7 +67,8 @@ class NftablesApplier:
 
     Invariant: ``_installed`` is the ruleset the kernel accepted last, or None when
     unknown (never written, or the last write failed); None makes the next write a full
-    replacement.
+    replacement. Writes are serialised by ``_lock``: an update is planned against
+    ``_installed``, which must not change under it.
     """
 
     def __init__(self, *, wrap: Sequence[str] = (), nft: str = "nft",
@@ -76,6 +77,7 @@ class NftablesApplier:
         self._nft = nft
         self._iptables = iptables
         self._installed: Ruleset | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def installed(self) -> Ruleset | None:
@@ -88,6 +90,10 @@ class NftablesApplier:
         Raises NftablesError when even the full replacement fails (the kernel keeps
         what it had: nft transactions are atomic).
         """
+        async with self._lock:
+            return await self._apply(ruleset)
+
+    async def _apply(self, ruleset: Ruleset) -> ApplyResult:
         started = time.perf_counter()
         full = self._installed is None
         text = plan_update(self._installed, ruleset)
@@ -116,12 +122,13 @@ class NftablesApplier:
     async def sync(self, ruleset: Ruleset) -> ApplyResult:
         """Level-triggered: check that the kernel still has what was last written
         (replacing the whole table when it does not), then apply ``ruleset``."""
-        if self._installed is not None:
-            drift = describe_drift(self._installed, await self.list_table())
-            if drift:
-                log.warning("nftables.drift", drift=drift[:10], total=len(drift))
-                self._installed = None
-        return await self.apply(ruleset)
+        async with self._lock:
+            if self._installed is not None:
+                drift = describe_drift(self._installed, await self.list_table())
+                if drift:
+                    log.warning("nftables.drift", drift=drift[:10], total=len(drift))
+                    self._installed = None
+            return await self._apply(ruleset)
 
     async def list_table(self) -> list[dict[str, Any]] | None:
         """The kernel's objects in Skiff's table (``nft -j``), or None if there is none."""
@@ -134,8 +141,10 @@ class NftablesApplier:
 
     async def cleanup(self, cluster_cidrs: Sequence[str] = ()) -> None:
         """Delete Skiff's table and its DOCKER-USER entries for ``cluster_cidrs``."""
-        await self._nft_script(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
-        self._installed = None
+        async with self._lock:
+            await self._nft_script(f"add table {FAMILY} {TABLE}\n"
+                                   f"delete table {FAMILY} {TABLE}\n")
+            self._installed = None
         await self.remove_docker_user(cluster_cidrs)
 
     # --------------------------------------------------------------- DOCKER-USER

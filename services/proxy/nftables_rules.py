@@ -74,8 +74,11 @@ class Endpoint:
 class ServicePort:
     """One port of one Service, with what the rules need to know about it.
 
+    ``external_ips`` holds the Service's externalIPs and its load-balancer ingress
+    IPs (both are reached like the cluster IP, but from outside: always masqueraded);
     ``proxy_port`` is the proxy's listener for this service port (userspace mode);
-    ``endpoints`` are the ready ones only (nftables mode).
+    ``endpoints`` are the ready ones only (nftables mode); ``affinity_timeout`` counts
+    only with ``session_affinity`` ClientIP.
     """
 
     namespace: str
@@ -379,7 +382,9 @@ def render(ruleset: Ruleset) -> str:
     """One ``nft -f`` transaction that replaces Skiff's table with ``ruleset`` (pure).
 
     ``add table`` first makes ``delete table`` succeed on a machine without it; the
-    kernel applies the whole input or none of it.
+    kernel applies the whole input or none of it. Established connections survive it
+    (their NAT lives in conntrack), but ClientIP affinity entries start over, which is
+    why updates go through :func:`plan_update`.
     """
     out = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}",
            f"add table {FAMILY} {TABLE}"]

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from services.proxy.nftables import describe_drift
 from services.proxy.nftables_rules import (
     NFTABLES,
     USERSPACE,
@@ -309,3 +310,53 @@ def test_nft_loads_a_ruleset_with_given_node_addresses(tmp_path):
     done = nft_load(tmp_path, render(ruleset), render(ruleset))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("chain svc-ns/web/tcp/80 {") == 1
+
+
+# --------------------------------------------------------------- drift check
+
+
+def kernel_view(ruleset) -> list[dict]:
+    """What ``nft -j list table`` gives for ``ruleset`` (names, hooks, counts)."""
+    objects: list[dict] = []
+    for name, collection in ruleset.collections.items():
+        objects.append({collection.kind: {"name": name, "elem": [
+            [k, v] if v is not None else k for k, v in collection.elements.items()]}})
+    for name, chain in ruleset.chains.items():
+        entry: dict = {"name": name}
+        if chain.hook:
+            entry |= {"hook": chain.hook.split("hook ")[1].split()[0], "policy": "accept"}
+        objects.append({"chain": entry})
+        objects += [{"rule": {"chain": name, "expr": []}} for _ in chain.rules]
+    return objects
+
+
+def test_drift_is_empty_when_the_kernel_has_what_was_written():
+    ruleset = build_ruleset([web(session_affinity="ClientIP"), dns()],
+                            Settings(mode=NFTABLES))
+    view = kernel_view(ruleset)
+    assert describe_drift(ruleset, view) == []
+    # Affinity sets fill themselves: their elements are not drift.
+    for obj in view:
+        if "set" in obj and obj["set"]["name"].startswith("aff-"):
+            obj["set"]["elem"] = ["10.244.9.9"]
+    assert describe_drift(ruleset, view) == []
+
+
+def test_drift_names_what_differs():
+    ruleset = build_ruleset([web(), dns()], Settings(mode=NFTABLES))
+    assert describe_drift(ruleset, None) == ["table missing"]
+    view = [o for o in kernel_view(ruleset)
+            if o.get("chain", {}).get("name") != "svc-ns/web/tcp/80"]
+    view.append({"rule": {"chain": "services", "expr": []}})
+    view.append({"chain": {"name": "intruder"}})
+    for obj in view:
+        if "map" in obj and obj["map"]["name"] == "service-ips":
+            obj["map"]["elem"] = obj["map"]["elem"][:1]
+        if obj.get("chain", {}).get("name") == "nat-output":
+            obj["chain"]["policy"] = "drop"
+    drift = describe_drift(ruleset, view)
+    assert "chain svc-ns/web/tcp/80 missing" in drift
+    assert "chain intruder unexpected" in drift
+    assert "chain services: 3 rules, expected 2" in drift
+    assert "map service-ips: 1 elements, expected 2" in drift
+    assert "chain nat-output: hook output policy drop" in drift
