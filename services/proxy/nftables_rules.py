@@ -241,8 +241,10 @@ class _Builder:
             ("jump services",), "type nat hook output priority -100 ; policy accept ;")
         if not filters:
             return
-        # Reject before NAT sees the packet: a service port with no endpoint has no
-        # DNAT, so the packet would otherwise reach whatever listens on the address.
+        # A service port with no endpoint has no DNAT, so its packets keep the service
+        # address: reject them where they would be delivered (input: a NodePort or an
+        # external IP of this node), routed on (forward) or sent (output, before the
+        # output NAT at -100), as kube-proxy does; new connections only.
         check = ("ct state new jump service-endpoints-check",)
         self.chains["filter-input"] = Chain(
             (*check, "ct state new jump nodeport-endpoints-check"),
