@@ -137,7 +137,9 @@ class NftablesApplier:
             if "No such file or directory" in err:
                 return None
             raise NftablesError(f"nft list table {FAMILY} {TABLE}: {err.strip()}")
-        return [o for o in json.loads(out).get("nftables", []) if "metainfo" not in o]
+        # A 1,000-service table is megabytes of JSON: parse it off the event loop.
+        listing = await asyncio.to_thread(json.loads, out)
+        return [o for o in listing.get("nftables", []) if "metainfo" not in o]
 
     async def cleanup(self, cluster_cidrs: Sequence[str] = ()) -> None:
         """Delete Skiff's table and its DOCKER-USER entries for ``cluster_cidrs``."""
