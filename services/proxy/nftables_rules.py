@@ -40,7 +40,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
 
 TABLE = "skiff"
@@ -98,6 +98,16 @@ class ServicePort:
     def key(self) -> str:
         """``ns/name/proto/port``: unique per service port, and valid in nft names."""
         return f"{self.namespace}/{self.name}/{self.protocol.lower()}/{self.port}"
+
+    def __hash__(self) -> int:
+        # Remembered: the rule caches hash every port on every rebuild, and hashing the
+        # fields (endpoints included) each time was most of a rebuild's cost.
+        try:
+            return self.__dict__["_hash"]  # type: ignore[no-any-return]
+        except KeyError:
+            value = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            self.__dict__["_hash"] = value
+            return value
 
 
 @dataclass(frozen=True)
