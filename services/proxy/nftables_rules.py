@@ -1,7 +1,9 @@
 """Kernel rules for Services: service ports and their endpoints in, nftables commands out.
 
-Pure functions, no I/O: :func:`build_ruleset` turns the service ports a proxy serves
-into a :class:`Ruleset` (the whole of Skiff's table, ``table ip skiff``, as values);
+Pure functions, no I/O: :func:`service_ports_of` reads a Service and its Endpoints into
+:class:`ServicePort` values; :func:`build_ruleset` turns the service ports a proxy
+serves into a :class:`Ruleset` (the whole of Skiff's table, ``table ip skiff``, as
+values);
 :func:`render` writes a ruleset as one ``nft -f`` transaction that replaces the table
 (atomic: the kernel swaps old for new or keeps the old); :func:`plan_update` writes the
 smaller transaction that turns one ruleset into another, so that an Endpoints change
@@ -40,8 +42,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
+
+from skiff.api.v1 import core_pb2
 
 TABLE = "skiff"
 FAMILY = "ip"
@@ -51,6 +55,10 @@ MODES = (USERSPACE, NFTABLES)
 TCP = "TCP"
 UDP = "UDP"
 CLIENT_IP = "ClientIP"
+HEADLESS = "None"
+EXTERNAL_NAME = "ExternalName"
+NODE_PORT = "NodePort"
+LOAD_BALANCER = "LoadBalancer"
 #: Kubernetes' default ClientIP affinity timeout: three hours.
 DEFAULT_AFFINITY_TIMEOUT = 10800
 #: The packet mark meaning "masquerade me in postrouting" (kube-proxy's bit).
@@ -145,6 +153,65 @@ class Ruleset:
 
     chains: Mapping[str, Chain]
     collections: Mapping[str, Collection]
+
+
+# ------------------------------------------------------------------ from the API
+
+
+def service_ports_of(service: core_pb2.Service, endpoints: core_pb2.EndpointsObject | None,
+                     *, proxy_ports: Mapping[str, int] | None = None
+                     ) -> list[ServicePort]:
+    """The :class:`ServicePort` values of one Service and its Endpoints (pure).
+
+    Headless Services (no cluster IP) and ExternalName Services have none; SCTP ports
+    are left out. Endpoints are the ready addresses of the endpoint port with the
+    service port's name and protocol (or the subset's only port of that protocol when
+    the service port is unnamed), sorted and without duplicates. NodePorts count for
+    NodePort and LoadBalancer Services; load-balancer ingress IPs join the external
+    addresses. ``proxy_ports`` maps a :attr:`ServicePort.key` to the proxy's listener
+    (userspace mode).
+    """
+    spec = service.spec
+    if spec.cluster_ip in ("", HEADLESS) or spec.type == EXTERNAL_NAME:
+        return []
+    external = tuple(i.ip for i in service.status.load_balancer.ingress if i.ip)
+    affinity = spec.session_affinity == CLIENT_IP
+    timeout = spec.session_affinity_config.client_ip.timeout_seconds or \
+        DEFAULT_AFFINITY_TIMEOUT
+    out = []
+    for port in spec.ports:
+        protocol = port.protocol or TCP
+        if protocol not in (TCP, UDP):
+            continue
+        value = ServicePort(
+            namespace=service.metadata.namespace, name=service.metadata.name,
+            protocol=protocol, cluster_ip=spec.cluster_ip, port=port.port,
+            port_name=port.name,
+            node_port=port.node_port if spec.type in (NODE_PORT, LOAD_BALANCER) else 0,
+            external_ips=external,
+            session_affinity=CLIENT_IP if affinity else "None",
+            affinity_timeout=timeout,
+            endpoints=_ready_endpoints(endpoints, port.name, protocol))
+        if proxy_ports:
+            value = replace(value, proxy_port=proxy_ports.get(value.key, 0))
+        out.append(value)
+    return out
+
+
+def _ready_endpoints(endpoints: core_pb2.EndpointsObject | None, port_name: str,
+                     protocol: str) -> tuple[Endpoint, ...]:
+    if endpoints is None:
+        return ()
+    found: set[Endpoint] = set()
+    for subset in endpoints.subsets:
+        same = [p for p in subset.ports if (p.protocol or TCP) == protocol and p.port > 0]
+        named = [p for p in same if p.name == port_name]
+        chosen = named[0] if named else (same[0] if not port_name and len(same) == 1
+                                         else None)
+        if chosen is None:
+            continue
+        found.update(Endpoint(a.ip, chosen.port) for a in subset.addresses if a.ip)
+    return tuple(sorted(found))
 
 
 # ------------------------------------------------------------------ building

@@ -25,7 +25,9 @@ from services.proxy.nftables_rules import (
     build_ruleset,
     plan_update,
     render,
+    service_ports_of,
 )
+from skiff.api.v1 import core_pb2, meta_pb2
 
 CAN_RUN_NFT = bool(shutil.which("nft") and shutil.which("unshare") and os.geteuid() == 0)
 needs_nft = pytest.mark.skipif(not CAN_RUN_NFT, reason="needs nft, unshare and root")
@@ -360,3 +362,77 @@ def test_drift_names_what_differs():
     assert "chain services: 3 rules, expected 2" in drift
     assert "map service-ips: 1 elements, expected 2" in drift
     assert "chain nat-output: hook output policy drop" in drift
+
+
+# ---------------------------------------------------------- Services and Endpoints in
+
+
+def api_service(*ports: tuple[str, str, int, int], type_: str = "ClusterIP",
+                cluster_ip: str = "10.96.0.20", affinity: str = "None",
+                timeout: int = 0, ingress: tuple[str, ...] = ()) -> core_pb2.Service:
+    """Ports of (name, protocol, port, node port)."""
+    svc = core_pb2.Service(metadata=meta_pb2.ObjectMeta(name="web", namespace="ns"))
+    svc.spec.type = type_
+    svc.spec.cluster_ip = cluster_ip
+    svc.spec.session_affinity = affinity
+    if timeout:
+        svc.spec.session_affinity_config.client_ip.timeout_seconds = timeout
+    for name, protocol, number, node_port in ports:
+        svc.spec.ports.add(name=name, protocol=protocol, port=number, node_port=node_port)
+    for ip in ingress:
+        svc.status.load_balancer.ingress.add(ip=ip)
+    return svc
+
+
+def api_endpoints(*subsets: tuple[list[str], list[str], list[tuple[str, str, int]]]
+                  ) -> core_pb2.EndpointsObject:
+    """Subsets of (ready ips, not-ready ips, [(port name, protocol, port)])."""
+    obj = core_pb2.EndpointsObject(metadata=meta_pb2.ObjectMeta(name="web", namespace="ns"))
+    for ready, not_ready, ports in subsets:
+        subset = obj.subsets.add()
+        for ip in ready:
+            subset.addresses.add(ip=ip)
+        for ip in not_ready:
+            subset.not_ready_addresses.add(ip=ip)
+        for name, protocol, number in ports:
+            subset.ports.add(name=name, protocol=protocol, port=number)
+    return obj
+
+
+def test_service_ports_of_match_endpoint_ports_by_name_and_protocol():
+    svc = api_service(("http", "TCP", 80, 30080), ("dns", "UDP", 53, 0),
+                      ("dns-tcp", "TCP", 53, 0), ("sctp", "SCTP", 9, 0),
+                      type_="NodePort", affinity="ClientIP", timeout=60)
+    eps = api_endpoints(
+        (["10.244.1.3", "10.244.1.2", "10.244.1.2"], ["10.244.1.9"],
+         [("http", "TCP", 8080), ("dns", "UDP", 5353), ("dns-tcp", "TCP", 5354)]))
+    ports = {p.key: p for p in service_ports_of(
+        svc, eps, proxy_ports={"ns/web/tcp/80": 40001})}
+    assert set(ports) == {"ns/web/tcp/80", "ns/web/udp/53", "ns/web/tcp/53"}
+    http = ports["ns/web/tcp/80"]
+    assert http.endpoints == (Endpoint("10.244.1.2", 8080), Endpoint("10.244.1.3", 8080))
+    assert (http.node_port, http.proxy_port, http.port_name) == (30080, 40001, "http")
+    assert (http.session_affinity, http.affinity_timeout) == ("ClientIP", 60)
+    assert ports["ns/web/udp/53"].endpoints[0] == Endpoint("10.244.1.2", 5353)
+    assert ports["ns/web/tcp/53"].endpoints[0] == Endpoint("10.244.1.2", 5354)
+    assert ports["ns/web/udp/53"].proxy_port == 0
+
+
+def test_service_ports_of_unnamed_port_takes_the_only_port_of_its_protocol():
+    svc = api_service(("", "UDP", 53, 0), affinity="ClientIP")
+    eps = api_endpoints((["10.244.1.2"], [], [("", "UDP", 5353)]),
+                        (["10.244.1.4"], [], [("a", "UDP", 1), ("b", "UDP", 2)]))
+    (port,) = service_ports_of(svc, eps)
+    assert port.endpoints == (Endpoint("10.244.1.2", 5353),)
+    assert port.affinity_timeout == 10800
+    assert service_ports_of(svc, None)[0].endpoints == ()
+
+
+def test_service_ports_of_headless_external_name_and_load_balancer():
+    assert service_ports_of(api_service(("", "TCP", 80, 0), cluster_ip="None"), None) == []
+    assert service_ports_of(api_service(("", "TCP", 80, 0), type_="ExternalName"), None) == []
+    lb = service_ports_of(api_service(("", "TCP", 80, 30080), type_="LoadBalancer",
+                                      ingress=("192.0.2.7",)), None)
+    assert (lb[0].node_port, lb[0].external_ips) == (30080, ("192.0.2.7",))
+    cluster_ip = service_ports_of(api_service(("", "TCP", 80, 30080)), None)
+    assert cluster_ip[0].node_port == 0  # a ClusterIP Service has no NodePort
