@@ -97,7 +97,9 @@ class NftablesApplier:
     async def _apply(self, ruleset: Ruleset) -> ApplyResult:
         started = time.perf_counter()
         full = self._installed is None
-        text = plan_update(self._installed, ruleset)
+        # A whole 1,000-service table is over a megabyte of text: written off the loop
+        # (the GIL still switches every few ms, so the loop keeps serving meanwhile).
+        text = await asyncio.to_thread(plan_update, self._installed, ruleset)
         if not text:
             return ApplyResult(full=False, commands=0, seconds=time.perf_counter() - started)
         try:
@@ -108,7 +110,7 @@ class NftablesApplier:
                 raise
             log.warning("nftables.incremental_failed", error=str(err)[:500])
             full = True
-            text = render(ruleset)
+            text = await asyncio.to_thread(render, ruleset)
             try:
                 await self._nft_script(text)
             except NftablesError:
