@@ -194,10 +194,15 @@ class NftablesApplier:
             raise NftablesError(f"nft -f: {err.strip()[:2000]}")
 
     async def _run(self, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            *self._wrap, *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._wrap, *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None
+                else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError as err:
+            raise NftablesError(f"{err.filename or argv[0]} not found: the proxy's kernel "
+                                "rules need nft (Debian: nftables) and iptables") from None
         out, err = await process.communicate(stdin.encode() if stdin is not None else None)
         assert process.returncode is not None
         return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")

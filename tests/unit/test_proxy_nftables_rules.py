@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from services.proxy.nftables import describe_drift
+from services.proxy.nftables import NftablesApplier, NftablesError, describe_drift
 from services.proxy.nftables_rules import (
     NFTABLES,
     USERSPACE,
@@ -436,3 +436,10 @@ def test_service_ports_of_headless_external_name_and_load_balancer():
     assert (lb[0].node_port, lb[0].external_ips) == (30080, ("192.0.2.7",))
     cluster_ip = service_ports_of(api_service(("", "TCP", 80, 30080)), None)
     assert cluster_ip[0].node_port == 0  # a ClusterIP Service has no NodePort
+
+
+async def test_a_missing_nft_is_a_clear_error():
+    applier = NftablesApplier(nft="/nonexistent/nft")
+    with pytest.raises(NftablesError, match="not found: the proxy's kernel rules need nft"):
+        await applier.apply(build_ruleset([web()], Settings()))
+    assert applier.installed is None
