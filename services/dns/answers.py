@@ -26,7 +26,6 @@ the record table's generation moves, so an answer is never older than the table.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import dns.exception
@@ -83,15 +82,12 @@ class Chase:
     """A zone reply ending in a CNAME out of the zone: look ``target`` up upstream."""
 
     query: dns.message.Message
-    response: dns.message.Message
+    answer: Answer
     target: dns.name.Name
     rdtype: int
 
 
 Decision = Reply | Forward | Chase | None
-
-_ids = itertools.count()
-
 
 class Responder:
     """Answers queries from a :class:`RecordTable` (see module docstring)."""
@@ -138,11 +134,10 @@ class Responder:
         answer = self.table.lookup(question.name.to_text(), question.rdtype)
         if answer is None:
             return Forward(query)
-        response = self._response(query, answer)
         chase = self._out_of_zone_target(answer, question.rdtype)
         if chase is not None:
-            return Chase(query, response, chase, question.rdtype)
-        reply = Reply(self.pack(query, response, tcp=tcp), answer.rcode)
+            return Chase(query, answer, chase, question.rdtype)
+        reply = Reply(self.pack(query, self._response(query, answer), tcp=tcp), answer.rcode)
         cache = self._tcp_cache if tcp else self._udp_cache
         if len(cache) >= self.cache_entries:
             cache.clear()
@@ -170,7 +165,7 @@ class Responder:
 
     def add_chased(self, chase: Chase, upstream: bytes | None, *, tcp: bool) -> Reply:
         """``chase``'s reply with upstream's answer of its target appended (if any)."""
-        response = chase.response
+        response = self._response(chase.query, chase.answer)
         if upstream is not None:
             try:
                 found = dns.message.from_wire(upstream)
@@ -182,10 +177,8 @@ class Responder:
 
     def chase_query(self, chase: Chase) -> bytes:
         """The query upstream gets for a chased CNAME target."""
-        query = dns.message.make_query(chase.target, chase.rdtype, use_edns=0,
-                                       payload=MAX_UDP_PAYLOAD)
-        query.id = next(_ids) % 65536
-        return query.to_wire()
+        return dns.message.make_query(chase.target, chase.rdtype, use_edns=0,
+                                      payload=MAX_UDP_PAYLOAD).to_wire()
 
     def servfail(self, query: dns.message.Message, *, tcp: bool) -> Reply:
         """What a client gets when no upstream answered."""
