@@ -106,8 +106,13 @@ class DnsServer:
                    addr: Address) -> None:
         started = _now()
         self.stats.requests["udp"] += 1
+        cached = self.responder.cached(data, tcp=False)
+        if cached is not None:  # the hot path: nothing parsed, nothing built
+            transport.sendto(data[:2] + cached.wire, addr)
+            self.stats.observe(cached.rcode, _now() - started)
+            return
         try:
-            decision = self.answer_now(data, tcp=False)
+            decision = self.responder.decide(data, tcp=False)
         except Exception:
             log.exception("query failed", client=f"{addr[0]}:{addr[1]}")
             return
