@@ -15,7 +15,7 @@ forwarder asks upstream):
 
 Over UDP a reply longer than the client can take (512 bytes, or its EDNS payload size
 up to :data:`MAX_UDP_PAYLOAD`) keeps the answer records that fit and is flagged TC, so
-the client asks again over TCP, where it gets everything.
+the client asks again over TCP, where it gets everything (up to 64 KiB).
 
 Wire format by dnspython. Parsing and packing cost ~0.2 ms per query on this machine,
 so zone replies are cached as bytes, keyed by the query's bytes after its ID (so the
@@ -52,6 +52,9 @@ CLASSIC_UDP_PAYLOAD = 512
 #: The most a UDP reply may be with EDNS, whatever the client offers, and what we offer
 #: (DNS flag day 2020: avoids IP fragmentation).
 MAX_UDP_PAYLOAD = 1232
+#: The fewest bytes a record of ours takes on the wire (a compressed name, the fixed
+#: fields, an A's address): how many records a reply of some size can hold at most.
+MIN_RECORD_SIZE = 16
 #: The most a TCP message can carry (its two-byte length prefix).
 TCP_MAX_MESSAGE = 65535
 #: Cached replies per transport; past this the cache is emptied (cheaper than LRU
@@ -137,7 +140,8 @@ class Responder:
         chase = self._out_of_zone_target(answer, question.rdtype)
         if chase is not None:
             return Chase(query, answer, chase, question.rdtype)
-        reply = Reply(self.pack(query, self._response(query, answer), tcp=tcp), answer.rcode)
+        response = self._response(query, answer, limit=size_limit(query, tcp=tcp))
+        reply = Reply(self.pack(query, response, tcp=tcp), answer.rcode)
         cache = self._tcp_cache if tcp else self._udp_cache
         if len(cache) >= self.cache_entries:
             cache.clear()
@@ -154,18 +158,35 @@ class Responder:
             return None
         return dns.name.from_text(target)
 
-    def _response(self, query: dns.message.Message, answer: Answer) -> dns.message.Message:
+    def _response(self, query: dns.message.Message, answer: Answer, *,
+                  limit: int) -> dns.message.Message:
         response = dns.message.make_response(query, recursion_available=True,
                                              our_payload=MAX_UDP_PAYLOAD)
         response.flags |= dns.flags.AA
         response.set_rcode(answer.rcode)
-        response.answer = _rrsets(answer.answer)
+        # Records past what ``limit`` could hold are never built: a headless Service
+        # with thousands of endpoints costs what fits in the reply, not what it has.
+        # (The first record past the limit is built, so packing sees it and sets TC.)
+        response.answer = _rrsets(answer.answer[:limit // MIN_RECORD_SIZE + 1])
         response.authority = _rrsets(answer.authority)
+        response.additional = _rrsets(self._srv_target_addresses(answer))
         return response
+
+    def _srv_target_addresses(self, answer: Answer) -> tuple[Record, ...]:
+        """The A records of SRV targets in the zone (CoreDNS adds them as additional
+        records, saving the client a query per target)."""
+        found: list[Record] = []
+        for record in answer.answer:
+            if record.type == RType.SRV and isinstance(record.data, Srv):
+                target = self.table.lookup(record.data.target, RType.A)
+                if target is not None:
+                    found += [r for r in target.answer if r.type == RType.A]
+        return tuple(dict.fromkeys(found))
 
     def add_chased(self, chase: Chase, upstream: bytes | None, *, tcp: bool) -> Reply:
         """``chase``'s reply with upstream's answer of its target appended (if any)."""
-        response = self._response(chase.query, chase.answer)
+        response = self._response(chase.query, chase.answer,
+                                  limit=size_limit(chase.query, tcp=tcp))
         if upstream is not None:
             try:
                 found = dns.message.from_wire(upstream)
@@ -193,57 +214,25 @@ class Responder:
     @staticmethod
     def pack(query: dns.message.Message, response: dns.message.Message, *,
              tcp: bool) -> bytes:
-        """``response`` as bytes; over UDP cut to what the client takes, TC set if cut."""
-        if tcp:
-            # Explicitly: dnspython otherwise caps at the EDNS payload size even on TCP.
-            return response.to_wire(max_size=TCP_MAX_MESSAGE)
-        limit = CLASSIC_UDP_PAYLOAD
-        if query.edns >= 0:
-            limit = min(max(query.payload, CLASSIC_UDP_PAYLOAD), MAX_UDP_PAYLOAD)
-        try:
-            return response.to_wire(max_size=limit)
-        except dns.exception.TooBig:
-            return _truncated(response, limit)
+        """``response`` as bytes, cut to what the client takes (TC set if answers were).
+
+        Every record is its own rrset in ``response`` (the same bytes on the wire), so
+        dnspython stops at the first record that does not fit rather than dropping a
+        whole rrset: a client that cannot use TCP still gets some addresses of a large
+        headless Service (CoreDNS does the same). Additional records that do not fit
+        are left out without TC (RFC 2181 9).
+        """
+        return response.to_wire(max_size=size_limit(query, tcp=tcp), prefer_truncation=True)
 
 
-def _truncated(response: dns.message.Message, limit: int) -> bytes:
-    """As many answer records as fit in ``limit`` bytes, TC set (as CoreDNS: a client
-    that cannot use TCP still gets some addresses of a large headless Service)."""
-    records = [(rrset, rdata) for rrset in response.answer for rdata in rrset]
-    whole = response.answer
-    response.flags |= dns.flags.TC
-    response.authority = []
-
-    def render(count: int) -> bytes | None:
-        response.answer = _first(whole, records[:count])
-        try:
-            return response.to_wire(max_size=limit)
-        except dns.exception.TooBig:
-            return None
-
-    low, high = 0, len(records)  # render(low) fits (an empty answer always does)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if render(middle) is None:
-            high = middle - 1
-        else:
-            low = middle
-    wire = render(low)
-    response.answer = whole
-    assert wire is not None
-    return wire
-
-
-def _first(rrsets: list[dns.rrset.RRset], records: list[tuple[dns.rrset.RRset, dns.rdata.Rdata]]
-           ) -> list[dns.rrset.RRset]:
-    """The rrsets holding just ``records`` (a prefix of theirs), in order."""
-    kept: dict[int, dns.rrset.RRset] = {}
-    for rrset, rdata in records:
-        part = kept.get(id(rrset))
-        if part is None:
-            part = kept[id(rrset)] = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype)
-        part.add(rdata, rrset.ttl)
-    return [kept[id(rrset)] for rrset in rrsets if id(rrset) in kept]
+def size_limit(query: dns.message.Message, *, tcp: bool) -> int:
+    """The most the reply to ``query`` may be: TCP's 65535, else 512 without EDNS, else
+    the client's payload size within [512, MAX_UDP_PAYLOAD]."""
+    if tcp:
+        return TCP_MAX_MESSAGE
+    if query.edns < 0:
+        return CLASSIC_UDP_PAYLOAD
+    return min(max(query.payload, CLASSIC_UDP_PAYLOAD), MAX_UDP_PAYLOAD)
 
 
 def _header_error(data: bytes, rcode: int) -> Reply | None:
@@ -260,16 +249,17 @@ def _header_error(data: bytes, rcode: int) -> Reply | None:
 
 
 def _rrsets(records: tuple[Record, ...]) -> list[dns.rrset.RRset]:
-    """Records grouped into rrsets by (name, type), in order."""
-    rrsets: dict[tuple[str, int], dns.rrset.RRset] = {}
+    """One rrset per record, in order (see :meth:`Responder.pack`); names parsed once."""
+    names: dict[str, dns.name.Name] = {}
+    rrsets = []
     for record in records:
-        key = (record.name, record.type)
-        rrset = rrsets.get(key)
-        if rrset is None:
-            rrset = rrsets[key] = dns.rrset.RRset(dns.name.from_text(record.name), _IN,
-                                                  record.type)
+        name = names.get(record.name)
+        if name is None:
+            name = names[record.name] = dns.name.from_text(record.name)
+        rrset = dns.rrset.RRset(name, _IN, record.type)
         rrset.add(_rdata(record), record.ttl)
-    return list(rrsets.values())
+        rrsets.append(rrset)
+    return rrsets
 
 
 def _rdata(record: Record) -> dns.rdata.Rdata:

@@ -155,6 +155,31 @@ def test_servfail_keeps_the_question(table):
     assert failed.question[0].name.to_text() == "example.org."
 
 
+def test_srv_targets_come_with_their_addresses(table):
+    table.set_service("default/many", headless_with(3)[0], _named(headless_with(3)[1]))
+    response = reply_to(Responder(table), query("_http._tcp.many.default.svc.cluster.local.",
+                                                "SRV"))
+    targets = sorted(r.target.to_text() for r in response.answer[0])
+    assert targets == [f"10-1-0-{i}.many.default.svc.cluster.local." for i in (1, 2, 3)]
+    extra = {rrset.name.to_text(): [r.address for r in rrset] for rrset in response.additional
+             if rrset.rdtype == dns.rdatatype.A}
+    assert extra == {f"10-1-0-{i}.many.default.svc.cluster.local.": [f"10.1.0.{i}"]
+                     for i in (1, 2, 3)}
+
+
+def _named(endpoints: core_pb2.EndpointsObject) -> core_pb2.EndpointsObject:
+    endpoints.subsets[0].ports.add(name="http", port=8080, protocol="TCP")
+    return endpoints
+
+
+def test_a_tcp_answer_past_64_kib_is_cut_too():
+    table = RecordTable()
+    table.set_service("default/many", *headless_with(5000))
+    decision = Responder(table).decide(query("many.default.svc.cluster.local."), tcp=True)
+    assert isinstance(decision, Reply) and len(decision.wire) <= 65535
+    assert dns.message.from_wire(decision.wire).flags & dns.flags.TC
+
+
 # ----------------------------------------------------------------------- the cache
 
 
