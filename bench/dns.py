@@ -228,8 +228,10 @@ uvloop.run(main())
 @contextlib.asynccontextmanager
 async def floor_server() -> AsyncIterator[Target]:
     port = free_port()
+    # A session of its own, as skiff-dns has (skiff.testing starts every daemon so):
+    # with the kernel's autogroups, a session is what the scheduler shares CPU between.
     process = await asyncio.create_subprocess_exec(sys.executable, "-c", FLOOR_SERVER,
-                                                   str(port))
+                                                   str(port), start_new_session=True)
     try:
         target = Target("127.0.0.1", port, process.pid)
 
