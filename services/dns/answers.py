@@ -167,16 +167,17 @@ class Responder:
         # Records past what ``limit`` could hold are never built: a headless Service
         # with thousands of endpoints costs what fits in the reply, not what it has.
         # (The first record past the limit is built, so packing sees it and sets TC.)
-        response.answer = _rrsets(answer.answer[:limit // MIN_RECORD_SIZE + 1])
+        records = answer.answer[:limit // MIN_RECORD_SIZE + 1]
+        response.answer = _rrsets(records)
         response.authority = _rrsets(answer.authority)
-        response.additional = _rrsets(self._srv_target_addresses(answer))
+        response.additional = _rrsets(self._srv_target_addresses(records))
         return response
 
-    def _srv_target_addresses(self, answer: Answer) -> tuple[Record, ...]:
+    def _srv_target_addresses(self, records: tuple[Record, ...]) -> tuple[Record, ...]:
         """The A records of SRV targets in the zone (CoreDNS adds them as additional
         records, saving the client a query per target)."""
         found: list[Record] = []
-        for record in answer.answer:
+        for record in records:
             if record.type == RType.SRV and isinstance(record.data, Srv):
                 target = self.table.lookup(record.data.target, RType.A)
                 if target is not None:
