@@ -366,9 +366,14 @@ class RecordTable:
             if qtype in (RType.A, RType.ANY):
                 return Answer(Rcode.NOERROR, (Record(name, RType.A, address),))
             return self._nodata()
-        if name in self._ancestors or name.endswith(f"pod.{self.zone}"):
+        if name in self._ancestors or self._is_pod_namespace(name):
             return self._nodata()
         return Answer(Rcode.NXDOMAIN, authority=(self.soa(),))
+
+    def _is_pod_namespace(self, name: str) -> bool:
+        """``pod.zone`` or ``ns.pod.zone``: ancestors of the computed pod records."""
+        pods = f"pod.{self.zone}"
+        return name == pods or (name.endswith(f".{pods}") and "." not in name[:-len(pods) - 1])
 
     def _from_rrsets(self, name: str, rrsets: dict[RType, Counter[Rdata]],
                      qtype: int) -> Answer:

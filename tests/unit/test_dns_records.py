@@ -251,7 +251,11 @@ def test_dashed_pod_names_resolve_to_their_address():
     assert datas(table.lookup("10-1-0-9.default.pod.cluster.local.", RType.A)) == ["10.1.0.9"]
     assert is_nodata(table.lookup("10-1-0-9.default.pod.cluster.local.", RType.AAAA))
     assert pod_address("10-1-0-999.default.pod.cluster.local.", ZONE) is None
-    assert is_nodata(table.lookup("10-1-0-999.default.pod.cluster.local.", RType.A))
+    assert is_nxdomain(table.lookup("10-1-0-999.default.pod.cluster.local.", RType.A))
+    assert is_nxdomain(table.lookup("x.10-1-0-9.default.pod.cluster.local.", RType.A))
+    assert is_nxdomain(table.lookup("xpod.cluster.local.", RType.A))
+    for name in ("default.pod.cluster.local.", "pod.cluster.local."):
+        assert is_nodata(table.lookup(name, RType.A)), name
     assert reverse_name("10.1.0.9") == "9.0.1.10.in-addr.arpa."
 
 
