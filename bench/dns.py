@@ -19,6 +19,8 @@ would ask, none forwarded.
   that sends every query back flagged as a response, no DNS work at all) with the same
   load, so that a tail that is the machine's (other work holding the cores) can be told
   from one that is skiff-dns's. The target is judged on the best round.
+  ``in_process`` (from skiff-dns's own histogram) says which share of its replies left
+  within 1 ms and 10 ms of their query's arrival, and which garbage collections ran.
 
 ``cpu`` is the CPU seconds per second the server used in each window, and the seconds
 per second its main thread spent runnable but waiting for a core (on a 2-core machine
@@ -40,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +130,45 @@ async def resolves(server: DnsServer, name: str) -> bool:
 
 @dataclass(frozen=True)
 class Target:
-    """A server dnsperf loads: where it answers and its process (for its CPU figures)."""
+    """A server dnsperf loads: where it answers, its process (for its CPU figures) and
+    its Prometheus endpoint if it has one (skiff-dns: its own latency histogram)."""
 
     host: str
     port: int
     pid: int
+    metrics_url: str | None = None
+
+
+#: skiff-dns's histogram bounds reported as shares of replies (receipt to send, seconds).
+IN_PROCESS_BOUNDS = ("0.001", "0.01")
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The histogram's cumulative buckets and the GC pause counts, from /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("skiff_dns_request_duration_seconds_bucket",
+                            "skiff_gc_pause_seconds_count")):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
+def in_process(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Between two scrapes: the share of replies sent within each bound of their query's
+    receipt, and the garbage collections that ran."""
+    bucket = "skiff_dns_request_duration_seconds_bucket"
+    total = after.get(f'{bucket}{{le="+Inf"}}', 0) - before.get(f'{bucket}{{le="+Inf"}}', 0)
+    shares = {}
+    for bound in IN_PROCESS_BOUNDS:
+        key = f'{bucket}{{le="{bound}"}}'
+        done = after.get(key, 0) - before.get(key, 0)
+        shares[f"within_{float(bound) * 1000:g}_ms"] = round(done / total, 5) if total else None
+    collections = {key.split('"')[1]: int(after[key] - before.get(key, 0))
+                   for key in after if key.startswith("skiff_gc_pause_seconds_count")}
+    return {"replies": int(total), **shares, "gc_collections": collections}
 
 
 async def dnsperf(server: Target, datafile: Path, *, duration: float, outstanding: int,
@@ -195,15 +232,21 @@ async def latency_run(server: Target, datafile: Path, args: argparse.Namespace
                       ) -> dict[str, Any]:
     """dnsperf held to ``--rate``; latency percentiles (ms) from its ``-v`` lines."""
     loadavg = os.getloadavg()[0]
+    before = await asyncio.to_thread(scrape, server.metrics_url) if server.metrics_url else {}
     text, cpu = await dnsperf(server, datafile, duration=args.duration,
                               outstanding=args.outstanding, rate=args.rate, verbose=True)
     values = [v * 1000 for v in latencies(text)]
     if not values:
         return {"answers": 0, "error": "dnsperf reported no answers", "output": text[-500:]}
-    return {"answers": len(values), "lost": summary(text).get("Queries lost"),
-            "p50_ms": round(percentile(values, 50), 3), "p99_ms": round(percentile(values, 99), 3),
-            "max_ms": round(max(values), 3), "mean_ms": round(statistics.fmean(values), 3),
-            "cpu": cpu, "loadavg": round(loadavg, 2)}
+    result = {"answers": len(values), "lost": summary(text).get("Queries lost"),
+              "p50_ms": round(percentile(values, 50), 3),
+              "p99_ms": round(percentile(values, 99), 3),
+              "max_ms": round(max(values), 3), "mean_ms": round(statistics.fmean(values), 3),
+              "cpu": cpu, "loadavg": round(loadavg, 2)}
+    if server.metrics_url:
+        after = await asyncio.to_thread(scrape, server.metrics_url)
+        result["in_process"] = in_process(before, after)
+    return result
 
 
 # ------------------------------------------------------------------ the floor
@@ -268,7 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 lines = await create_services(client, args.services)
                 report["create_s"] = round(time.monotonic() - started, 2)
             server = DnsServer(base / "dns", [apiserver.address], log_level="warning",
-                               upstreams=[f"127.0.0.1:{free_port()}"])
+                               upstreams=[f"127.0.0.1:{free_port()}"], metrics=True)
             server.start()
             try:
                 started = time.monotonic()
@@ -281,7 +324,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 datafile.write_text("\n".join(lines) + "\n")
                 report["query_names"] = len(lines)
                 assert server.pid is not None
-                target = Target(server.host, server.port, server.pid)
+                target = Target(server.host, server.port, server.pid, server.metrics_url)
                 # Warm-up: one pass through every name.
                 await dnsperf(target, datafile, duration=2, outstanding=20, rate=None,
                               verbose=False)
