@@ -1,9 +1,11 @@
 """skiff-dns as a real process, against the shared apiserver and store, queried with
 dnspython over real UDP and TCP sockets.
 
-Services have no selector, so their Endpoints are the test's to write (no
-controller-manager). Names outside the cluster domain go to an upstream resolver this
-test starts on loopback (dnslib's threaded server), never to the host's resolvers.
+Services mostly have no selector, so their Endpoints are the test's to write; one test
+runs the controller-manager's endpoints controller, so pods that set ``hostname`` and
+``subdomain`` reach the DNS the way StatefulSets' pods will. Names outside the cluster
+domain go to an upstream resolver this test starts on loopback (dnslib's threaded
+server), never to the host's resolvers.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ import dnslib
 import dnslib.server
 import grpc
 import pytest
-from apiclient import NOT_FOUND, Client
+from apiclient import NOT_FOUND, Client, pod
 
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.health import wait_for
-from skiff.testing.fixtures import failed
+from skiff.testing.fixtures import failed, running_controller_manager
 from skiff.testing.processes import DnsServer, free_port
 
 DEADLINE = 20.0
@@ -364,3 +366,39 @@ async def test_metrics_count_replies_by_rcode(api, ns, dns_server):
     assert 'skiff_dns_responses_total{rcode="NXDOMAIN"}' in text
     assert "skiff_dns_request_duration_seconds_bucket" in text
     assert 'skiff_dns_requests_total{transport="udp"}' in text
+
+
+async def test_pods_with_hostname_and_subdomain_through_the_endpoints_controller(
+        api, ns, dns_server, shared_cluster, tmp_path):
+    """The chain StatefulSets rely on: Pod (hostname, subdomain) -> Endpoints -> DNS."""
+    spec = core_pb2.ServiceSpec(cluster_ip="None", selector={"app": "db"})
+    spec.ports.add(name="pg", port=5432, protocol="TCP")
+    await api.services.create(core_pb2.Service(
+        metadata=meta_pb2.ObjectMeta(name="db", namespace=ns), spec=spec))
+    for i in range(2):
+        await api.pods.create(pod(f"db-{i}", ns, labels={"app": "db"}, node="n1",
+                                  hostname=f"db-{i}", subdomain="db"))
+        await post_ready(api, ns, f"db-{i}", f"10.6.0.{i + 1}", ready=True)
+    name = f"db.{ns}.{ZONE}"
+    with running_controller_manager(tmp_path / "cm", [shared_cluster.apiserver.address],
+                                    ["endpoints"]):
+        await until(dns_server, f"db-1.{name}", "A", lambda r: addresses(r) == ["10.6.0.2"])
+        assert addresses(await ask(dns_server, name)) == ["10.6.0.1", "10.6.0.2"]
+        srv = await ask(dns_server, f"_pg._tcp.{name}", "SRV")
+        assert sorted(r.target.to_text() for r in srv.answer[0]) == [
+            f"db-0.{name}", f"db-1.{name}"]
+        # A pod that stops being ready leaves the answers.
+        await post_ready(api, ns, "db-1", "10.6.0.2", ready=False)
+        await until(dns_server, f"db-1.{name}", "A",
+                    lambda r: r.rcode() == dns.rcode.NXDOMAIN)
+        assert addresses(await ask(dns_server, name)) == ["10.6.0.1"]
+
+
+async def post_ready(api: Client, ns: str, name: str, ip: str, *, ready: bool) -> None:
+    """What a kubelet writes: the pod's IP and its Ready condition."""
+    current = await api.pods.get(name, ns)
+    current.status.phase = "Running"
+    current.status.pod_ip = ip
+    del current.status.conditions[:]
+    current.status.conditions.add(type="Ready", status="True" if ready else "False")
+    await api.pods.update_status(current)
