@@ -65,6 +65,8 @@ async def serve(config: DnsConfig) -> None:
              upstreams=[f"{h}:{p}" for h, p in upstreams])
     await factory.start_all()
 
+    failure: list[str] = []
+
     async def answer() -> None:
         while not await watcher.wait_ready(SYNC_TIMEOUT):
             log.warning("caches not synced yet; not answering", waited=SYNC_TIMEOUT)
@@ -72,8 +74,12 @@ async def serve(config: DnsConfig) -> None:
             try:
                 await server.listen(address)
             except OSError as e:
-                raise SystemExit(f"skiff-dns: cannot listen on {address[0]}:{address[1]}: "
-                                 f"{e.strerror}") from None
+                # Ends this task, so until_stopped returns; serve then exits non-zero.
+                failure.append(f"skiff-dns: cannot listen on {address[0]}:{address[1]}: "
+                               f"{e.strerror or e}")
+                log.error("cannot listen", address=f"{address[0]}:{address[1]}",
+                          error=str(e))
+                return
         # What the first lists brought lives as long as the process: keep the collector
         # from scanning it again (a full collection is a pause in every query).
         gc.freeze()
@@ -89,6 +95,8 @@ async def serve(config: DnsConfig) -> None:
         await health_server.stop(grace=0.5)
     await factory.stop_all()
     await client.close()
+    if failure:
+        raise SystemExit(failure[0])
 
 
 def main(argv: list[str] | None = None) -> None:
