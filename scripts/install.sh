@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 # with it); etcd-server is the real etcd the store benchmark compares against; the
 # kubelet runs pods in Docker (docker.io); cgroupfs-mount mounts the cgroup controllers
 # dockerd needs where no init system did; nftables gives nft, which writes the proxy's
-# kernel rules (Skiff's own table).
-packages=(supervisor etcd-client etcd-server docker.io cgroupfs-mount nftables)
+# kernel rules (Skiff's own table); dnsperf loads the cluster DNS in bench/dns.py.
+packages=(supervisor etcd-client etcd-server docker.io cgroupfs-mount nftables dnsperf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -26,7 +26,8 @@ import grpc
 from skiff.health import grpc_healthy, wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
-__all__ = ["APIServer", "ControllerManager", "Daemon", "Kubelet", "ProcessCluster", "Proxy",
+__all__ = ["APIServer", "ControllerManager", "Daemon", "DnsServer", "Kubelet", "ProcessCluster",
+           "Proxy",
            "Scheduler", "StoreCluster", "free_port", "grpc_healthy", "wait_for"]
 
 LOOPBACK = "127.0.0.1"
@@ -365,6 +366,46 @@ class Proxy(Process):
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until it has synced its caches and set up every Service once."""
+        await wait_for(lambda: grpc_healthy(self.health_address), timeout=timeout,
+                       what=f"{self.name} healthy")
+
+
+class DnsServer(Process):
+    """One ``skiff-dns`` process against the apiservers ``servers``.
+
+    It answers UDP and TCP on :attr:`address` (``host``, a free port) and serves gRPC
+    health on :attr:`health_address`; ``upstreams`` (HOST:PORT) are where names
+    outside the cluster domain go (None: the host's resolv.conf). ``metrics=True``
+    serves Prometheus metrics at :attr:`metrics_url`.
+    """
+
+    def __init__(self, base_dir: Path, servers: list[str], *, name: str = "dns",
+                 host: str = LOOPBACK, upstreams: list[str] | None = None,
+                 metrics: bool = False, extra_args: list[str] | None = None,
+                 log_level: str = "info") -> None:
+        self.host = host
+        self.port = free_port(host)
+        self.health_port = free_port()
+        self.metrics_url = f"http://{LOOPBACK}:{free_port()}" if metrics else None
+        argv = [sys.executable, "-m", "services.dns", "--server", ",".join(servers),
+                "--listen", f"{host}:{self.port}", "--health-listen", self.health_address,
+                "--log-level", log_level]
+        if upstreams is not None:
+            argv += ["--upstream", ",".join(upstreams)]
+        if self.metrics_url is not None:
+            argv += ["--listen-metrics-urls", self.metrics_url]
+        super().__init__(base_dir, name, [*argv, *(extra_args or [])])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def health_address(self) -> str:
+        return f"{LOOPBACK}:{self.health_port}"
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until its caches synced and it answers."""
         await wait_for(lambda: grpc_healthy(self.health_address), timeout=timeout,
                        what=f"{self.name} healthy")
 

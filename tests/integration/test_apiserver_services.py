@@ -1,7 +1,7 @@
 """Services: cluster IPs from 127.10.0.0/16 and NodePorts from 30000-32767, allocated
 once and unique across apiservers (each reserved under its own key in the very
 transaction that writes the Service), requested values checked, freed on delete,
-clusterIP immutable.
+clusterIP immutable; ExternalName Services hold none.
 """
 
 from __future__ import annotations
@@ -126,6 +126,29 @@ async def test_updates_keep_the_cluster_ip_and_move_node_ports(
     assert IP_KEYS + ip in await store_keys(store, IP_KEYS)
     taker = await api.services.create(service("taker", ns, type="NodePort", node_port=port))
     assert taker.spec.ports[0].node_port == port
+
+
+async def test_external_name_services_hold_no_cluster_ip(api: Client, ns: str, shared_cluster):
+    store = shared_cluster.store.endpoints[0]
+    alias = service("alias", ns, type="ExternalName")
+    alias.spec.external_name = "db.example.org"
+    del alias.spec.ports[:]
+    created = await api.services.create(alias)
+    assert created.spec.cluster_ip == "" and not created.spec.cluster_ips
+    assert created.spec.external_name == "db.example.org"
+    await fails(INVALID_ARGUMENT, api.services.create(service("nameless", ns,
+                                                              type="ExternalName")),
+                "spec.externalName")
+
+    # A ClusterIP service that becomes an alias gives its address back.
+    plain = await api.services.create(service("plain", ns))
+    ip = plain.spec.cluster_ip
+    plain.spec.type, plain.spec.external_name = "ExternalName", "db.example.org"
+    plain.spec.cluster_ip = ""
+    del plain.spec.cluster_ips[:]
+    aliased = await api.services.update(plain)
+    assert aliased.spec.cluster_ip == "" and not aliased.spec.cluster_ips
+    assert IP_KEYS + ip not in await store_keys(store, IP_KEYS)
 
 
 @pytest.mark.parametrize("count", [100])

@@ -159,6 +159,9 @@ def test_service_ports_and_external_ip() -> None:
     assert printers.service_ports(service) == "80:30080/TCP,53/UDP"
     assert printers.service_ports(core_pb2.Service()) == "<none>"
     assert printers.service_external_ip(service) == "<none>"
+    alias = core_pb2.Service(spec=core_pb2.ServiceSpec(type="ExternalName",
+                                                       external_name="db.example.org"))
+    assert printers.service_external_ip(alias) == "db.example.org"
 
 
 def test_endpoints_show_three_then_how_many_more() -> None:

@@ -635,7 +635,13 @@ def test_headless_service_may_have_no_ports():
                                      {"port": 81, "name": "b", "nodePort": 30080}]),
      "spec.ports[1].nodePort", 'Duplicate value: "30080"'),
     (service(type="LoadBalancer"), "spec.type",
-     'Unsupported value: "LoadBalancer": supported values: "ClusterIP", "NodePort"'),
+     'Unsupported value: "LoadBalancer": supported values: "ClusterIP", "NodePort", '
+     '"ExternalName"'),
+    (service(type="ExternalName", ports=[]), "spec.externalName", "required"),
+    (service(type="ExternalName", externalName="Not_A.Name"), "spec.externalName",
+     "RFC 1123 subdomain"),
+    (service(type="ExternalName", externalName="db.example.org", clusterIP="10.0.0.1"),
+     "spec.clusterIP", "may not be set for ExternalName services"),
     (service(sessionAffinity="Sticky"), "spec.sessionAffinity",
      'Unsupported value: "Sticky": supported values: "None", "ClientIP"'),
     (service(sessionAffinity="ClientIP",
@@ -696,6 +702,18 @@ def test_service_update_may_not_change_a_set_cluster_ip():
 def test_service_without_a_cluster_ip_may_get_one():
     old = created("Service", service())
     assert update_errors("Service", old, service(clusterIP="127.10.0.9")) == []
+
+
+def test_external_name_service_needs_no_ports_and_may_end_in_a_dot():
+    assert errors_of("Service", service(type="ExternalName", ports=[],
+                                        externalName="db.example.org.")) == []
+
+
+def test_service_becoming_an_external_name_gives_up_its_cluster_ip():
+    old = allocated_service()
+    errors = update_errors("Service", old, service(type="ExternalName",
+                                                   externalName="db.example.org"))
+    assert errors == []
 
 
 # ---- Endpoints ----

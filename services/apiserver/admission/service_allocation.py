@@ -29,6 +29,7 @@ IP_PREFIX = "/registry/ranges/serviceips/"
 NODE_PORT_PREFIX = "/registry/ranges/servicenodeports/"
 HEADLESS = "None"
 NODE_PORT = "NodePort"
+EXTERNAL_NAME = "ExternalName"
 DEFAULT_CLUSTER_IPS = ipaddress.IPv4Network("127.10.0.0/16")
 DEFAULT_NODE_PORTS = range(30000, 32768)
 
@@ -99,6 +100,8 @@ class ServiceAllocation:
                   old_keys: set[str]) -> None:
         problems: list[FieldError] = []
         spec = service.spec
+        if spec.type == EXTERNAL_NAME:
+            return  # an alias: no cluster IP, no nodePorts (validation refuses them)
         if not spec.cluster_ip:
             spec.cluster_ip = self._pick_ip()
         elif spec.cluster_ip != HEADLESS:

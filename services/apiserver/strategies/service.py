@@ -4,7 +4,8 @@ A Service's clusterIP and nodePorts are allocated once (by the registry, not her
 then belong to the object: an update that leaves them empty keeps the old ones
 (:meth:`ServiceStrategy.prepare_for_update`, Kubernetes' ``patchAllocatedValues``), and
 an update that changes a set clusterIP is refused. Skiff serves IPv4 only, and the
-types ClusterIP and NodePort (the proxy implements no load balancers).
+types ClusterIP, NodePort and ExternalName (the proxy implements no load balancers; an
+ExternalName Service is only a CNAME in the cluster DNS, with no cluster IP).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from skiff.api.errors import FieldError
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.api.validation import Path
 
-SERVICE_TYPES = ("ClusterIP", "NodePort")
+EXTERNAL_NAME = "ExternalName"
+SERVICE_TYPES = ("ClusterIP", "NodePort", EXTERNAL_NAME)
 SESSION_AFFINITIES = ("None", "ClientIP")
 EXTERNAL_TRAFFIC_POLICIES = ("Cluster", "Local")
 NODE_PORT_RANGE = (30000, 32767)
@@ -66,10 +68,11 @@ def _unset(value: meta_pb2.IntOrString) -> bool:
 def validate_service_spec(spec: core_pb2.ServiceSpec) -> list[FieldError]:
     """Kubernetes' ``ValidateService`` rules for the fields Skiff has."""
     errors = validation.one_of(_SPEC.child("type"), spec.type, SERVICE_TYPES)
-    if not spec.ports and spec.cluster_ip != HEADLESS:
+    if not spec.ports and spec.cluster_ip != HEADLESS and spec.type != EXTERNAL_NAME:
         errors += _err(_SPEC.child("ports"), "required")
     errors += _validate_ports(spec)
     errors += _validate_cluster_ip(spec)
+    errors += _validate_external_name(spec)
     errors += validation.labels(_SPEC.child("selector"), spec.selector)
     errors += _validate_session_affinity(spec)
     errors += _validate_traffic_policy(spec)
@@ -137,6 +140,19 @@ def _validate_cluster_ip(spec: core_pb2.ServiceSpec) -> list[FieldError]:
     return errors
 
 
+def _validate_external_name(spec: core_pb2.ServiceSpec) -> list[FieldError]:
+    """ExternalName: a DNS name to alias, and no cluster IP (nothing proxies it)."""
+    field = _SPEC.child("externalName")
+    if spec.type != EXTERNAL_NAME:
+        return []
+    if not spec.external_name:
+        return _err(field, "required")
+    errors = validation.dns1123_subdomain(field, spec.external_name.rstrip("."))
+    if spec.cluster_ip:
+        errors += _err(_SPEC.child("clusterIP"), "may not be set for ExternalName services")
+    return errors
+
+
 def _cluster_ip_errors(field: Path, value: str) -> list[FieldError]:
     if value in ("", HEADLESS):
         return []
@@ -181,6 +197,8 @@ def keep_allocated(new: core_pb2.ServiceSpec, old: core_pb2.ServiceSpec) -> None
     service is still of type NodePort and the port is not already used by another port
     of ``new``.
     """
+    if new.type == EXTERNAL_NAME:
+        return  # an alias holds no cluster IP and no nodePorts
     if not new.cluster_ip:
         new.cluster_ip = old.cluster_ip
     if not new.cluster_ips:
@@ -212,8 +230,9 @@ def drop_type_dependent_fields(new: core_pb2.ServiceSpec, old: core_pb2.ServiceS
 
 def validate_service_update(new: core_pb2.ServiceSpec,
                             old: core_pb2.ServiceSpec) -> list[FieldError]:
-    """A set clusterIP never changes; the type may."""
-    if old.cluster_ip and new.cluster_ip != old.cluster_ip:
+    """A set clusterIP never changes (unless the Service becomes an ExternalName one,
+    which gives it up); the type may."""
+    if old.cluster_ip and new.cluster_ip != old.cluster_ip and new.type != EXTERNAL_NAME:
         return _err(_SPEC.child("clusterIP"), "field is immutable")
     return []
 

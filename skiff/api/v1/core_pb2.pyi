@@ -592,7 +592,7 @@ class SessionAffinityConfig(_message.Message):
     def __init__(self, client_ip: _Optional[_Union[ClientIPConfig, _Mapping]] = ...) -> None: ...
 
 class ServiceSpec(_message.Message):
-    __slots__ = ("ports", "selector", "cluster_ip", "cluster_ips", "type", "session_affinity", "session_affinity_config", "publish_not_ready_addresses", "external_traffic_policy")
+    __slots__ = ("ports", "selector", "cluster_ip", "cluster_ips", "type", "session_affinity", "session_affinity_config", "publish_not_ready_addresses", "external_traffic_policy", "external_name")
     class SelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -609,6 +609,7 @@ class ServiceSpec(_message.Message):
     SESSION_AFFINITY_CONFIG_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_NOT_READY_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_TRAFFIC_POLICY_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_NAME_FIELD_NUMBER: _ClassVar[int]
     ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
     selector: _containers.ScalarMap[str, str]
     cluster_ip: str
@@ -618,7 +619,8 @@ class ServiceSpec(_message.Message):
     session_affinity_config: SessionAffinityConfig
     publish_not_ready_addresses: bool
     external_traffic_policy: str
-    def __init__(self, ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., selector: _Optional[_Mapping[str, str]] = ..., cluster_ip: _Optional[str] = ..., cluster_ips: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., session_affinity: _Optional[str] = ..., session_affinity_config: _Optional[_Union[SessionAffinityConfig, _Mapping]] = ..., publish_not_ready_addresses: _Optional[bool] = ..., external_traffic_policy: _Optional[str] = ...) -> None: ...
+    external_name: str
+    def __init__(self, ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., selector: _Optional[_Mapping[str, str]] = ..., cluster_ip: _Optional[str] = ..., cluster_ips: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., session_affinity: _Optional[str] = ..., session_affinity_config: _Optional[_Union[SessionAffinityConfig, _Mapping]] = ..., publish_not_ready_addresses: _Optional[bool] = ..., external_traffic_policy: _Optional[str] = ..., external_name: _Optional[str] = ...) -> None: ...
 
 class LoadBalancerIngress(_message.Message):
     __slots__ = ("ip", "hostname")

@@ -512,6 +512,8 @@ def describe_service(lines: Lines, service: Message, related: Related, now: floa
     lines.add(0, f"Type:\t{spec.type or 'ClusterIP'}")
     lines.add(0, f"IP:\t{or_none(spec.cluster_ip)}")
     lines.add(0, f"IPs:\t{','.join(spec.cluster_ips) or NONE}")
+    if spec.external_name:
+        lines.add(0, f"External Name:\t{spec.external_name}")
     for port in spec.ports:
         name = port.name or "<unset>"
         protocol = port.protocol or "TCP"

@@ -271,6 +271,8 @@ def service_external_ip(service: Message) -> str:
     addresses = [i.ip or i.hostname for i in ingress]
     if service.spec.type == "LoadBalancer":
         return ",".join(addresses) or "<pending>"
+    if service.spec.type == "ExternalName":
+        return service.spec.external_name or NONE
     return NONE
 
 

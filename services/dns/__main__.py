@@ -1,0 +1,108 @@
+"""``skiff-dns``: the cluster DNS (flags -> config -> run).
+
+Not leader-elected: every instance answers every query from its own informer caches,
+so two instances (one per node, or two on one machine sharing an address through
+SO_REUSEPORT) give the same answers and losing one loses nothing. It answers only
+once its caches have synced (before that it would say NXDOMAIN for names that exist);
+gRPC health then says SERVING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.dns import metrics as dns_metrics
+from services.dns.answers import Responder
+from services.dns.config import DnsConfig, parse_args
+from services.dns.forwarder import Forwarder, without_self
+from services.dns.records import RecordTable
+from services.dns.server import DnsServer
+from services.dns.watch import RecordWatcher
+from skiff import metrics
+from skiff.client.client import Client
+from skiff.client.informer import SharedInformerFactory
+from skiff.daemon import run, until_stopped
+from skiff.logging import configure
+
+#: How long the caches get to sync before a warning (it keeps waiting).
+SYNC_TIMEOUT = 120.0
+
+
+async def serve(config: DnsConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    log = configure("dns", config.log_level)
+    client = Client(config.servers)
+    factory = SharedInformerFactory(client)
+    table = RecordTable(config.zone)
+    watcher = RecordWatcher(factory, table)
+    upstreams = without_self(config.upstreams, config.listen)
+    forwarder = Forwarder(upstreams, timeout=config.forward_timeout)
+    responder = Responder(table)
+    stats = dns_metrics.DnsStats()
+    server = DnsServer(responder, forwarder, stats)
+    if config.metrics_url:
+        dns_metrics.register(dns_metrics.DnsCollector(
+            stats, services=lambda: table.services, cache_hits=lambda: responder.cache_hits,
+            forward_failures=lambda: forwarder.failures))
+        metrics.serve(config.metrics_url)
+    health_server: grpc.aio.Server | None = None
+    health_servicer = health.aio.HealthServicer()
+    if config.health_listen:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        try:
+            health_server.add_insecure_port(config.health_listen)
+        except RuntimeError:
+            raise SystemExit(f"skiff-dns: cannot listen on {config.health_listen} "
+                             f"(address in use?)") from None
+        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await health_server.start()
+    log.info("starting", servers=list(config.servers), zone=config.zone,
+             upstreams=[f"{h}:{p}" for h, p in upstreams])
+    await factory.start_all()
+
+    failure: list[str] = []
+
+    async def answer() -> None:
+        while not await watcher.wait_ready(SYNC_TIMEOUT):
+            log.warning("caches not synced yet; not answering", waited=SYNC_TIMEOUT)
+        for address in config.listen:
+            try:
+                await server.listen(address)
+            except OSError as e:
+                # Ends this task, so until_stopped returns; serve then exits non-zero.
+                failure.append(f"skiff-dns: cannot listen on {address[0]}:{address[1]}: "
+                               f"{e.strerror or e}")
+                log.error("cannot listen", address=f"{address[0]}:{address[1]}",
+                          error=str(e))
+                return
+        # What the first lists brought lives as long as the process: keep the collector
+        # from scanning it again (a full collection is a pause in every query).
+        gc.freeze()
+        log.info("serving", services=table.services,
+                 listen=[f"{h}:{p}" for h, p in config.listen])
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await asyncio.Event().wait()  # serve until cancelled
+
+    await until_stopped(answer(), what="dns")
+    server.close()
+    if health_server is not None:
+        await health_servicer.enter_graceful_shutdown()
+        await health_server.stop(grace=0.5)
+    await factory.stop_all()
+    await client.close()
+    if failure:
+        raise SystemExit(failure[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``skiff-dns`` console script."""
+    run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
