@@ -14,6 +14,9 @@ import sys
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from skiff.gc_pauses import observe_gc_pauses
 from skiff.logging import get_logger
 
@@ -61,3 +64,44 @@ async def until_stopped(main: Awaitable[None], *, what: str) -> None:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     waiter.cancel()
+
+
+class HealthEndpoint:
+    """A daemon's own gRPC health service, for daemons that serve no other gRPC API.
+
+    It says NOT_SERVING from :meth:`start` until :meth:`serving`, so a supervisor or test
+    waiting for health waits for the daemon's caches too; :meth:`stop` says so first.
+    With no address (``''``) nothing listens and every call does nothing.
+    """
+
+    def __init__(self, listen: str, *, prog: str) -> None:
+        self.listen = listen
+        self.prog = prog
+        self.servicer = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen, NOT_SERVING; exits the daemon with a message when the port is taken."""
+        if not self.listen:
+            return
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+        try:
+            server.add_insecure_port(self.listen)
+        except RuntimeError:
+            raise SystemExit(f"{self.prog}: cannot listen on {self.listen} "
+                             f"(address in use?)") from None
+        await self.servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+
+    async def serving(self) -> None:
+        """Report SERVING."""
+        await self.servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        """Report the shutdown, then stop listening."""
+        if self._server is None:
+            return
+        await self.servicer.enter_graceful_shutdown()
+        await self._server.stop(grace=0.5)

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from services.dns import metrics as dns_metrics
 from services.dns.answers import Responder
 from services.dns.config import DnsConfig, parse_args
@@ -25,7 +22,7 @@ from services.dns.watch import RecordWatcher
 from skiff import metrics
 from skiff.client.client import Client
 from skiff.client.informer import SharedInformerFactory
-from skiff.daemon import run, until_stopped
+from skiff.daemon import HealthEndpoint, run, until_stopped
 from skiff.logging import configure
 
 #: How long the caches get to sync before a warning (it keeps waiting).
@@ -49,18 +46,8 @@ async def serve(config: DnsConfig) -> None:
             stats, services=lambda: table.services, cache_hits=lambda: responder.cache_hits,
             forward_failures=lambda: forwarder.failures))
         metrics.serve(config.metrics_url)
-    health_server: grpc.aio.Server | None = None
-    health_servicer = health.aio.HealthServicer()
-    if config.health_listen:
-        health_server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        try:
-            health_server.add_insecure_port(config.health_listen)
-        except RuntimeError:
-            raise SystemExit(f"skiff-dns: cannot listen on {config.health_listen} "
-                             f"(address in use?)") from None
-        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        await health_server.start()
+    health_endpoint = HealthEndpoint(config.health_listen, prog="skiff-dns")
+    await health_endpoint.start()
     log.info("starting", servers=list(config.servers), zone=config.zone,
              upstreams=[f"{h}:{p}" for h, p in upstreams])
     await factory.start_all()
@@ -85,14 +72,12 @@ async def serve(config: DnsConfig) -> None:
         gc.freeze()
         log.info("serving", services=table.services,
                  listen=[f"{h}:{p}" for h, p in config.listen])
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await health_endpoint.serving()
         await asyncio.Event().wait()  # serve until cancelled
 
     await until_stopped(answer(), what="dns")
     server.close()
-    if health_server is not None:
-        await health_servicer.enter_graceful_shutdown()
-        await health_server.stop(grace=0.5)
+    await health_endpoint.stop()
     await factory.stop_all()
     await client.close()
     if failure:

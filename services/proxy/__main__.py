@@ -7,16 +7,13 @@ health says SERVING once the caches synced and every Service was set up once.
 
 from __future__ import annotations
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from services.proxy import metrics as proxy_metrics
 from services.proxy.config import ProxyConfig, parse_args
 from services.proxy.proxier import Proxier
 from skiff import metrics
 from skiff.client.client import Client
 from skiff.client.informer import SharedInformerFactory
-from skiff.daemon import run, until_stopped
+from skiff.daemon import HealthEndpoint, run, until_stopped
 from skiff.logging import configure
 from skiff.tasks import spawn
 
@@ -34,25 +31,15 @@ async def serve(config: ProxyConfig) -> None:
     if config.metrics_url:
         proxy_metrics.register(proxier.ports)
         metrics.serve(config.metrics_url)
-    health_server: grpc.aio.Server | None = None
-    health_servicer = health.aio.HealthServicer()
-    if config.health_listen:
-        health_server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        try:
-            health_server.add_insecure_port(config.health_listen)
-        except RuntimeError:
-            raise SystemExit(f"skiff-proxy: cannot listen on {config.health_listen} "
-                             f"(address in use?)") from None
-        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        await health_server.start()
+    health_endpoint = HealthEndpoint(config.health_listen, prog="skiff-proxy")
+    await health_endpoint.start()
     await factory.start_all()
 
     async def report_ready() -> None:
         if await proxier.wait_ready(SYNC_TIMEOUT):
             log.info("serving", listeners=len(proxier.listeners),
                      node_address=proxier.node_address)
-            await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            await health_endpoint.serving()
         else:
             log.warning("not synced in time; health stays NOT_SERVING", timeout=SYNC_TIMEOUT)
 
@@ -61,9 +48,7 @@ async def serve(config: ProxyConfig) -> None:
     await until_stopped(proxier.run(), what="proxy")
     ready.cancel()
     proxier.close_all()
-    if health_server is not None:
-        await health_servicer.enter_graceful_shutdown()
-        await health_server.stop(grace=0.5)
+    await health_endpoint.stop()
     await factory.stop_all()
     await client.close()
 
