@@ -485,7 +485,8 @@ def stop_replica(error: Exception) -> NoReturn:
     """
     fields: dict[str, object] = {}
     if isinstance(error, ApplyFailed):
-        fields = {"origin": error.origin, "id": error.id, "index": error.index,
+        fields = {"cause": repr(error.__cause__), "origin": error.origin, "id": error.id,
+                  "index": error.index,
                   "command": text_format.MessageToString(
                       error.command, as_one_line=True)[:COMMAND_LOG_CHARS]}
     log.critical("cannot apply a committed raft entry; stopping this replica",
