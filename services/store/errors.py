@@ -46,9 +46,3 @@ TIMEOUT_LEADER_FAIL = EtcdError(
     grpc.StatusCode.UNAVAILABLE,
     "etcdserver: request timed out, possibly due to previous leader failure")
 STOPPED = EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped")
-
-# Not etcd's: a command the state machine failed on. It is deterministic (every
-# replica fails the same way) and reported rather than crashing the replica.
-def internal(message: str) -> EtcdError:
-    """An unexpected failure applying a command, reported as INTERNAL."""
-    return EtcdError(grpc.StatusCode.INTERNAL, f"skiff-store: {message}")

@@ -17,6 +17,14 @@ The model is etcd's:
   key, the newest entry at or below it, so the store as of that revision stays readable.
 - Leases own keys; revoking one deletes its keys in one revision.
 
+A command is applied all or nothing, in two steps. Staging computes everything it
+changes (its entries, each key's entry before it, its result) from the state as it is
+and writes none of it; an error etcd answers with (a lease not found, a revision
+compacted) is raised while staging, so it leaves nothing but the command's remembered
+result. Committing then writes what was staged, by appends and assignments alone. A
+replica that cannot apply a committed command at all (a bug) stops: see
+:class:`ApplyFailed`.
+
 Invariants:
 
 - ``_keys`` holds exactly the keys of ``_history``, sorted.
@@ -39,6 +47,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -60,6 +69,38 @@ FORGOTTEN_ORIGINS = 4096
 
 _mod_revision = attrgetter("mod_revision")
 
+#: One command's staged writes, all at its revision: key -> (the key's new entry, a
+#: value or a tombstone; its live entry before the command, or None). One entry per key,
+#: so the keys of a revision's events are unique.
+_Writes = dict[bytes, tuple[KeyValue, KeyValue | None]]
+#: Makes a staged command's changes part of the store: appends and assignments only.
+_Commit = Callable[[], None]
+
+
+class ApplyFailed(Exception):
+    """A committed command this replica could not apply: a bug, or memory ran out.
+
+    etcd panics then, and so does a replica (services/store/raft.py stops the process):
+    its peers applied the command, or failed on it in a way that need not be this one,
+    so going on could leave it with a state they do not have. Answering the failure as
+    the command's result instead would be safe only if every replica were sure to fail
+    the same way, which nothing assures for a bug (a set's order differs between
+    processes, memory and stack depth between hosts). Restarted, the replica replays the
+    command from its journal and either applies it (the failure was its own) or stops
+    again, loudly, until the bug is fixed.
+
+    The store holds every command before the failing one and nothing of the failing one
+    (staging writes nothing), unless committing it failed, which takes running out of
+    memory; either way the store is not to be applied to again.
+    """
+
+    def __init__(self, command: raft_pb2.Command, key: tuple[int, int], index: int) -> None:
+        self.command = command
+        self.origin, self.id = key
+        self.index = index
+        super().__init__(f"cannot apply command {index} of a batch: "
+                         f"{command.WhichOneof('op')} (origin {key[0]}, id {key[1]})")
+
 
 @dataclass(slots=True)
 class Lease:
@@ -75,10 +116,6 @@ class RevisionEvents:
 
     revision: int
     changes: list[tuple[KeyValue, KeyValue | None]]
-
-
-def _is_live(kv: KeyValue | None) -> bool:
-    return kv is not None and kv.version > 0
 
 
 def compare_holds(compare: Compare, kv: KeyValue) -> bool:
@@ -154,21 +191,48 @@ class Store:
         may have been applied and cannot be answered: it fails as etcd fails a request
         lost to a leader change, without being applied. A command's origin is its own
         when the leader proposed it for another replica, else the batch's.
+
+        Each command is all or nothing (see :meth:`_apply_command`); one that etcd
+        refuses (a lease not found, a compacted revision) changes nothing but the
+        result remembered for it, and the commands around it apply as if it were not
+        there. An unexpected exception raises :class:`ApplyFailed`: the commands
+        before it are applied, the failing one is not, and the caller must stop.
         """
         results = []
-        for command in batch.commands:
+        for index, command in enumerate(batch.commands):
             key = (command.origin or batch.origin, command.id)
             result = self._results.get(key)
             if result is None:
-                forgotten = command.id <= self._forgotten.get(key[0], 0)
-                result = (_error_result(errors.TIMEOUT_LEADER_FAIL) if forgotten
-                          else self._apply_command(command))
-                result.origin, result.id = key
-                if not forgotten:
-                    self._remember(key, result)
+                try:
+                    result = self._apply_command(command, key)
+                except Exception as e:  # a bug, or out of memory: see ApplyFailed
+                    raise ApplyFailed(command, key, index) from e
             results.append(result)
         self.applied_batches += 1
         return results
+
+    def _apply_command(self, command: raft_pb2.Command, key: tuple[int, int]) -> raft_pb2.Result:
+        """Stage the command on the state as it is, then commit what it staged.
+
+        Staging (:meth:`_stage`) reads the store and writes nothing to it: every
+        change the command makes (history entries, the key index, lease attachments,
+        the revision's watch events) is collected apart, and an etcd error raised while
+        staging simply drops them. Committing is plain appends and assignments, and
+        remembering the result is its last step.
+        """
+        if command.id <= self._forgotten.get(key[0], 0):
+            result = _error_result(errors.TIMEOUT_LEADER_FAIL)
+            result.origin, result.id = key
+            return result
+        try:
+            result, commit = self._stage(command)
+        except EtcdError as e:
+            result, commit = _error_result(e), None
+        result.origin, result.id = key
+        if commit is not None:
+            commit()
+        self._remember(key, result)
+        return result
 
     def _remember(self, key: tuple[int, int], result: raft_pb2.Result) -> None:
         self._results[key] = result
@@ -187,48 +251,73 @@ class Store:
                 if len(self._forgotten) > FORGOTTEN_ORIGINS:
                     self._forgotten.popitem(last=False)
 
-    def _apply_command(self, command: raft_pb2.Command) -> raft_pb2.Result:
+    def _stage(self, command: raft_pb2.Command) -> tuple[raft_pb2.Result, _Commit | None]:
+        """The command's result and what commits its changes (None: it changes nothing)."""
         op = command.WhichOneof("op")
-        try:
-            if op == "put":
-                return raft_pb2.Result(put=self._write(self._put, command.put))
-            if op == "delete_range":
-                return raft_pb2.Result(
-                    delete_range=self._write(self._delete_range, command.delete_range))
-            if op == "txn":
-                return raft_pb2.Result(txn=self._apply_txn(command.txn))
-            if op == "compaction":
-                return raft_pb2.Result(compaction=self._compact(command.compaction))
-            if op == "lease_grant":
-                return raft_pb2.Result(lease_grant=self._lease_grant(command.lease_grant))
-            if op == "lease_revoke":
-                return raft_pb2.Result(lease_revoke=self._lease_revoke(command.lease_revoke))
-            if op == "lease_keep_alive":
-                return raft_pb2.Result(
-                    lease_keep_alive=self._lease_keep_alive(command.lease_keep_alive))
-            if op == "member_publish":
-                self.members[command.member_publish.ID] = command.member_publish
-                return raft_pb2.Result(member_publish=rpc_pb2.MemberListResponse())
-            raise errors.internal(f"unknown command {op!r}")
-        except EtcdError as e:
-            return _error_result(e)
-        except Exception as e:  # a bug must not wedge raft's apply loop; fail the command
-            return _error_result(errors.internal(f"{op}: {e!r}"))
+        if op == "put":  # the hot path: _stage_write without the indirection
+            rev = self.revision + 1
+            writes: _Writes = {}
+            put = self._put(command.put, rev, writes)
+            put.header.revision = rev
+            return raft_pb2.Result(put=put), partial(self._commit_writes, rev, writes)
+        if op == "delete_range":
+            deleted, commit = self._stage_write(self._delete_range, command.delete_range)
+            return raft_pb2.Result(delete_range=deleted), commit
+        if op == "txn":
+            txn, commit = self._stage_txn(command.txn)
+            return raft_pb2.Result(txn=txn), commit
+        if op == "compaction":
+            compacted, commit = self._stage_compaction(command.compaction)
+            return raft_pb2.Result(compaction=compacted), commit
+        if op == "lease_grant":
+            granted, commit = self._stage_lease_grant(command.lease_grant)
+            return raft_pb2.Result(lease_grant=granted), commit
+        if op == "lease_revoke":
+            revoked, commit = self._stage_lease_revoke(command.lease_revoke)
+            return raft_pb2.Result(lease_revoke=revoked), commit
+        if op == "lease_keep_alive":
+            return raft_pb2.Result(
+                lease_keep_alive=self._lease_keep_alive(command.lease_keep_alive)), None
+        if op == "member_publish":
+            member = command.member_publish
+            return (raft_pb2.Result(member_publish=rpc_pb2.MemberListResponse()),
+                    partial(self.members.__setitem__, member.ID, member))
+        # A command this version does not know (one from a newer version, say) may have
+        # changed its peers' state: going on without it would be diverging from them.
+        raise ValueError(f"unknown command {op!r}")
 
-    def _write(self, operation: Callable[[Any, int, list], Any], request: Any) -> Any:
-        """Run one write operation at the next revision and commit what it changed."""
+    def _stage_write(self, operation: Callable[[Any, int, _Writes], Any],
+                     request: Any) -> tuple[Any, _Commit | None]:
+        """Stage one write operation at the next revision."""
         rev = self.revision + 1
-        changes: list[tuple[KeyValue, KeyValue | None]] = []
-        response = operation(request, rev, changes)
-        self._commit(rev, changes)
-        response.header.revision = self.revision
-        return response
+        writes: _Writes = {}
+        response = operation(request, rev, writes)
+        if not writes:  # nothing changed (a delete of absent keys): no new revision
+            response.header.revision = self.revision
+            return response, None
+        response.header.revision = rev
+        return response, partial(self._commit_writes, rev, writes)
 
-    def _commit(self, rev: int, changes: list[tuple[KeyValue, KeyValue | None]]) -> None:
-        if not changes:
-            return
+    def _commit_writes(self, rev: int, writes: _Writes) -> None:
+        """Make one revision's staged writes part of the store: history, index, leases, events."""
+        histories = self._history
+        changes = []
+        for key, change in writes.items():
+            kv, before = change
+            history = histories.get(key)
+            if history is None:
+                histories[key] = [kv]
+                self._keys.add(key)
+            else:
+                history.append(kv)
+                self._dirty.add(key)
+            if before is not None and before.lease and before.lease != kv.lease:
+                self._detach(before.lease, key)
+            if kv.lease:
+                self._leases[kv.lease].keys.add(key)
+            changes.append(change)
         if len(changes) > 1:
-            changes.sort(key=lambda change: change[0].key)
+            changes.sort(key=_change_key)
         self.revision = rev
         self._log.append(RevisionEvents(rev, changes))
 
@@ -238,65 +327,74 @@ class Store:
             return history[-1]
         return None
 
-    def _append(self, key: bytes, kv: KeyValue) -> None:
-        history = self._history.get(key)
-        if history is None:
-            self._history[key] = [kv]
-            self._keys.add(key)
-        else:
-            history.append(kv)
-            self._dirty.add(key)
+    def _staged(self, key: bytes, writes: _Writes) -> tuple[KeyValue | None, KeyValue | None]:
+        """``key``'s live entry as the command has left it so far, and before the command."""
+        change = writes.get(key)
+        if change is None:
+            latest = self._latest(key)
+            return latest, latest
+        kv, before = change
+        return (kv if kv.version else None), before
 
-    def _check_put(self, request: rpc_pb2.PutRequest) -> None:
-        if request.ignore_value or request.ignore_lease:
-            if self._latest(request.key) is None:
-                raise errors.KEY_NOT_FOUND
+    def _check_put(self, request: rpc_pb2.PutRequest, prev: KeyValue | None) -> None:
+        if (request.ignore_value or request.ignore_lease) and prev is None:
+            raise errors.KEY_NOT_FOUND
         if request.lease and not request.ignore_lease and request.lease not in self._leases:
             raise errors.LEASE_NOT_FOUND
 
-    def _put(self, request: rpc_pb2.PutRequest, rev: int, changes: list) -> rpc_pb2.PutResponse:
-        self._check_put(request)
-        prev = self._latest(request.key)
-        value = prev.value if request.ignore_value else request.value
-        lease = prev.lease if request.ignore_lease else request.lease
+    def _put(self, request: rpc_pb2.PutRequest, rev: int,
+             writes: _Writes) -> rpc_pb2.PutResponse:
+        key = request.key
+        change = writes.get(key)
+        if change is None:  # as _staged, inlined on the hot path
+            history = self._history.get(key)
+            prev = before = history[-1] if history and history[-1].version else None
+        else:
+            prev, before = change
+            if not prev.version:
+                prev = None
+        if request.lease or request.ignore_value or request.ignore_lease:
+            self._check_put(request, prev)
         kv = KeyValue(
-            key=request.key, value=value, lease=lease, mod_revision=rev,
+            key=key, mod_revision=rev,
+            value=prev.value if request.ignore_value else request.value,
+            lease=prev.lease if request.ignore_lease else request.lease,
             create_revision=prev.create_revision if prev else rev,
             version=prev.version + 1 if prev else 1,
         )
-        if prev is not None and prev.lease and prev.lease != lease:
-            self._detach(prev.lease, request.key)
-        if lease:
-            self._leases[lease].keys.add(request.key)
-        self._append(request.key, kv)
-        changes.append((kv, prev))
+        writes[key] = (kv, before)
         response = rpc_pb2.PutResponse()
         if request.prev_kv and prev is not None:
             response.prev_kv.CopyFrom(prev)
         return response
 
     def _delete_range(self, request: rpc_pb2.DeleteRangeRequest, rev: int,
-                      changes: list) -> rpc_pb2.DeleteRangeResponse:
+                      writes: _Writes) -> rpc_pb2.DeleteRangeResponse:
         response = rpc_pb2.DeleteRangeResponse()
-        for key in list(self.iter_keys(request.key, request.range_end)):
-            prev = self._delete_key(key, rev, changes)
+        for key in self._staged_keys(request.key, request.range_end, writes):
+            prev = self._delete_key(key, rev, writes)
             if prev is not None:
                 response.deleted += 1
                 if request.prev_kv:
                     response.prev_kvs.append(prev)
         return response
 
-    def _delete_key(self, key: bytes, rev: int, changes: list) -> KeyValue | None:
-        """Tombstone ``key`` at ``rev`` if it is live; returns what it held."""
-        prev = self._latest(key)
+    def _delete_key(self, key: bytes, rev: int, writes: _Writes) -> KeyValue | None:
+        """Stage a tombstone for ``key`` at ``rev`` if it is live; returns what it held."""
+        prev, before = self._staged(key, writes)
         if prev is None:
             return None
-        tombstone = KeyValue(key=key, mod_revision=rev)
-        self._append(key, tombstone)
-        if prev.lease:
-            self._detach(prev.lease, key)
-        changes.append((tombstone, prev))
+        if before is None:  # created by this very command: as if it had never been
+            del writes[key]
+        else:
+            writes[key] = (KeyValue(key=key, mod_revision=rev), before)
         return prev
+
+    def _staged_keys(self, key: bytes, range_end: bytes, writes: _Writes) -> list[bytes]:
+        """The keys in etcd's range as the command has left them so far, sorted."""
+        keys = list(self.iter_keys(key, range_end))
+        created = [k for k in writes if k not in self._history and _in_range(k, key, range_end)]
+        return sorted(keys + created) if created else keys
 
     def _detach(self, lease_id: int, key: bytes) -> None:
         lease = self._leases.get(lease_id)
@@ -305,17 +403,18 @@ class Store:
 
     # -------------------------------------------------------------------- txn
 
-    def _apply_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    def _stage_txn(self, request: rpc_pb2.TxnRequest) -> tuple[rpc_pb2.TxnResponse,
+                                                               _Commit | None]:
         # Branches and request checks are decided on the state before the Txn, as
-        # etcd does, so a failing check leaves nothing half-applied.
+        # etcd does.
         plan = self._plan_txn(request)
-        return self._write(lambda req, rev, changes: self._run_txn(req, plan, rev, changes),
-                           request)
+        return self._stage_write(
+            lambda req, rev, writes: self._run_txn(req, plan, rev, writes), request)
 
     def read_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         """Answer a Txn that writes nothing from this replica's state, without a revision."""
         plan = self._plan_txn(request)
-        response = self._run_txn(request, plan, self.revision, [])
+        response = self._run_txn(request, plan, self.revision, {})
         response.header.revision = self.revision
         return response
 
@@ -325,7 +424,7 @@ class Store:
         for op in request.success if succeeded else request.failure:
             kind = op.WhichOneof("request")
             if kind == "request_put":
-                self._check_put(op.request_put)
+                self._check_put(op.request_put, self._latest(op.request_put.key))
             elif kind == "request_range":
                 self._read_revision(op.request_range.revision)
             elif kind == "request_txn":
@@ -345,7 +444,7 @@ class Store:
         return all(compare_holds(compare, kv) for kv in kvs)
 
     def _run_txn(self, request: rpc_pb2.TxnRequest, plan: _TxnPlan, rev: int,
-                 changes: list) -> rpc_pb2.TxnResponse:
+                 writes: _Writes) -> rpc_pb2.TxnResponse:
         response = rpc_pb2.TxnResponse(succeeded=plan.succeeded)
         nested = iter(plan.nested)
         for op in request.success if plan.succeeded else request.failure:
@@ -353,38 +452,44 @@ class Store:
             out = response.responses.add()
             if kind == "request_range":
                 # Reads inside a Txn see the Txn's own earlier writes.
-                out.response_range.CopyFrom(self.range(op.request_range, latest=rev))
+                out.response_range.CopyFrom(self._staged_range(op.request_range, writes))
             elif kind == "request_put":
-                out.response_put.CopyFrom(self._put(op.request_put, rev, changes))
+                out.response_put.CopyFrom(self._put(op.request_put, rev, writes))
             elif kind == "request_delete_range":
                 out.response_delete_range.CopyFrom(
-                    self._delete_range(op.request_delete_range, rev, changes))
+                    self._delete_range(op.request_delete_range, rev, writes))
             elif kind == "request_txn":
-                out.response_txn.CopyFrom(self._run_txn(op.request_txn, next(nested), rev, changes))
+                out.response_txn.CopyFrom(self._run_txn(op.request_txn, next(nested), rev, writes))
         return response
 
     # ----------------------------------------------------------------- leases
 
-    def _lease_grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+    def _stage_lease_grant(self, request: rpc_pb2.LeaseGrantRequest
+                           ) -> tuple[rpc_pb2.LeaseGrantResponse, _Commit]:
         if request.ID in self._leases:
             raise errors.LEASE_EXIST
-        self._leases[request.ID] = Lease(ttl=request.TTL)
         response = rpc_pb2.LeaseGrantResponse(ID=request.ID, TTL=request.TTL)
         response.header.revision = self.revision
-        return response
+        return response, partial(self._leases.__setitem__, request.ID, Lease(ttl=request.TTL))
 
-    def _lease_revoke(self, request: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
-        lease = self._leases.pop(request.ID, None)
+    def _stage_lease_revoke(self, request: rpc_pb2.LeaseRevokeRequest
+                            ) -> tuple[rpc_pb2.LeaseRevokeResponse, _Commit]:
+        lease = self._leases.get(request.ID)
         if lease is None:
             raise errors.LEASE_NOT_FOUND
         rev = self.revision + 1
-        changes: list[tuple[KeyValue, KeyValue | None]] = []
-        for key in sorted(lease.keys):
-            self._delete_key(key, rev, changes)
-        self._commit(rev, changes)
+        writes: _Writes = {}
+        for key in sorted(lease.keys):  # a set's order differs between replicas
+            self._delete_key(key, rev, writes)
         response = rpc_pb2.LeaseRevokeResponse()
-        response.header.revision = self.revision
-        return response
+        response.header.revision = rev if writes else self.revision
+
+        def commit() -> None:
+            if writes:
+                self._commit_writes(rev, writes)
+            del self._leases[request.ID]
+
+        return response, commit
 
     def _lease_keep_alive(self, request: rpc_pb2.LeaseKeepAliveRequest
                           ) -> rpc_pb2.LeaseKeepAliveResponse:
@@ -403,32 +508,48 @@ class Store:
 
     # ------------------------------------------------------------- compaction
 
-    def _compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+    def _stage_compaction(self, request: rpc_pb2.CompactionRequest
+                          ) -> tuple[rpc_pb2.CompactionResponse, _Commit]:
         target = request.revision
         if target > self.revision:
             raise errors.FUTURE_REV
         if target <= self.compact_revision:
             raise errors.COMPACTED
-        for key in list(self._dirty):
+        # Per dirty key, its compacted history (None: nothing left) and whether it is
+        # clean afterwards; unchanged keys that stay dirty are left out.
+        compacted: list[tuple[bytes, list[KeyValue] | None, bool]] = []
+        for key in self._dirty:
             history = self._history[key]
             below = bisect_left(history, target, key=_mod_revision)
-            if below:
-                # Keep the newest entry below the target unless it is a tombstone: it is
-                # the key's value as of the target, and the prev_kv of its next event.
-                keep_from = below - 1 if history[below - 1].version else below
-                self._history[key] = history = history[keep_from:]
+            # Keep the newest entry below the target unless it is a tombstone: it is
+            # the key's value as of the target, and the prev_kv of its next event.
+            keep_from = below - 1 if below and history[below - 1].version else below
+            if keep_from:
+                history = history[keep_from:]
             if not history:
-                del self._history[key]
-                self._keys.remove(key)
-                self._dirty.discard(key)
-            elif len(history) == 1 and history[0].version:
-                self._dirty.discard(key)
+                compacted.append((key, None, True))
+            else:
+                clean = len(history) == 1 and history[0].version > 0
+                if keep_from or clean:
+                    compacted.append((key, history, clean))
         drop = bisect_left(self._log, target, key=attrgetter("revision"))
-        del self._log[:drop]
-        self.compact_revision = target
         response = rpc_pb2.CompactionResponse()
         response.header.revision = self.revision
-        return response
+
+        def commit() -> None:
+            for key, history, clean in compacted:
+                if history is None:
+                    del self._history[key]
+                    self._keys.remove(key)
+                else:
+                    # A new list, never the old one trimmed: an image may hold the old.
+                    self._history[key] = history
+                if clean:
+                    self._dirty.discard(key)
+            del self._log[:drop]
+            self.compact_revision = target
+
+        return response, commit
 
     # ------------------------------------------------------------------ reads
 
@@ -462,14 +583,24 @@ class Store:
             kv = history[index - 1]
         return kv if kv.version else None
 
-    def range(self, request: RangeRequest, *, latest: int | None = None) -> rpc_pb2.RangeResponse:
-        """Answer a Range; ``latest`` is the revision an unversioned read sees (a Txn's own)."""
-        if request.revision <= 0 and latest is not None:
-            revision = latest
-        else:
-            revision = self._read_revision(request.revision)
-        kvs = [kv for key in self.iter_keys(request.key, request.range_end)
-               if (kv := self._at(key, revision)) is not None]
+    def range(self, request: RangeRequest) -> rpc_pb2.RangeResponse:
+        """Answer a Range."""
+        revision = self._read_revision(request.revision)
+        return self._range_response(request, [
+            kv for key in self.iter_keys(request.key, request.range_end)
+            if (kv := self._at(key, revision)) is not None])
+
+    def _staged_range(self, request: RangeRequest, writes: _Writes) -> rpc_pb2.RangeResponse:
+        """A Range in a Txn: an unversioned read sees the Txn's own writes so far."""
+        if request.revision > 0:
+            return self.range(request)
+        return self._range_response(request, [
+            kv for key in self._staged_keys(request.key, request.range_end, writes)
+            if (kv := self._staged(key, writes)[0]) is not None])
+
+    def _range_response(self, request: RangeRequest,
+                        kvs: list[KeyValue]) -> rpc_pb2.RangeResponse:
+        """A Range's answer from the live entries in its range, ascending by key."""
         # etcd's count is of the keys in the range, before the revision filters.
         response = rpc_pb2.RangeResponse(count=len(kvs))
         response.header.revision = self.revision
@@ -662,6 +793,19 @@ def _varint(value: int) -> bytes:
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field (wire type 2): tag, length, payload."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _change_key(change: tuple[KeyValue, KeyValue | None]) -> bytes:
+    return change[0].key
+
+
+def _in_range(candidate: bytes, key: bytes, range_end: bytes) -> bool:
+    """Whether ``candidate`` is in etcd's range, as :meth:`Store.iter_keys` reads one."""
+    if not range_end:
+        return candidate == key
+    if range_end == b"\0":
+        return candidate >= key
+    return key <= candidate < range_end
 
 
 def _passes_filters(request: RangeRequest, kv: KeyValue) -> bool:

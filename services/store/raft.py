@@ -44,11 +44,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import pysyncobj.pickle
 import pysyncobj.tcp_connection
+from google.protobuf import text_format
 from prometheus_client import Histogram
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.monotonic import monotonic as monotonic_time
@@ -58,7 +59,7 @@ from pysyncobj.transport import TCPTransport
 
 from services.store import errors
 from services.store.errors import EtcdError
-from services.store.mvcc import Store
+from services.store.mvcc import ApplyFailed, Store
 from services.store.peer_cipher import PeerCipher
 from services.store.snapshots import Snapshotter
 from skiff.logging import get_logger
@@ -66,6 +67,10 @@ from skiff.store.v1 import raft_pb2
 
 log = get_logger("store.raft")
 
+#: A replica's exit status when it cannot apply a committed entry (sysexits' EX_SOFTWARE).
+APPLY_FAILED_EXIT = 70
+#: How much of a command that cannot be applied goes into the log line saying so.
+COMMAND_LOG_CHARS = 4000
 #: A batch stops growing at this many bytes or commands; pysyncobj sends an entry in
 #: one message below ``_ENTRY_LIMIT`` (its chunked path for larger entries is avoided).
 MAX_BATCH_BYTES = 2 * 1024 * 1024
@@ -459,10 +464,34 @@ class _StateMachine(SyncObjConsumer):
 
     @replicated
     def apply(self, data: bytes) -> None:
-        batch = raft_pb2.Batch.FromString(data)
+        # A replica that fails here exits still holding the lock, so that no dump can
+        # capture what the failure left.
         with self._lock:
-            results = self._store.apply_batch(batch)
+            try:
+                batch = raft_pb2.Batch.FromString(data)
+                results = self._store.apply_batch(batch)
+            except Exception as e:  # ApplyFailed, or an entry that does not parse
+                stop_replica(e)
         self._on_applied(batch, results)
+
+
+def stop_replica(error: Exception) -> NoReturn:
+    """Log why a committed entry cannot be applied here, and exit at once, as etcd panics.
+
+    Why not answer the failure and go on: see :class:`~services.store.mvcc.ApplyFailed`.
+    ``os._exit``, not SystemExit: nothing may run after this (no tick, no dump, no answer
+    from a state the peers may not have). supervisord starts the replica again, which
+    replays the entry from its journal.
+    """
+    fields: dict[str, object] = {}
+    if isinstance(error, ApplyFailed):
+        fields = {"cause": repr(error.__cause__), "origin": error.origin, "id": error.id,
+                  "index": error.index,
+                  "command": text_format.MessageToString(
+                      error.command, as_one_line=True)[:COMMAND_LOG_CHARS]}
+    log.critical("cannot apply a committed raft entry; stopping this replica",
+                 error=str(error), exc_info=error, **fields)
+    os._exit(APPLY_FAILED_EXIT)
 
 
 @dataclass
