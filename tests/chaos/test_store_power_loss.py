@@ -129,11 +129,13 @@ async def power_loss_run(base: Path, seed: int, *, victims: int = 3,
         await cluster.leader(timeout=HEALTHY_TIMEOUT)
         found, revision = await read_all(cluster)
         losses = find_losses(acked, found, revision)
-        cut = sum(a.length - a.synced for a in plan if isinstance(a, Cut))
-        print(f"seed {seed}: {len(acked)} acknowledged, revision {revision}, "
-              f"{len(plan)} files cut or removed ({cut} unsynced bytes kept, some garbled), "
-              f"{len(losses)} lost")
-        return Run(acked, losses, cut)
+        cuts = [a for a in plan if isinstance(a, Cut)]
+        kept = sum(a.length - a.synced for a in cuts)
+        print(f"seed {seed}: {len(acked)} acknowledged, revision {revision}; "
+              f"{len(plan) - len(cuts)} files removed, {len(cuts)} cut "
+              f"({kept} unsynced bytes kept, {sum(1 for a in cuts if a.garbage)} garbled); "
+              f"{len(losses)} lost{': ' + losses[0] if losses else ''}")
+        return Run(acked, losses, kept)
     except BaseException:
         print(cluster.logs(lines=80))
         raise
