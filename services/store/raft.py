@@ -259,6 +259,12 @@ _BUNDLE = "skiff_bundle"
 _FORWARD = "skiff_forward"
 _FORWARD_REFUSED = "skiff_forward_refused"
 _FORWARD_TYPES = (_FORWARD, _FORWARD_REFUSED)
+#: What a tick may send before its journal sync, as etcd's leader sends its entries
+#: while it writes them: the leader's append_entries (it counts its own copy of an entry
+#: towards a majority only when it processes a follower's answer, in a later tick, after
+#: this tick's sync returned: the loop is single-threaded) and forwarded client batches
+#: (not raft state). Answers to append_entries, votes and vote requests wait for it.
+_SENT_BEFORE_SYNC = frozenset({"append_entries", _FORWARD, _FORWARD_REFUSED})
 
 
 class _RaftTransport(TCPTransport):
@@ -354,10 +360,25 @@ class _RaftTransport(TCPTransport):
         self._outbox.setdefault(node, []).append(message)
         return True
 
-    def flush(self) -> None:
-        """Send each peer what was queued for it, as one message."""
+    def flush(self, *, before_sync: bool = False) -> None:
+        """Send each peer what was queued for it, as one message.
+
+        ``before_sync``: only each peer's leading messages that may go before this
+        tick's journal sync (see ``_SENT_BEFORE_SYNC``); the rest stay queued, in order.
+        """
         outbox, self._outbox = self._outbox, {}
+        if before_sync:
+            for node, messages in outbox.items():
+                n = 0
+                while (n < len(messages) and isinstance(messages[n], dict)
+                       and messages[n].get("type") in _SENT_BEFORE_SYNC):
+                    n += 1
+                if n < len(messages):
+                    self._outbox[node] = messages[n:]
+                outbox[node] = messages[:n]
         for node, messages in outbox.items():
+            if not messages:
+                continue
             connection = self._connections.get(node)
             if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
                 continue  # lost, as pysyncobj's own send loses it; raft resends
@@ -595,8 +616,11 @@ class Replica:
             log.exception("raft tick failed")
         self._syncobj.end_tick()
         # Group commit: what this tick (and the socket events before it) appended, and
-        # any new term or vote, is on disk before a peer hears of it, and before a
-        # client is answered (futures are resolved by callbacks after this tick).
+        # any new term or vote, is on disk before this replica acknowledges it to a
+        # peer (an append's answer, a vote) and before a client is answered (futures
+        # are resolved by callbacks after this tick). A leader's entries go out to the
+        # followers first, so that their sync overlaps the leader's.
+        self._transport.flush(before_sync=True)
         try:
             self._journal.sync()
         except OSError as e:
