@@ -76,13 +76,18 @@ class Disk:
         """A Disk that logs its syncs where ``$SKIFF_STORE_SYNC_LOG`` says, if set."""
         return cls(unsafe_no_fsync=unsafe_no_fsync, sync_log=os.environ.get(SYNC_LOG_ENV) or None)
 
-    def datasync(self, fd: int, path: str, *, metric: Histogram = WAL_FSYNC_SECONDS) -> None:
-        """fdatasync ``fd`` (the file at ``path``): its data and size, not its times."""
+    def datasync(self, fd: int, path: str, *, length: int | None = None,
+                 metric: Histogram = WAL_FSYNC_SECONDS) -> None:
+        """fdatasync ``fd`` (the file at ``path``): its data and size, not its times.
+
+        ``length``: how much of it holds data (a preallocated file is longer), for the
+        sync log; else its size.
+        """
         if self.unsafe_no_fsync:
             return
         with self._timed(metric):
             os.fdatasync(fd)
-        self._log_file(fd, path)
+        self._log_file(fd, path, length)
 
     def fsync(self, fd: int, path: str, *, metric: Histogram = WAL_FSYNC_SECONDS) -> None:
         """fsync ``fd`` (the file at ``path``)."""
@@ -134,12 +139,12 @@ class Disk:
         yield
         metric.observe(time.perf_counter() - started)
 
-    def _log_file(self, fd: int, path: str) -> None:
+    def _log_file(self, fd: int, path: str, length: int | None = None) -> None:
         if self.sync_log is None:
             return
         stat = os.fstat(fd)
         self._append({"file": os.path.abspath(path), "inode": stat.st_ino,
-                      "length": stat.st_size})
+                      "length": stat.st_size if length is None else length})
 
     def _append(self, record: dict) -> None:
         assert self._log_fd is not None

@@ -5,11 +5,17 @@ renamed into place unsynced: a power loss loses acknowledged writes. This journa
 implements the same :class:`pysyncobj.journal.Journal` interface, and is handed to
 pysyncobj in place of its own (see ``services.store.raft``). Modelled on etcd's WAL:
 
-- Records are appended to one file, ``MAGIC`` then per entry
-  ``crc32 | length | index | term | command`` (big-endian u32, u32, u64, u64), the
-  checksum over everything after it. On open the records are read back until the first
-  one that is short, fails its checksum or does not follow its predecessor's index: the
-  file is cut there (logged) and raft fetches what is missing from its peers.
+- Records are appended to one file, a header (``MAGIC`` and the checksum its first
+  record chains from) then per entry ``crc32 | length | index | term | command``
+  (big-endian u32, u32, u64, u64). Each checksum covers everything after it and is
+  seeded with the previous record's (etcd's rolling crc), so a stale record left past
+  a truncation never reads as the successor of a newer one. On open the records are
+  read back until the first one that is short, fails its checksum or does not follow
+  its predecessor's index: the file is cut there (logged, unless all that follows is
+  the preallocated zeros) and raft fetches what is missing from its peers.
+- The file is preallocated in ``PREALLOCATE`` steps (etcd preallocates its WAL's
+  segments): an fdatasync that must also record a new file size costs several times
+  one that only writes data (measured here: p50 0.5-4 ms against 0.09 ms).
 - Group commit: :meth:`RaftJournal.add` only queues a record in memory; :meth:`sync`
   writes what a raft tick queued with one ``write`` and makes it durable with one
   fdatasync. The replica calls it at the end of every tick, before the tick's peer
@@ -38,6 +44,7 @@ import json
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +59,13 @@ log = get_logger("store.journal")
 
 MAGIC = b"SKIFF-JOURNAL/1\n"
 META_MAGIC = b"SKIFF-META/1\n"
+#: MAGIC, then the checksum the first record's is seeded with.
+_FILE_HEADER = struct.Struct(">16sI")
+HEADER_SIZE = _FILE_HEADER.size
 #: crc32, command length, index, term.
 _HEADER = struct.Struct(">IIQQ")
+#: The file grows by this much at a time (zeros past the last record).
+PREALLOCATE = 8 * 1024 * 1024
 #: A record's command is at most this long (pysyncobj entries are far smaller).
 MAX_COMMAND = 1 << 30
 #: Bytes copied per read while compacting.
@@ -72,24 +84,38 @@ class JournalError(Exception):
     """A journal or meta file that cannot be read as one (not a torn tail: that is cut)."""
 
 
-def encode_record(command: bytes, index: int, term: int) -> bytes:
-    """One record: header (with the checksum of all that follows it) and command."""
+def encode_header(seed: int) -> bytes:
+    return _FILE_HEADER.pack(MAGIC, seed)
+
+
+def encode_record(command: bytes, index: int, term: int, previous: int) -> tuple[bytes, int]:
+    """One record (header and command) and its checksum, chained from ``previous``."""
     rest = _HEADER.pack(0, len(command), index, term)[4:]
-    crc = zlib.crc32(command, zlib.crc32(rest))
-    return struct.pack(">I", crc) + rest + command
+    crc = zlib.crc32(command, zlib.crc32(rest, previous))
+    return struct.pack(">I", crc) + rest + command, crc
 
 
-def decode_records(data: bytes | memoryview, start: int = len(MAGIC),
-                   ) -> tuple[list[Entry], list[int], int, str | None]:
-    """Read records from ``data[start:]`` up to the first bad one.
+@dataclass
+class Decoded:
+    """What :func:`decode_records` read: entries, each record's offset and checksum, the
+    offset where the good records end, and why reading stopped there (None: at the end)."""
 
-    Returns (entries, offset of each entry's record, offset where the good records end,
-    why reading stopped there: None at the end of ``data``). Pure: the unit tests call it.
-    """
+    entries: list[Entry]
+    starts: list[int]
+    crcs: list[int]
+    seed: int
+    end: int
+    reason: str | None
+
+
+def decode_records(data: bytes | memoryview) -> Decoded:
+    """Read a journal's records up to the first bad one. Pure: the unit tests call it."""
     view = memoryview(data)
+    _, seed = _FILE_HEADER.unpack_from(view, 0)
     entries: list[Entry] = []
     starts: list[int] = []
-    offset, size = start, len(view)
+    crcs: list[int] = []
+    offset, size = HEADER_SIZE, len(view)
     reason = None
     while offset < size:
         if size - offset < _HEADER.size:
@@ -100,7 +126,8 @@ def decode_records(data: bytes | memoryview, start: int = len(MAGIC),
         if length > MAX_COMMAND or body + length > size:
             reason = f"a record of {length} bytes past the end ({size - body} left)"
             break
-        if zlib.crc32(view[body:body + length], zlib.crc32(view[offset + 4:body])) != crc:
+        previous = crcs[-1] if crcs else seed
+        if zlib.crc32(view[body:body + length], zlib.crc32(view[offset + 4:body], previous)) != crc:
             reason = "a record whose checksum does not match"
             break
         if entries and (index != entries[-1][1] + 1 or term < entries[-1][2]):
@@ -109,8 +136,9 @@ def decode_records(data: bytes | memoryview, start: int = len(MAGIC),
             break
         entries.append((bytes(view[body:body + length]), index, term))
         starts.append(offset)
+        crcs.append(crc)
         offset = body + length
-    return entries, starts, offset, reason
+    return Decoded(entries, starts, crcs, seed, offset, reason)
 
 
 def decode_legacy(data: bytes) -> list[Entry]:
@@ -156,10 +184,12 @@ def decode_meta(data: bytes, path: str) -> dict[str, Any]:
 class RaftJournal(Journal):
     """pysyncobj's Journal on one file, synced once per :meth:`sync` (see module docstring).
 
-    Invariants: ``_entries[i]`` is the record at file offset ``_starts[i]``; records
-    below ``_written`` are in the file, the rest in ``_pending`` (which starts at
-    ``_written``); ``_end`` is where the last record ends. ``_dirty``: the file changed
-    since the last sync. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
+    Invariants: ``_entries[i]`` is the record at file offset ``_starts[i]``, with
+    checksum ``_crcs[i]`` (chained from ``_seed`` for the first); records below
+    ``_written`` are in the file, the rest in ``_pending`` (which starts at
+    ``_written``); ``_end`` is where the last record ends, and the file holds zeros from
+    ``_written`` to ``_allocated``, its size. ``_dirty``: the file changed since the
+    last sync. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
     Used from one thread (the replica's loop).
     """
 
@@ -170,6 +200,8 @@ class RaftJournal(Journal):
         self._disk = disk if disk is not None else Disk()
         self._entries: list[Entry] = []
         self._starts: list[int] = []
+        self._crcs: list[int] = []
+        self._seed = 0
         self._pending = bytearray()
         self._dirty = False
         self._meta_dirty = False
@@ -178,7 +210,8 @@ class RaftJournal(Journal):
         self._commit_index = 1
         self._stored_commit_index = 1
         self._open()
-        self._end = self._written = os.fstat(self._fd).st_size
+        self._end = self._written = self._good_end
+        self._allocated = os.fstat(self._fd).st_size
 
     # ------------------------------------------------------------------ opening
 
@@ -195,20 +228,13 @@ class RaftJournal(Journal):
         if data is not None and data.startswith(_LEGACY_NAME):
             self._migrate(data, meta)
             return
-        if data is None or (len(data) < len(MAGIC) and MAGIC.startswith(data)):
-            self._create()
+        if data is None or (len(data) < HEADER_SIZE and data[:len(MAGIC)] == MAGIC[:len(data)]):
+            self._create()  # new, or its header never made it to disk
         elif not data.startswith(MAGIC):
             raise JournalError(f"{self._path}: not a raft journal (starts {data[:16]!r})")
         else:
             self._fd = os.open(self._path, os.O_RDWR)
-            entries, starts, end, reason = decode_records(data)
-            if reason is not None:
-                log.warning("journal cut at its last good record", file=self._path,
-                            offset=end, bytes_cut=len(data) - end, entries_kept=len(entries),
-                            last_index=entries[-1][1] if entries else None, reason=reason)
-                os.ftruncate(self._fd, end)
-                self._disk.datasync(self._fd, self._path)
-            self._entries, self._starts = entries, starts
+            self._load(decode_records(data), data)
         self._set_meta(meta)
 
     def _set_meta(self, meta: dict[str, Any]) -> None:
@@ -228,24 +254,43 @@ class RaftJournal(Journal):
             return {}
         return decode_meta(data, self._meta_path)
 
+    def _load(self, decoded: Decoded, data: bytes) -> None:
+        """Take the records read; cut a torn or corrupt tail (the zeros of a preallocated
+        one stay)."""
+        end = decoded.end
+        if decoded.reason is not None and data.count(0, end) != len(data) - end:
+            entries = decoded.entries
+            log.warning("journal cut at its last good record", file=self._path, offset=end,
+                        bytes_cut=len(data) - end, entries_kept=len(entries),
+                        last_index=entries[-1][1] if entries else None, reason=decoded.reason)
+            os.ftruncate(self._fd, end)  # then zeros again, as the invariant says
+            os.posix_fallocate(self._fd, end, len(data) - end)
+            self._disk.datasync(self._fd, self._path, length=end)
+        self._entries, self._starts, self._crcs = decoded.entries, decoded.starts, decoded.crcs
+        self._seed, self._good_end = decoded.seed, end
+
     def _create(self) -> None:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, MAGIC)
+        os.write(fd, encode_header(0))
         self._disk.datasync(fd, self._path)
         self._disk.sync_directory(self._dir)
         self._fd = fd
+        self._good_end = HEADER_SIZE
 
     def _migrate(self, data: bytes, meta: dict[str, Any]) -> None:
         """Rewrite a pysyncobj FileJournal (and its meta) in this format."""
         entries = decode_legacy(data)
         self._write_meta(int(meta.get("term", 0)), meta.get("voted_for"),
                          int(meta.get("commit_index", 1)))
-        fd = self._write_new(MAGIC + b"".join(encode_record(to_bytes(c), i, t)
-                                              for c, i, t in entries))
+        records, crc = [], 0
+        for command, index, term in entries:
+            record, crc = encode_record(to_bytes(command), index, term, crc)
+            records.append(record)
+        fd = self._write_new(encode_header(0) + b"".join(records))
         self._disk.replace(self._path + ".new", self._path)
         self._fd = fd
         data = os.pread(fd, os.fstat(fd).st_size, 0)
-        self._entries, self._starts, _, _ = decode_records(data)
+        self._load(decode_records(data), data)
         self._set_meta(meta)
         log.warning("rewrote a pysyncobj journal in skiff's format", file=self._path,
                     entries=len(entries))
@@ -275,7 +320,7 @@ class RaftJournal(Journal):
             return False
         if self._dirty:
             self._write_pending()
-            self._disk.datasync(self._fd, self._path)
+            self._disk.datasync(self._fd, self._path, length=self._end)
             self._dirty = False
         if self._meta_dirty:
             commit = min(self._commit_index, self._entries[-1][1] if self._entries else 1)
@@ -285,6 +330,10 @@ class RaftJournal(Journal):
         return True
 
     def _write_pending(self) -> None:
+        if self._end > self._allocated:
+            size = (self._end // PREALLOCATE + 1) * PREALLOCATE
+            os.posix_fallocate(self._fd, self._allocated, size - self._allocated)
+            self._allocated = size
         if self._pending:
             view = memoryview(self._pending)
             offset = self._written
@@ -325,9 +374,11 @@ class RaftJournal(Journal):
 
     def add(self, command: Any, idx: int, term: int) -> None:
         command = to_bytes(command)
-        record = encode_record(command, idx, term)
+        previous = self._crcs[-1] if self._crcs else self._seed
+        record, crc = encode_record(command, idx, term, previous)
         self._entries.append((command, idx, term))
         self._starts.append(self._end)
+        self._crcs.append(crc)
         self._pending += record
         self._end += len(record)
         self._dirty = True
@@ -345,11 +396,15 @@ class RaftJournal(Journal):
         end = self._starts[keep]
         del self._entries[keep:]
         del self._starts[keep:]
+        del self._crcs[keep:]
         self._end = end
         if end >= self._written:
             del self._pending[end - self._written:]
         else:
+            # Zeros past the end again (a stale record there would fail its chained
+            # checksum anyway, but would read as a torn tail on open).
             os.ftruncate(self._fd, end)
+            os.posix_fallocate(self._fd, end, self._allocated - end)
             self._written = end
             self._pending.clear()
         self._dirty = True
@@ -363,7 +418,8 @@ class RaftJournal(Journal):
             return
         self._write_pending()
         keep_from = self._starts[entryTo]
-        new_fd = self._write_new(MAGIC + self._read(keep_from, self._written))
+        seed = self._crcs[entryTo - 1]
+        new_fd = self._write_new(encode_header(seed) + self._read(keep_from, self._end))
         try:
             self._disk.replace(self._path + ".new", self._path)
         except BaseException:
@@ -371,11 +427,14 @@ class RaftJournal(Journal):
             raise
         os.close(self._fd)
         self._fd = new_fd
-        shift = keep_from - len(MAGIC)
+        shift = keep_from - HEADER_SIZE
         self._entries = self._entries[entryTo:]
         self._starts = [start - shift for start in self._starts[entryTo:]]
+        self._crcs = self._crcs[entryTo:]
+        self._seed = seed
         self._written -= shift
         self._end -= shift
+        self._allocated = self._end
         self._dirty = False  # the new file is synced whole
 
     def _read(self, start: int, end: int) -> bytes:

@@ -11,11 +11,32 @@ from pysyncobj.journal import FileJournal
 
 from services.store import journal as journal_module
 from services.store.disk import Disk
-from services.store.journal import MAGIC, JournalError, RaftJournal, encode_record
+from services.store.journal import (
+    HEADER_SIZE,
+    MAGIC,
+    PREALLOCATE,
+    JournalError,
+    RaftJournal,
+    encode_record,
+)
 
 
 def entries(n: int, first: int = 1, term: int = 1) -> list[tuple[bytes, int, int]]:
     return [(b"cmd-%d-" % i + b"x" * (i % 7), i, term) for i in range(first, first + n)]
+
+
+def records(items: list[tuple[bytes, int, int]], seed: int = 0) -> bytes:
+    """The records of ``items``, chained from ``seed``."""
+    out, crc = b"", seed
+    for item in items:
+        record, crc = encode_record(*item, crc)
+        out += record
+    return out
+
+
+def content(path) -> bytes:
+    """The journal's header and records, without the preallocated zeros."""
+    return path.read_bytes().rstrip(b"\0")
 
 
 def filled(path, n: int = 5, **kwargs) -> RaftJournal:
@@ -41,15 +62,16 @@ def test_add_is_only_written_by_sync(tmp_path):
     journal = RaftJournal(path)
     journal.add(b"a", 1, 1)
     assert journal.unsynced
-    assert path.stat().st_size == len(MAGIC)  # queued in memory: one write per tick
+    assert path.stat().st_size == HEADER_SIZE  # queued in memory: one write per tick
     assert journal.sync() is True
     assert not journal.unsynced and journal.sync() is False
-    assert path.stat().st_size == len(MAGIC) + len(encode_record(b"a", 1, 1))
+    assert path.read_bytes()[HEADER_SIZE:].rstrip(b"\0") == records([(b"a", 1, 1)])
+    assert path.stat().st_size == PREALLOCATE  # preallocated: syncs write data only
 
 
-def last_record_bounds(path) -> tuple[int, int]:
-    size = path.stat().st_size
-    return size - len(encode_record(*entries(5)[-1])), size
+def last_record_bounds() -> tuple[int, int]:
+    end = HEADER_SIZE + len(records(entries(5)))
+    return end - len(records(entries(5)[-1:])), end
 
 
 def test_a_torn_last_record_is_cut_at_every_byte(tmp_path):
@@ -58,13 +80,13 @@ def test_a_torn_last_record_is_cut_at_every_byte(tmp_path):
     path = tmp_path / "journal"
     filled(path, 5)._destroy()
     good = path.read_bytes()
-    start, end = last_record_bounds(path)
+    start, end = last_record_bounds()
     for cut in range(start, end):
         for tail in (b"", b"\0" * (end - cut), bytes(range(256))[: end - cut]):
             path.write_bytes(good[:cut] + tail)
             reopened = RaftJournal(path)
             assert list(reopened) == entries(4), (cut, tail)
-            assert path.stat().st_size == start
+            assert content(path) == good[:start]  # cut at the last good record
             reopened.add(*entries(5)[-1])
             reopened.sync()
             reopened._destroy()
@@ -75,20 +97,42 @@ def test_a_corrupt_record_in_the_middle_cuts_the_journal_there(tmp_path):
     path = tmp_path / "journal"
     filled(path, 6)._destroy()
     data = bytearray(path.read_bytes())
-    third = len(MAGIC) + sum(len(encode_record(*e)) for e in entries(2))
+    third = HEADER_SIZE + len(records(entries(2)))
     data[third + 30] ^= 0xFF  # inside the third record's command
     path.write_bytes(bytes(data))
     assert list(RaftJournal(path)) == entries(2)
-    assert path.stat().st_size == third
+    assert content(path) == bytes(data[:third])
+    assert path.stat().st_size == len(data)  # the zeros past it stay allocated
 
 
 def test_a_record_that_does_not_follow_its_predecessor_is_cut(tmp_path):
     path = tmp_path / "journal"
-    journal = filled(path, 3)
-    journal._destroy()
-    with open(path, "ab") as f:
-        f.write(encode_record(b"stale", 7, 1))  # a valid record, but index 7 after 3
+    filled(path, 3)._destroy()
+    end = HEADER_SIZE + len(records(entries(3)))
+    last_crc = int.from_bytes(path.read_bytes()[end - len(records(entries(3)[-1:])):][:4], "big")
+    with open(path, "r+b") as f:
+        f.seek(end)
+        f.write(records([(b"skip", 7, 1)], last_crc))  # chained right, but index 7 after 3
     assert list(RaftJournal(path)) == entries(3)
+
+
+def test_a_stale_record_past_a_truncation_does_not_chain(tmp_path):
+    """A truncation lost in a crash can leave old records after a newer one: they carry
+    valid checksums of their own, but not chained from the newer record."""
+    path = tmp_path / "journal"
+    filled(path, 5)._destroy()
+    old = path.read_bytes()
+    journal = RaftJournal(path)
+    journal.deleteEntriesFrom(2)
+    newer = (b"new-3-yyy", 3, 1)  # as long as the old third: old 4 follows it exactly
+    assert len(newer[0]) == len(entries(5)[2][0])
+    journal.add(*newer)
+    journal.sync()
+    journal._destroy()
+    new_end = len(content(path))
+    assert old[new_end + 4:new_end + 24] == records(entries(5)[3:4])[4:24]  # old 4 is next
+    path.write_bytes(content(path) + old[new_end:])
+    assert list(RaftJournal(path)) == [*entries(2), newer]
 
 
 def test_delete_entries_from_truncates_written_and_queued_entries(tmp_path):
@@ -198,9 +242,10 @@ def test_not_a_journal_is_refused(tmp_path):
 
 def test_a_torn_header_is_a_new_journal(tmp_path):
     path = tmp_path / "journal"
-    path.write_bytes(MAGIC[:5])
-    journal = RaftJournal(path)
-    assert len(journal) == 0 and path.read_bytes() == MAGIC
+    for torn in (MAGIC[:5], MAGIC + b"\0"):
+        path.write_bytes(torn)
+        journal = RaftJournal(path)
+        assert len(journal) == 0 and path.read_bytes() == MAGIC + b"\0" * 4
 
 
 def test_a_pysyncobj_journal_is_rewritten_once_in_this_format(tmp_path):
@@ -235,7 +280,7 @@ def test_syncs_are_logged_and_skipped_when_unsafe(tmp_path):
     files = [r for r in records if "file" in r]
     dirs = [r for r in records if "dir" in r]
     journal_syncs = [r for r in files if r["file"] == str(data / "journal")]
-    assert journal_syncs[-1]["length"] == (data / "journal").stat().st_size
+    assert journal_syncs[-1]["length"] == len(content(data / "journal"))  # data, not zeros
     assert journal_syncs[-1]["inode"] == (data / "journal").stat().st_ino
     assert dirs[-1]["dir"] == str(data)
     assert dirs[-1]["entries"] == {p.name: p.stat().st_ino for p in data.iterdir()}
@@ -249,8 +294,8 @@ def test_syncs_are_logged_and_skipped_when_unsafe(tmp_path):
     assert list(RaftJournal(tmp_path / "other")) == entries(2)  # still written
 
 
-def test_record_layout_is_checksummed_big_endian():
-    record = encode_record(b"abc", 7, 2)
-    crc, length, index, term = struct.unpack_from(">IIQQ", record)
+def test_record_layout_is_checksummed_big_endian_and_chained():
+    record, crc = encode_record(b"abc", 7, 2, 99)
+    stored, length, index, term = struct.unpack_from(">IIQQ", record)
     assert (length, index, term) == (3, 7, 2) and record.endswith(b"abc")
-    assert crc == zlib.crc32(record[4:])
+    assert stored == crc == zlib.crc32(record[4:], 99)
