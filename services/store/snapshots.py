@@ -12,7 +12,8 @@ So the store uses pysyncobj's custom serializer hooks instead:
 
 - :meth:`Snapshotter.serialize` runs in a raft tick, between two applied batches. It
   takes a :class:`~services.store.mvcc.StoreImage` (a list copy per key) and hands it
-  to a background thread, which serializes it and writes
+  to a background thread (started at pysyncobj's next ``check``, once pysyncobj has
+  renamed its stand-in, see below), which serializes it and writes
   ``MAGIC | len | pickle(raft state) | Snapshot`` to a side file, fsyncs it, renames
   it over the dump and fsyncs the directory.
 - :meth:`Snapshotter.check` tells pysyncobj when that is done; only then does it drop
@@ -121,6 +122,8 @@ class Snapshotter:
         #: The outcome of the last dump, until pysyncobj has been told of it.
         self._state = SERIALIZER_STATE.NOT_SERIALIZING
         self._writer: threading.Thread | None = None
+        #: A dump ``serialize`` prepared, and its writer, started by ``check``.
+        self._unstarted: tuple[int, threading.Thread] | None = None
 
     def prepare(self) -> None:
         """Clear what a replica killed mid-dump left; call before pysyncobj starts."""
@@ -148,11 +151,14 @@ class Snapshotter:
                 os.link(self._dump, tmp)
             else:
                 tmp.touch()
+            writer = threading.Thread(target=self._write, args=(job, raft_state, image),
+                                      name=f"store-dump-{job}", daemon=True)
             with self._mutex:
                 self._current, self._state = job, SERIALIZER_STATE.SERIALIZING
-            self._writer = threading.Thread(target=self._write, args=(job, raft_state, image),
-                                            name=f"store-dump-{job}", daemon=True)
-            self._writer.start()
+                # Started by the next ``check``: pysyncobj renames the stand-in over the
+                # dump after this returns, and a writer faster than that would see its
+                # new dump replaced by the old one (then the log truncated past it).
+                self._unstarted = (job, writer)
         except Exception:
             # Raising would leave pysyncobj's serializer marked busy for good.
             log.exception("starting a store dump failed")
@@ -196,8 +202,18 @@ class Snapshotter:
         return True
 
     def check(self) -> int:
-        """pysyncobj's ``serializeChecker``: the state of the dump it asked for."""
+        """pysyncobj's ``serializeChecker``: the state of the dump it asked for.
+
+        pysyncobj calls it in every tick; the first call after ``serialize`` starts the
+        writer (see there).
+        """
         with self._mutex:
+            if self._unstarted is not None:
+                job, writer = self._unstarted
+                self._unstarted = None
+                if self._current == job:
+                    self._writer = writer
+                    writer.start()
             state = self._state
             if state != SERIALIZER_STATE.SERIALIZING:
                 self._state = SERIALIZER_STATE.NOT_SERIALIZING

@@ -14,8 +14,8 @@ disk into what a power loss could have left, and :func:`apply_power_loss` does i
 - a name not durable in its directory (created or renamed in after the directory's last
   sync) is removed: so is a file whose name is durable but that was never synced;
 - a file whose name is durable is cut back to its synced length plus a random part of
-  its unsynced tail, in which a random stretch is overwritten with garbage (a torn
-  write: pages written back out of order);
+  its unsynced tail (at most ``UNSYNCED_WINDOW``), in which a random stretch is
+  overwritten with garbage (a torn write: pages written back out of order);
 - not modelled: a rename over an existing name after the directory's last sync cannot
   be undone, because the file it replaced is gone (unlinked by the rename). The new
   file is kept (cut to its synced length, or removed if never synced), which is one of
@@ -38,6 +38,10 @@ from pathlib import Path
 
 __all__ = ["Acked", "Cut", "DurableState", "Remove", "apply_power_loss", "find_losses",
            "plan_power_loss", "read_sync_log"]
+
+
+#: How far past a file's synced length a torn write is placed.
+UNSYNCED_WINDOW = 64 * 1024
 
 
 @dataclass
@@ -110,7 +114,9 @@ def plan_power_loss(state: DurableState, found: Mapping[str, Mapping[str, tuple[
                 continue
             if size <= synced:
                 continue  # all of it synced (or truncated since: either may survive)
-            kept = synced + rng.randint(0, size - synced)
+            # What was written since the last sync is near its end (past it, a
+            # preallocated file holds zeros): tear within the first UNSYNCED_WINDOW.
+            kept = synced + rng.randint(0, min(size - synced, UNSYNCED_WINDOW))
             garbage_at, garbage = synced, b""
             if kept > synced:
                 garbage_at = rng.randint(synced, kept - 1)
