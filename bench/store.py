@@ -112,6 +112,9 @@ class Settings:
     etcd_election_ms: int = DEFAULT_ELECTION_MS
     #: Which phases run (comma-separated); all of them by default.
     phases: str = ",".join(PHASE_NAMES)
+    #: Start skiff's replicas with --unsafe-no-fsync (etcd 3.4 has no such flag: it
+    #: always syncs, so only a syncing skiff compares like for like).
+    unsafe_no_fsync: bool = False
 
 
 # ========================================================================= statistics
@@ -555,7 +558,7 @@ async def started_cluster(kind: str, settings: Settings) -> AsyncIterator[Any]:
     """Start a three-member ``kind`` cluster in a temp dir, wait for health, stop it after."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         if kind == "skiff":
-            cluster: Any = StoreCluster(Path(tmp))
+            cluster: Any = StoreCluster(Path(tmp), unsafe_no_fsync=settings.unsafe_no_fsync)
         elif kind == "floor":
             cluster = FloorCluster(Path(tmp))
         else:
@@ -1098,6 +1101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     p.add_argument("--etcd-election-ms", type=int, default=defaults.etcd_election_ms)
     p.add_argument("--phases", default=defaults.phases,
                    help=f"comma-separated subset of {','.join(PHASE_NAMES)}")
+    p.add_argument("--unsafe-no-fsync", action="store_true",
+                   help="start skiff's replicas with --unsafe-no-fsync (no syncs to disk)")
     args = p.parse_args(argv)
     unknown = set(args.phases.split(",")) - set(PHASE_NAMES)
     if unknown:

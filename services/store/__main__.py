@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.store.config import StoreConfig, parse_args
+from services.store.disk import Disk
 from services.store.leader import LeaderDuties
 from services.store.lessor import Lessor
 from services.store.raft import Replica, ReplicaOptions
@@ -38,6 +39,10 @@ async def serve(config: StoreConfig) -> None:
     gc.set_threshold(20_000, 20, 20)
     loop = asyncio.get_running_loop()
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    disk = Disk.from_environment(unsafe_no_fsync=config.unsafe_no_fsync)
+    if config.unsafe_no_fsync:
+        log.warning("--unsafe-no-fsync: nothing is synced to disk; a power loss or OS crash "
+                    "can lose acknowledged writes")
     own = config.member
     replica = Replica(ReplicaOptions(
         self_address=own.peer_address,
@@ -47,6 +52,7 @@ async def serve(config: StoreConfig) -> None:
         password=config.peer_password,
         timings=config.timings,
         log_compaction_entries=config.snapshot_count,
+        disk=disk,
     ), loop=loop)
     lessor = Lessor()
     replica.add_apply_hook(lessor.observe)

@@ -51,6 +51,8 @@ class StoreConfig:
     snapshot_count: int = 20_000
     request_timeout: float = 5.0
     progress_notify_interval: float = 600.0
+    #: Skip every fsync (etcd's flag): a power loss may then lose acknowledged writes.
+    unsafe_no_fsync: bool = False
     timings: RaftTimings = field(default_factory=RaftTimings)
 
     @property
@@ -87,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
                         "then truncated)")
     p.add_argument("--experimental-watch-progress-notify-interval", type=float, default=600.0,
                    help="seconds between progress notifications to watches that ask for them")
+    p.add_argument("--unsafe-no-fsync", action="store_true",
+                   help="do not fsync the journal, term, vote or dumps (as etcd's flag): "
+                        "faster, but a power loss or OS crash can lose acknowledged writes "
+                        "(a killed process loses nothing); for tests and throwaway clusters")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -134,4 +140,5 @@ def parse_args(argv: list[str] | None = None) -> StoreConfig:
         auto_compaction_interval=args.auto_compaction_interval,
         snapshot_count=args.snapshot_count,
         progress_notify_interval=args.experimental_watch_progress_notify_interval,
+        unsafe_no_fsync=args.unsafe_no_fsync,
     )

@@ -48,6 +48,7 @@ from typing import Any, NoReturn
 
 import grpc
 import pysyncobj.pickle
+import pysyncobj.syncobj
 import pysyncobj.tcp_connection
 from google.protobuf import text_format
 from prometheus_client import Histogram
@@ -57,11 +58,13 @@ from pysyncobj.poller import POLL_EVENT_TYPE, Poller
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
-from services.store import errors
+from services.store import errors, pysyncobj_contract
+from services.store.disk import Disk
 from services.store.errors import EtcdError
+from services.store.journal import RaftJournal
 from services.store.mvcc import ApplyFailed, Store
 from services.store.peer_cipher import PeerCipher
-from services.store.snapshots import Snapshotter
+from services.store.snapshots import RaftState, Snapshotter
 from skiff.logging import get_logger
 from skiff.store.v1 import raft_pb2
 
@@ -98,6 +101,10 @@ COMMIT_SECONDS = Histogram("skiff_store_batch_commit_seconds",
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
+# Everything below reaches into pysyncobj: fail here, naming what is missing, if the
+# installed version is not the one pinned.
+pysyncobj_contract.check()
+
 # pysyncobj pickles its messages and journal entries with protocol 2, which has no
 # bytes type: every batch (bytes) travels as a latin-1 str, UTF-8 encoded, twice (the
 # replicated call's arguments, then the message holding the entry). That made a
@@ -123,6 +130,23 @@ class _Uncompressed:
 # append_entries, on the one thread that also serves gRPC, for bandwidth that loopback
 # and a LAN do not lack at the store's rates. Messages travel as pickles, sealed.
 pysyncobj.tcp_connection.zlib = _Uncompressed  # type: ignore[attr-defined]
+
+_create_pysyncobj_journal = pysyncobj.syncobj.createJournal
+
+
+def _create_journal(journal_file: Any) -> Any:
+    """pysyncobj's journal factory: ours when ``journalFile`` is an opened RaftJournal.
+
+    pysyncobj builds its journal with ``createJournal(conf.journalFile)`` and offers no
+    other way in; handing it our journal object there replaces its mmap journal (never
+    synced) without touching its internals. Any other value still gets pysyncobj's own.
+    """
+    if isinstance(journal_file, RaftJournal):
+        return journal_file
+    return _create_pysyncobj_journal(journal_file)
+
+
+pysyncobj.syncobj.createJournal = _create_journal  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -240,6 +264,12 @@ _BUNDLE = "skiff_bundle"
 _FORWARD = "skiff_forward"
 _FORWARD_REFUSED = "skiff_forward_refused"
 _FORWARD_TYPES = (_FORWARD, _FORWARD_REFUSED)
+#: What a tick may send before its journal sync, as etcd's leader sends its entries
+#: while it writes them: the leader's append_entries (it counts its own copy of an entry
+#: towards a majority only when it processes a follower's answer, in a later tick, after
+#: this tick's sync returned: the loop is single-threaded) and forwarded client batches
+#: (not raft state). Answers to append_entries, votes and vote requests wait for it.
+_SENT_BEFORE_SYNC = frozenset({"append_entries", _FORWARD, _FORWARD_REFUSED})
 
 
 class _RaftTransport(TCPTransport):
@@ -335,10 +365,25 @@ class _RaftTransport(TCPTransport):
         self._outbox.setdefault(node, []).append(message)
         return True
 
-    def flush(self) -> None:
-        """Send each peer what was queued for it, as one message."""
+    def flush(self, *, before_sync: bool = False) -> None:
+        """Send each peer what was queued for it, as one message.
+
+        ``before_sync``: only each peer's leading messages that may go before this
+        tick's journal sync (see ``_SENT_BEFORE_SYNC``); the rest stay queued, in order.
+        """
         outbox, self._outbox = self._outbox, {}
+        if before_sync:
+            for node, messages in outbox.items():
+                n = 0
+                while (n < len(messages) and isinstance(messages[n], dict)
+                       and messages[n].get("type") in _SENT_BEFORE_SYNC):
+                    n += 1
+                if n < len(messages):
+                    self._outbox[node] = messages[n:]
+                outbox[node] = messages[:n]
         for node, messages in outbox.items():
+            if not messages:
+                continue
             connection = self._connections.get(node)
             if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
                 continue  # lost, as pysyncobj's own send loses it; raft resends
@@ -506,6 +551,8 @@ class ReplicaOptions:
     timings: RaftTimings = field(default_factory=RaftTimings)
     #: Compact pysyncobj's log (a full dump to disk) after this many entries.
     log_compaction_entries: int = 20_000
+    #: How files are made durable (``--unsafe-no-fsync``, the test-only sync log).
+    disk: Disk = field(default_factory=Disk)
 
 
 class Replica:
@@ -538,8 +585,12 @@ class Replica:
         self._tick_scheduled = False
         self._tick_timer: asyncio.TimerHandle | None = None
         self._machine = _StateMachine(self.store, self.lock, self._applied_later)
-        self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file)
+        self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file,
+                                                      disk=options.disk)
         snapshotter.prepare()
+        #: Entries, term and vote; synced at the end of every tick (see ``_tick``).
+        self._journal = RaftJournal(options.journal_file, options.disk)
+        self._journal_aligned = False
         timings = options.timings
         conf = SyncObjConf(
             password=options.password,
@@ -553,7 +604,7 @@ class Replica:
             appendEntriesBatchSizeBytes=_ENTRY_LIMIT,
             sendBufferSize=4 * 1024 * 1024,
             recvBufferSize=4 * 1024 * 1024,
-            journalFile=options.journal_file,
+            journalFile=self._journal,  # see _create_journal
             fullDumpFile=options.dump_file,
             # Dumps are written on a thread by the Snapshotter, not by pysyncobj on its
             # own thread (a stall) or in a fork (which would inherit the listening
@@ -561,7 +612,7 @@ class Replica:
             useFork=False,
             serializer=snapshotter.serialize,
             serializeChecker=snapshotter.check,
-            deserializer=snapshotter.deserialize,
+            deserializer=self._load_dump,
             logCompactionMinEntries=options.log_compaction_entries,
             logCompactionMinTime=600,
             commandsWaitLeader=True,
@@ -593,6 +644,19 @@ class Replica:
         except Exception:  # as pysyncobj's own tick thread: log, and tick again later
             log.exception("raft tick failed")
         self._syncobj.end_tick()
+        # Group commit: what this tick (and the socket events before it) appended, and
+        # any new term or vote, is on disk before this replica acknowledges it to a
+        # peer (an append's answer, a vote) and before a client is answered (futures
+        # are resolved by callbacks after this tick). A leader's entries go out to the
+        # followers first, so that their sync overlaps the leader's.
+        self._transport.flush(before_sync=True)
+        try:
+            self._journal.sync()
+        except OSError as e:
+            # After a failed fsync the kernel may have dropped the dirty pages: retrying
+            # could report durable what is not. Stop, as etcd does, rather than ack it.
+            log.critical("syncing the raft journal failed; stopping", error=str(e))
+            os._exit(70)
         self._transport.flush()
         leader = self._syncobj._getLeader()
         if leader != self._leader:
@@ -602,6 +666,15 @@ class Replica:
     def _periodic_tick(self) -> None:
         self._tick()
         self._tick_timer = self._loop.call_later(TICK_PERIOD, self._periodic_tick)
+
+    def _load_dump(self, dump_file: str) -> RaftState:
+        """pysyncobj's deserializer: the Snapshotter's, then the journal aligned to the dump."""
+        raft_state = self._snapshotter.deserialize(dump_file)
+        if not self._journal_aligned:  # at start; a dump installed later clears the log
+            self._journal_aligned = True
+            last, before_last = raft_state[0], raft_state[1]
+            self._journal.align(before_last, last)
+        return raft_state
 
     # ----------------------------------------------------------------- status
 

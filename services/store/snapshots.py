@@ -12,18 +12,23 @@ So the store uses pysyncobj's custom serializer hooks instead:
 
 - :meth:`Snapshotter.serialize` runs in a raft tick, between two applied batches. It
   takes a :class:`~services.store.mvcc.StoreImage` (a list copy per key) and hands it
-  to a background thread, which serializes it and writes
-  ``MAGIC | len | pickle(raft state) | Snapshot`` to a side file, fsyncs it and renames
-  it over the dump.
+  to a background thread (started at pysyncobj's next ``check``, once pysyncobj has
+  renamed its stand-in, see below), which serializes it and writes
+  ``MAGIC | len | pickle(raft state) | Snapshot`` to a side file, fsyncs it, renames
+  it over the dump and fsyncs the directory.
 - :meth:`Snapshotter.check` tells pysyncobj when that is done; only then does it drop
-  the log entries the dump covers (and send the dump to a follower that needs it). A
-  replica killed mid-dump restarts from its previous dump and its whole journal.
+  the log entries the dump covers (and send the dump to a follower that needs it), so
+  the dump is durable before the journal entries it replaces are gone. A replica
+  killed (or powered off) mid-dump restarts from its previous dump and its whole
+  journal.
 - pysyncobj renames ``<dump>.tmp`` over the dump as soon as ``serialize`` returns. That
   file is made a hard link to the current dump (or an empty placeholder before the
   first one, removed again on start), so the rename changes nothing.
 - :meth:`Snapshotter.deserialize` loads a dump: at start, and when the leader installs
   one on this follower (which abandons any dump of this replica's still being written:
-  it is older). It also reads pysyncobj's own gzip format, written by earlier versions.
+  it is older). pysyncobj writes an installed dump without syncing it, so it is synced
+  here, before the tick that installs it clears the journal and acknowledges it. It
+  also reads pysyncobj's own gzip format, written by earlier versions.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.pickle import load as pysyncobj_load
 
+from services.store.disk import SNAP_FSYNC_SECONDS, Disk
 from services.store.mvcc import Store, StoreImage
 from skiff.logging import get_logger
 
@@ -62,7 +68,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 RaftState = tuple[Any, ...]
 
 
-def write_dump(path: Path, raft_state: RaftState, image: StoreImage) -> None:
+def write_dump(path: Path, raft_state: RaftState, image: StoreImage, disk: Disk | None = None,
+               ) -> None:
     """Write a dump to ``path`` and fsync it, leaving the GIL to the loop most of the time."""
     state = pickle.dumps(raft_state, protocol=pickle.HIGHEST_PROTOCOL)
     with open(path, "wb") as f:
@@ -78,7 +85,7 @@ def write_dump(path: Path, raft_state: RaftState, image: StoreImage) -> None:
             time.sleep((time.perf_counter() - started) * REST_PER_WORK)
             started = time.perf_counter()
         f.flush()
-        os.fsync(f.fileno())
+        (disk or Disk()).fsync(f.fileno(), str(path), metric=SNAP_FSYNC_SECONDS)
 
 
 def read_dump(path: Path) -> tuple[RaftState, bytes]:
@@ -102,8 +109,10 @@ class Snapshotter:
     thread of its own. ``lock`` is the replica's store lock.
     """
 
-    def __init__(self, store: Store, lock: threading.Lock, dump_file: str) -> None:
+    def __init__(self, store: Store, lock: threading.Lock, dump_file: str, *,
+                 disk: Disk | None = None) -> None:
         self._store = store
+        self._disk = disk if disk is not None else Disk()
         self._lock = lock
         self._dump = Path(dump_file)
         self._jobs = itertools.count(1)
@@ -113,6 +122,8 @@ class Snapshotter:
         #: The outcome of the last dump, until pysyncobj has been told of it.
         self._state = SERIALIZER_STATE.NOT_SERIALIZING
         self._writer: threading.Thread | None = None
+        #: A dump ``serialize`` prepared, and its writer, started by ``check``.
+        self._unstarted: tuple[int, threading.Thread] | None = None
 
     def prepare(self) -> None:
         """Clear what a replica killed mid-dump left; call before pysyncobj starts."""
@@ -140,11 +151,14 @@ class Snapshotter:
                 os.link(self._dump, tmp)
             else:
                 tmp.touch()
+            writer = threading.Thread(target=self._write, args=(job, raft_state, image),
+                                      name=f"store-dump-{job}", daemon=True)
             with self._mutex:
                 self._current, self._state = job, SERIALIZER_STATE.SERIALIZING
-            self._writer = threading.Thread(target=self._write, args=(job, raft_state, image),
-                                            name=f"store-dump-{job}", daemon=True)
-            self._writer.start()
+                # Started by the next ``check``: pysyncobj renames the stand-in over the
+                # dump after this returns, and a writer faster than that would see its
+                # new dump replaced by the old one (then the log truncated past it).
+                self._unstarted = (job, writer)
         except Exception:
             # Raising would leave pysyncobj's serializer marked busy for good.
             log.exception("starting a store dump failed")
@@ -154,12 +168,19 @@ class Snapshotter:
     def _write(self, job: int, raft_state: RaftState, image: StoreImage) -> None:
         partial = self._dump.with_name(f"{self._dump.name}.writing.{job}")
         try:
-            write_dump(partial, raft_state, image)
+            write_dump(partial, raft_state, image, self._disk)
             with self._mutex:
                 landed = self._current == job
                 if landed:
                     os.replace(partial, self._dump)
-                    self._current, self._state = None, SERIALIZER_STATE.SUCCESS
+            if landed:
+                # The rename durable before pysyncobj hears of the dump and drops the
+                # journal entries it covers (outside the mutex: ``check`` runs in ticks).
+                self._disk.sync_directory(self._dump.parent, metric=SNAP_FSYNC_SECONDS)
+                with self._mutex:
+                    # A dump installed meanwhile replaced ours and already said FAILED.
+                    if self._current == job:
+                        self._current, self._state = None, SERIALIZER_STATE.SUCCESS
         except Exception:
             log.exception("writing a store dump failed", file=str(partial))
             with self._mutex:
@@ -181,8 +202,18 @@ class Snapshotter:
         return True
 
     def check(self) -> int:
-        """pysyncobj's ``serializeChecker``: the state of the dump it asked for."""
+        """pysyncobj's ``serializeChecker``: the state of the dump it asked for.
+
+        pysyncobj calls it in every tick; the first call after ``serialize`` starts the
+        writer (see there).
+        """
         with self._mutex:
+            if self._unstarted is not None:
+                job, writer = self._unstarted
+                self._unstarted = None
+                if self._current == job:
+                    self._writer = writer
+                    writer.start()
             state = self._state
             if state != SERIALIZER_STATE.SERIALIZING:
                 self._state = SERIALIZER_STATE.NOT_SERIALIZING
@@ -198,6 +229,9 @@ class Snapshotter:
             if self._current is not None:
                 # The leader sent a newer state than the one being written: drop that one.
                 self._current, self._state = None, SERIALIZER_STATE.FAILED
+        # An installed dump was written (and renamed) by pysyncobj, unsynced.
+        self._disk.sync_file(dump_file, metric=SNAP_FSYNC_SECONDS)
+        self._disk.sync_directory(Path(dump_file).parent, metric=SNAP_FSYNC_SECONDS)
         raft_state, snapshot = read_dump(Path(dump_file))
         with self._lock:
             self._store.restore(snapshot)

@@ -175,12 +175,17 @@ class ProcessCluster:
 
 
 class StoreCluster(ProcessCluster):
-    """``size`` skiff-store replicas under ``base_dir`` (data, logs, the peer password)."""
+    """``size`` skiff-store replicas under ``base_dir`` (data, logs, the peer password).
+
+    ``unsafe_no_fsync`` runs them with ``--unsafe-no-fsync`` (nothing synced to disk);
+    ``env`` adds to each replica's environment (e.g. ``SKIFF_STORE_SYNC_LOG``).
+    """
 
     kind = "store member"
 
     def __init__(self, base_dir: Path, *, size: int = 3, extra_args: list[str] | None = None,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", unsafe_no_fsync: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         self.base_dir = base_dir
         base_dir.mkdir(parents=True, exist_ok=True)
         password_file = base_dir / "peer-password"
@@ -196,7 +201,9 @@ class StoreCluster(ProcessCluster):
                     "--listen-peer-urls", f"http://{LOOPBACK}:{peer}",
                     "--initial-cluster", initial, "--peer-password-file", str(password_file),
                     "--log-level", log_level, *(extra_args or [])]
-            daemon = Daemon(name, argv, base_dir / f"{name}.log")
+            if unsafe_no_fsync:
+                argv.append("--unsafe-no-fsync")
+            daemon = Daemon(name, argv, base_dir / f"{name}.log", env=dict(env or {}))
             self.members.append(StoreMember(name, client, peer, base_dir / name, daemon))
 
     async def _healthy(self, endpoint: str) -> bool:
@@ -262,10 +269,12 @@ class Process:
 @contextlib.asynccontextmanager
 async def control_plane(base_dir: Path, *, log_level: str = "info",
                         apiserver_args: list[str] | None = None, timeout: float = 60.0,
+                        unsafe_no_fsync: bool = False,
                         ) -> AsyncIterator[tuple[StoreCluster, APIServer]]:
     """Three store replicas and an apiserver under ``base_dir``, healthy; stopped on
     leaving (what every benchmark that starts its own cluster needs)."""
-    store = StoreCluster(base_dir / "store", log_level=log_level)
+    store = StoreCluster(base_dir / "store", log_level=log_level,
+                         unsafe_no_fsync=unsafe_no_fsync)
     apiserver = APIServer(base_dir / "apiserver", store.endpoints, log_level=log_level,
                           extra_args=apiserver_args)
     store.start()

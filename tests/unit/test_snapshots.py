@@ -39,6 +39,7 @@ def dump_as_pysyncobj_would(snapshotter: Snapshotter, dump: Path) -> None:
 
 
 def finished(snapshotter: Snapshotter, timeout: float = 10.0) -> int:
+    snapshotter.check()  # pysyncobj's next tick: starts the writer
     assert snapshotter.wait(timeout), "the dump did not finish"
     return snapshotter.check()
 
@@ -97,6 +98,29 @@ def test_until_a_dump_is_written_the_previous_one_stays(tmp_path, monkeypatch):
     release.set()
     finished(second)
     assert dump.read_bytes() != previous
+
+
+def test_the_writer_starts_after_pysyncobjs_rename_so_the_new_dump_stays(tmp_path):
+    """pysyncobj renames ``<dump>.tmp`` (a link to the old dump) over the dump after
+    ``serialize`` returns; a writer that landed first would be replaced by the old dump,
+    and the log then truncated past it. The writer waits for the next ``check``."""
+    dump = tmp_path / "snapshot"
+    first = Snapshotter(filled(5), threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(first, dump)
+    assert finished(first) == SERIALIZER_STATE.SUCCESS
+    old = dump.read_bytes()
+    assert old.startswith(MAGIC)
+
+    store = filled(30)
+    second = Snapshotter(store, threading.Lock(), str(dump))
+    second.serialize(f"{dump}.tmp", RAFT_STATE)
+    assert second.wait(0) and not list(tmp_path.glob("snapshot.writing.*"))  # not yet
+    os.replace(f"{dump}.tmp", dump)  # pysyncobj, right after serialize returned
+    assert finished(second) == SERIALIZER_STATE.SUCCESS
+    assert dump.read_bytes() != old
+    restored = Store()
+    Snapshotter(restored, threading.Lock(), str(dump)).deserialize(str(dump))
+    assert restored.snapshot() == store.snapshot()
 
 
 def test_a_first_dump_that_never_finished_leaves_nothing_to_load(tmp_path, monkeypatch):
