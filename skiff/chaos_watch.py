@@ -172,10 +172,15 @@ class InformerWatcher:
         return int(version) if version and not self.registration.pending else 0
 
     async def stop(self) -> WatchRecord:
+        """Stop the informer; its record, ending with a progress mark at the informer's
+        version if the handlers were given everything up to it (they see no bookmarks)."""
+        reached = self.reached
         await self.informer.stop()
         await self.client.close()
         record = self.recorder.finish()
-        record.resumes = self.informer.watches - 1
+        if reached:
+            record.progress(reached)
+        record.resumes = max(0, self.informer.watches - 1)
         return record
 
 
