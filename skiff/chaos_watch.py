@@ -7,7 +7,8 @@ holds against the store's history (:func:`read_history`, read after the run):
 
 - :func:`run_store_watcher`: an etcd Watch stream with progress notifications (asked
   for every ``progress_interval``), resuming on the next replica from the last revision
-  it was told of + 1, as the apiserver's own store watch does;
+  it was told of (its last event's, or a progress notification's) + 1, as the
+  apiserver's own store watch does;
 - :func:`run_api_watcher`: an API watch with bookmarks (a reflector without a cache):
   list, watch from the list's version, resume from the last version seen on the next
   apiserver, re-list on Gone;
@@ -97,12 +98,14 @@ async def run_store_watcher(endpoints: Sequence[str], record: WatchRecord, *, fi
                     for event in response.events:
                         record.event(event.kv.mod_revision, event.kv.key.decode(),
                                      deleted=event.type == kv_pb2.Event.DELETE)
-                    revision = max([response.header.revision,
-                                    *(e.kv.mod_revision for e in response.events)])
-                    if revision > position:
-                        position = revision
-                        if not response.events or revision > response.events[-1].kv.mod_revision:
-                            record.progress(revision)
+                    # An events response is complete up to its last event (etcd heads a
+                    # backlog's responses with its current revision); one without
+                    # events is a progress notification.
+                    if response.events:
+                        position = max(position, response.events[-1].kv.mod_revision)
+                    elif response.header.revision > position:
+                        position = response.header.revision
+                        record.progress(position)
             except (grpc.aio.AioRpcError, TimeoutError):
                 # Any broken stream: a killed replica's may end UNAVAILABLE, or INTERNAL
                 # ("Internal error from Core"). One that never recovers stays short of
