@@ -68,6 +68,7 @@ import grpc
 
 from skiff.api import errors
 from skiff.api.v1 import apps_pb2, coordination_pb2, core_pb2, meta_pb2
+from skiff.chaos_watch import LayerWatchers
 from skiff.client.client import Client
 from skiff.health import grpc_healthy, wait_for
 from skiff.kubelet import labels as kubelet_labels
@@ -1122,6 +1123,13 @@ async def run_chaos(target: Target, *, seconds: float, seed: int, writers: int =
         await client.namespaces.create(core_pb2.Namespace(
             metadata=meta_pb2.ObjectMeta(name=namespace)))
         await client.deployments.create(deployment(namespace, FINAL_REPLICAS))
+        # Watchers of the writers' Leases at every layer, checked against the store's
+        # history at the end (skiff.chaos_watch); the prefix is empty until now.
+        watchers = LayerWatchers(
+            store_endpoints=target.store_endpoints, apiservers=target.apiservers,
+            kind="Lease", namespace=namespace, prefix=f"/registry/leases/{namespace}/",
+            start=await _current_revision(target.store_endpoints))
+        await watchers.start()
         began = time.monotonic()
         history.began = began
         tasks = [_spawn(run_writer(i, target.apiservers, history, namespace=namespace,
@@ -1145,61 +1153,81 @@ async def run_chaos(target: Target, *, seconds: float, seed: int, writers: int =
                            what="a write acknowledged after the last kill")
             stop.set()
             await asyncio.gather(*tasks)
+        except BaseException:
+            await watchers.cancel()
+            raise
         finally:
             await _cancel(tasks)
-        load_seconds = time.monotonic() - began
-        log(f"load stopped after {load_seconds:.0f}s: {len(history.writes)} writes, "
-            f"{len(history.kills)} kills; converging")
-
-        # Scale to a known size, then wait until everything matches it.
-        final = Failover(target.apiservers, history, name="final")
         try:
-            async def scaled() -> bool:
-                return await scale(final, namespace, FINAL_REPLICAS) is Outcome.ACKNOWLEDGED
-            await wait_for(scaled, timeout=HEALTHY_TIMEOUT, what="the final scale")
+            return await _converge_and_check(target, client, history, watchers,
+                                             namespace=namespace, seed=seed, seconds=seconds,
+                                             writers=writers, log=log)
         finally:
-            await final.close()
-        problems: list[str] = []
-        converge_began = time.monotonic()
+            await watchers.cancel()
 
-        async def converged() -> bool:
-            problems[:] = await converged_problems(client, namespace, target.nodes)
-            return not problems
 
-        try:
-            await wait_for(converged, timeout=CONVERGENCE_TIMEOUT, interval=1.0,
-                           what="convergence")
-        except TimeoutError:
-            problems.insert(0, f"not converged within {CONVERGENCE_TIMEOUT:.0f}s")
-        convergence_seconds = round(time.monotonic() - converge_began, 1)
+async def _converge_and_check(target: Target, client: Client, history: History,
+                              watchers: LayerWatchers, *, namespace: str, seed: int,
+                              seconds: float, writers: int, log: Callable[[str], None]
+                              ) -> dict[str, Any]:
+    """After the load: scale to the final size, wait for convergence, check; the report."""
+    began = history.began
+    load_seconds = time.monotonic() - began
+    log(f"load stopped after {load_seconds:.0f}s: {len(history.writes)} writes, "
+        f"{len(history.kills)} kills; converging")
 
-        revision, states = await read_replicas(target.store_endpoints)
-        problems += check_replicas_agree(states)
-        for state in states:
-            problems += check_writes(history.writes,
-                                     leases_in_keyspace(state.kvs, namespace),
-                                     where=f"store {state.endpoint}")
-        listed = (await client.leases.list(namespace)).items
+    # Scale to a known size, then wait until everything matches it.
+    final = Failover(target.apiservers, history, name="final")
+    try:
+        async def scaled() -> bool:
+            return await scale(final, namespace, FINAL_REPLICAS) is Outcome.ACKNOWLEDGED
+        await wait_for(scaled, timeout=HEALTHY_TIMEOUT, what="the final scale")
+    finally:
+        await final.close()
+    problems: list[str] = []
+    converge_began = time.monotonic()
+
+    async def converged() -> bool:
+        problems[:] = await converged_problems(client, namespace, target.nodes)
+        return not problems
+
+    try:
+        await wait_for(converged, timeout=CONVERGENCE_TIMEOUT, interval=1.0,
+                       what="convergence")
+    except TimeoutError:
+        problems.insert(0, f"not converged within {CONVERGENCE_TIMEOUT:.0f}s")
+    convergence_seconds = round(time.monotonic() - converge_began, 1)
+
+    revision, states = await read_replicas(target.store_endpoints)
+    problems += check_replicas_agree(states)
+    watch_problems, watches = await watchers.check(revision)
+    problems += watch_problems
+    for state in states:
         problems += check_writes(history.writes,
-                                 {o.metadata.name: (o.spec.holder_identity,
-                                                    int(o.metadata.resource_version))
-                                  for o in listed}, where="the API")
-        pods = [p for p in (await client.pods.list(namespace)).items]
-        containers = await running_containers(target.nodes)
-        report = make_report(
-            history, began=began, target=type(target).__name__, seed=seed, seconds=seconds,
-            load_seconds=round(load_seconds, 1), namespace=namespace, writers=writers,
-            nodes=list(target.nodes), final_replicas=FINAL_REPLICAS,
-            convergence_s=convergence_seconds,
-            store={"revision": revision, "compact_revision": states[0].compact_revision,
-                   "hash": states[0].hash, "keys": len(states[0].kvs),
-                   "replicas": len(states)},
-            objects={"leases": len(listed), "pods": len(pods),
-                     "running_containers": len(containers)},
-            problems=problems)
-        if not problems:
-            # Leave nothing behind on a cluster that outlives the run.
-            await client.namespaces.delete(namespace)
+                                 leases_in_keyspace(state.kvs, namespace),
+                                 where=f"store {state.endpoint}")
+    listed = (await client.leases.list(namespace)).items
+    problems += check_writes(history.writes,
+                             {o.metadata.name: (o.spec.holder_identity,
+                                                int(o.metadata.resource_version))
+                              for o in listed}, where="the API")
+    pods = [p for p in (await client.pods.list(namespace)).items]
+    containers = await running_containers(target.nodes)
+    report = make_report(
+        history, began=began, target=type(target).__name__, seed=seed, seconds=seconds,
+        load_seconds=round(load_seconds, 1), namespace=namespace, writers=writers,
+        nodes=list(target.nodes), final_replicas=FINAL_REPLICAS,
+        convergence_s=convergence_seconds,
+        store={"revision": revision, "compact_revision": states[0].compact_revision,
+               "hash": states[0].hash, "keys": len(states[0].kvs),
+               "replicas": len(states)},
+        objects={"leases": len(listed), "pods": len(pods),
+                 "running_containers": len(containers)},
+        watches=watches,
+        problems=problems)
+    if not problems:
+        # Leave nothing behind on a cluster that outlives the run.
+        await client.namespaces.delete(namespace)
     return report
 
 

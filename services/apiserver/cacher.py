@@ -27,7 +27,10 @@ changing one.
 
 If the store watch fails with ``Gone`` (the cache fell behind a compaction, say after a
 long store outage), the cache re-lists and starts over, terminating its watchers:
-they re-watch, as Kubernetes' clients do. If the store is merely unavailable, the
+they re-watch, as Kubernetes' clients do. So does a store watch that delivers a change
+at or below a revision it had already reported (:class:`HistoryHole`): the store broke
+its word, a change in between may be missing, and only a list can tell; it is never
+skipped silently. If the store is merely unavailable, the
 cache keeps serving what it has and resumes the watch where it stopped.
 """
 
@@ -113,6 +116,11 @@ class CacheEvent:
     revision: int
     #: Watch events made from this one, encoded, by type (see WatchEvent.encoded).
     encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+
+class HistoryHole(Exception):
+    """The store watch delivered a change at or below a revision it had already
+    reported complete: the cache's history may have a hole (it re-lists)."""
 
 
 # ---------------------------------------------------------------- pure decisions
@@ -511,6 +519,10 @@ class Cacher:
                 self._log.warning("watch cache fell behind compaction, re-listing",
                                   error=str(e), revision=self._revision)
                 need_list = True
+            except HistoryHole as e:
+                self._log.error("store watch broke its order, re-listing", error=str(e),
+                                revision=self._revision)
+                need_list = True
             except errors.APIError as e:
                 # The store is down (Storage already retried): keep serving what we
                 # have, and resume the watch where it stopped once it is back.
@@ -566,10 +578,18 @@ class Cacher:
             self._watch = None
 
     def apply(self, batch: WatchBatch) -> None:
-        """Apply one batch of store changes: update, record, dispatch, advance."""
+        """Apply one batch of store changes: update, record, dispatch, advance.
+
+        Raises :class:`HistoryHole`, applying nothing, when the batch holds a change at
+        or below :attr:`revision`: the store watch starts after the list and reports
+        progress only up to what it sent, so that change came late, and what the cache
+        (and its watchers) moved past may be wrong.
+        """
+        if batch.changes and batch.changes[0].mod_revision <= self._revision:
+            first = batch.changes[0]
+            raise HistoryHole(f"change of {first.key} at {first.mod_revision} after the "
+                              f"watch had reported everything up to {self._revision}")
         for change in batch.changes:
-            if change.mod_revision <= self._revision:
-                continue  # already applied (the list saw it): never twice
             event = self._to_event(change)
             if event is None:
                 continue

@@ -754,8 +754,13 @@ class StoreWatch:
                 return None
             self._next_revision = revision + 1
             return WatchBatch(revision=revision)
+        # Events: complete up to the last one, not to the header's revision. etcd sends a
+        # watcher catching up its backlog in responses of at most 1,000 revisions, each
+        # with the store's *current* revision in the header: taken as progress, it would
+        # make the next responses look like changes already seen (and a stream resumed
+        # from it skip them). Only a response without events reports progress.
         changes = tuple(_change(event) for event in response.events)
-        revision = max(revision, changes[-1].mod_revision)
+        revision = changes[-1].mod_revision
         self._next_revision = revision + 1
         return WatchBatch(revision=revision, changes=changes)
 

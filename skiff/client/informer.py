@@ -81,6 +81,10 @@ _ADDED, _MODIFIED, _DELETED, _BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMA
 OnAdd = Callable[[Message], Awaitable[None] | None]
 OnUpdate = Callable[[Message, Message], Awaitable[None] | None]
 OnDelete = Callable[[Message], Awaitable[None] | None]
+OnList = Callable[[str], Awaitable[None] | None]
+
+#: The notification that a list (the first, or a re-list) follows, carrying its version.
+LISTED = "LISTED"
 
 
 class Clock(Protocol):
@@ -132,16 +136,19 @@ class HandlerRegistration:
     """
 
     def __init__(self, *, on_add: OnAdd | None, on_update: OnUpdate | None,
-                 on_delete: OnDelete | None, log: Any, name: str) -> None:
+                 on_delete: OnDelete | None, log: Any, name: str,
+                 on_list: OnList | None = None) -> None:
         self.on_add = on_add
         self.on_update = on_update
         self.on_delete = on_delete
+        self.on_list = on_list
         self.name = name
         self.pushed = 0
         self.delivered = 0
         self.failures = 0
         self._log = log
-        self._pending: deque[tuple[str, Message | None, Message | None]] = deque()
+        # (type, old, new); for LISTED, new is the list's resource version.
+        self._pending: deque[tuple[str, Message | None, Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._sync_mark: int | None = None
         self._synced = asyncio.Event()
@@ -165,7 +172,7 @@ class HandlerRegistration:
 
     # ---------------------------------------------------------- informer's side
 
-    def push(self, type_: str, old: Message | None, new: Message | None) -> None:
+    def push(self, type_: str, old: Message | None, new: Any) -> None:
         """Queue a notification (never blocks)."""
         self._pending.append((type_, old, new))
         self.pushed += 1
@@ -218,11 +225,14 @@ class HandlerRegistration:
             finally:
                 self._waiter = None
 
-    def _call(self, type_: str, old: Message | None, new: Message | None
-              ) -> Awaitable[None] | None:
+    def _call(self, type_: str, old: Message | None, new: Any) -> Awaitable[None] | None:
         """Call the handler for ``type_``; its awaitable if it returned one."""
         try:
-            if type_ == UPDATED:
+            if type_ == LISTED:
+                if self.on_list is None:
+                    return None
+                result = self.on_list(new)
+            elif type_ == UPDATED:
                 if self.on_update is None:
                     return None
                 result = self.on_update(old, new)  # type: ignore[arg-type]
@@ -240,16 +250,16 @@ class HandlerRegistration:
         return result if result is not None and inspect.isawaitable(result) else None
 
     async def _finish(self, result: Awaitable[None], type_: str, old: Message | None,
-                      new: Message | None) -> None:
+                      new: Any) -> None:
         try:
             await result
         except Exception:
             self._failed(type_, old, new)
 
-    def _failed(self, type_: str, old: Message | None, new: Message | None) -> None:
+    def _failed(self, type_: str, old: Message | None, new: Any) -> None:
         # A handler's bug is the handler's: log it, keep the informer and the rest going.
         self.failures += 1
-        obj = new if new is not None else old
+        obj = new if isinstance(new, Message) else old
         self._log.exception("event handler failed", handler=self.name, notification=type_,
                             key=key_of(obj) if obj is not None else None)
 
@@ -344,19 +354,25 @@ class Informer:
     # ---------------------------------------------------------------- handlers
 
     def add_handler(self, on_add: OnAdd | None = None, on_update: OnUpdate | None = None,
-                    on_delete: OnDelete | None = None, *, name: str | None = None
-                    ) -> HandlerRegistration:
+                    on_delete: OnDelete | None = None, *, name: str | None = None,
+                    on_list: OnList | None = None) -> HandlerRegistration:
         """Register handlers: ``on_add(obj)``, ``on_update(old, new)``, ``on_delete(obj)``.
 
         Each may be a function or a coroutine function. A registration made after the
         informer has objects is first given an add for each of them. ``on_delete``
         gets the object's final state as the watch reported it or, after a re-list,
-        the last state the cache knew.
+        the last state the cache knew. ``on_list(resource_version)``, for handlers that
+        check the informer itself (the chaos suites' recorders): called before the
+        notifications of each list (the first, every re-list, and the adds a late
+        registration is given); those at or below that version are the list's
+        difference from what the handlers had, later ones come from the watch.
         """
         label = name or _handler_name(on_add, on_update, on_delete, index=len(self._handlers))
         registration = HandlerRegistration(on_add=on_add, on_update=on_update,
-                                           on_delete=on_delete, log=self._log,
-                                           name=f"{self.name} {label}")
+                                           on_delete=on_delete, on_list=on_list,
+                                           log=self._log, name=f"{self.name} {label}")
+        if self._resource_version:
+            registration.push(LISTED, None, self._resource_version)
         for obj in self.store.list():
             registration.push(ADDED, None, obj)
         if self.has_synced:
@@ -376,7 +392,7 @@ class Informer:
         """Add indexes to the store (existing objects are filed at once)."""
         self.store.add_indexers(indexers)
 
-    def _notify(self, type_: str, old: Message | None, new: Message | None) -> None:
+    def _notify(self, type_: str, old: Message | None, new: Any) -> None:
         for registration in self._handlers:
             registration.push(type_, old, new)
 
@@ -446,6 +462,7 @@ class Informer:
         # queues change together.
         self.store.replace(dict(listed))
         self._resource_version = version
+        self._notify(LISTED, None, version)
         for delta in deltas:
             self._notify(delta.type, delta.old, delta.new)
         first = not self.has_synced
@@ -596,5 +613,5 @@ class SharedInformerFactory:
         await asyncio.gather(*(i.stop() for i in self._informers.values()))
 
 
-__all__ = ["BACKOFF_CAP", "LIST_PAGE_SIZE", "SYSTEM_CLOCK", "Clock", "HandlerRegistration",
-           "Informer", "ListerWatcher", "SharedInformerFactory"]
+__all__ = ["BACKOFF_CAP", "LISTED", "LIST_PAGE_SIZE", "SYSTEM_CLOCK", "Clock",
+           "HandlerRegistration", "Informer", "ListerWatcher", "SharedInformerFactory"]

@@ -12,6 +12,11 @@ at once:
   never sent) or ambiguous (sent, no answer: applied or not, nobody knows).
 - a watcher over the test's prefix on one replica, resuming on another from its last
   revision + 1 whenever its stream breaks, recording every event;
+- two watchers as the apiserver's store watch is (:func:`skiff.chaos_watch.run_store_watcher`):
+  progress notifications asked for several times a second, resuming from the last
+  revision they were told of (an event's or a progress notification's) + 1, one over
+  the whole prefix and one over the counters only (most revisions are not theirs, so
+  their progress marks carry them past revisions they never see);
 - a killer: every few seconds SIGKILL the leader, or a follower, or both (losing quorum
   until one is back); restart the victims after a short random delay and wait until
   they are healthy.
@@ -21,7 +26,10 @@ checked: replicas agree (HashKV and a full read at one revision); every acknowle
 Put is there with its value at its revision; each counter equals its acknowledged
 increments plus the ambiguous ones whose marker exists, and its number of markers;
 nothing else was written; and the watcher saw every revision from its first to the
-final one exactly once, in order, and replaying its events gives the final state.
+final one exactly once, in order, and replaying its events gives the final state; the
+progress watchers saw, in order and once, every change the first watcher's history holds
+under their prefix, and nothing at or below a revision a progress mark had claimed
+(:func:`skiff.watchcheck.check_watch`).
 Nothing but this test writes to the store, and the store's own commands (compaction)
 make no revision, so revisions are contiguous. A JSON report line is printed.
 """
@@ -43,8 +51,10 @@ from typing import Any
 import grpc
 import pytest
 
+from skiff.chaos_watch import run_store_watcher
 from skiff.store.v1 import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from skiff.testing.processes import StoreCluster, wait_for
+from skiff.watchcheck import Change, WatchRecord, check_watch, history_from
 
 CHAOS_SECONDS = float(os.environ.get("SKIFF_CHAOS_SECONDS", "60"))
 #: A run is reproducible in its choices (not its timing) from the seed in the report.
@@ -55,6 +65,8 @@ PREFIX_END = PREFIX[:-1] + bytes([PREFIX[-1] + 1])
 KEYS = PREFIX + b"keys/"
 MARKERS = PREFIX + b"markers/"
 COUNTERS = tuple(PREFIX + b"counters/" + str(i).encode() for i in range(3))
+#: How often the progress watchers ask for progress (the apiserver asks once a second).
+PROGRESS_INTERVAL = 0.2
 
 WRITERS = 8
 #: The share of operations that are counter increments; the rest are Puts.
@@ -147,6 +159,8 @@ class History:
     watch_resumes: int = 0
     #: The next revision the watcher waits for.
     watch_next: int = 0
+    #: What the progress watchers saw.
+    progress_watches: list[WatchRecord] = field(default_factory=list)
 
     def acknowledged_writes(self) -> list[Put | Increment]:
         return [op for op in (*self.puts, *self.increments)
@@ -481,8 +495,18 @@ def check_nothing_else(history: History, kvs: dict[bytes, kv_pb2.KeyValue]) -> l
     return [f"{len(strangers)} keys nobody wrote, e.g. {strangers[:5]}"] if strangers else []
 
 
-def check_watch(history: History, *, start_revision: int, final_revision: int,
-                kvs: dict[bytes, kv_pb2.KeyValue]) -> list[str]:
+def check_progress_watches(history: History, *, start_revision: int,
+                           final_revision: int) -> list[str]:
+    """The progress watchers against the first watcher's history (itself checked for
+    every revision once, in order, by :func:`check_first_watch`)."""
+    truth = history_from((Change(e.kv.mod_revision, e.kv.key.decode(), e.deleted)
+                          for e in history.events), base=start_revision - 1)
+    return [problem for record in history.progress_watches
+            for problem in check_watch(record, truth, until=final_revision)]
+
+
+def check_first_watch(history: History, *, start_revision: int, final_revision: int,
+                      kvs: dict[bytes, kv_pb2.KeyValue]) -> list[str]:
     """Every revision once, in order, contiguous; the events replay to the final state."""
     problems = []
     events = history.events
@@ -561,6 +585,8 @@ def make_report(history: History, *, began: float, load_seconds: float,
         "follower_kills": sum(k["role"] == "follower" for k in kills),
         "max_recovery_s": max(recoveries, default=None),
         "watch_events": len(history.events), "watch_resumes": history.watch_resumes,
+        "progress_watches": {r.name: {"entries": len(r.entries), "resumes": r.resumes}
+                             for r in history.progress_watches},
         "start_revision": start_revision, "final_revision": final_revision,
         "compact_revision": compact_revision,
         "problems": problems, "kill_log": kills,
@@ -596,6 +622,14 @@ async def test_store_keeps_acknowledged_writes_and_agrees_through_kills(chaos_cl
     start_revision = await current_revision(endpoints) + 1
     watcher = _spawn(run_watcher(endpoints, history, start_revision=start_revision),
                      "chaos-watcher")
+    history.progress_watches = [
+        WatchRecord("progress watcher of everything", PREFIX.decode(), start_revision - 1),
+        WatchRecord("progress watcher of the counters", PREFIX.decode() + "counters/",
+                    start_revision - 1)]
+    progress_watchers = [
+        _spawn(run_store_watcher(endpoints, record, first=i + 1,
+                                 progress_interval=PROGRESS_INTERVAL), f"chaos-{record.name}")
+        for i, record in enumerate(history.progress_watches)]
     stop = asyncio.Event()
     writers = [_spawn(run_writer(i, endpoints, history, stop=stop,
                                  rng=random.Random(f"{SEED}-{i}")), f"chaos-writer-{i}")
@@ -628,8 +662,18 @@ async def test_store_keeps_acknowledged_writes_and_agrees_through_kills(chaos_cl
 
         await wait_for(watcher_caught_up, timeout=HEALTHY_TIMEOUT,
                        what=f"the watcher at revision {final_revision}")
+
+        async def progress_watchers_caught_up() -> bool:
+            for task in progress_watchers:
+                if task.done():
+                    task.result()
+                    raise AssertionError("a progress watcher stopped")
+            return all(r.reached >= final_revision for r in history.progress_watches)
+
+        await wait_for(progress_watchers_caught_up, timeout=HEALTHY_TIMEOUT,
+                       what=f"the progress watchers at revision {final_revision}")
     finally:
-        await _cancel([watcher, *writers])
+        await _cancel([watcher, *progress_watchers, *writers])
 
     kvs = states[0].kvs
     counter_problems, counters = check_counters(history.increments, kvs)
@@ -638,8 +682,10 @@ async def test_store_keeps_acknowledged_writes_and_agrees_through_kills(chaos_cl
         *check_puts(history.puts, kvs),
         *counter_problems,
         *check_nothing_else(history, kvs),
-        *check_watch(history, start_revision=start_revision, final_revision=final_revision,
-                     kvs=kvs),
+        *check_first_watch(history, start_revision=start_revision,
+                           final_revision=final_revision, kvs=kvs),
+        *check_progress_watches(history, start_revision=start_revision,
+                                final_revision=final_revision),
     ]
     report = make_report(history, began=began, load_seconds=load_seconds,
                          start_revision=start_revision, final_revision=final_revision,

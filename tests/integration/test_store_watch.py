@@ -7,6 +7,7 @@ the writes in these tests go to other replicas: what a watcher sees has crossed 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import grpc
@@ -215,3 +216,54 @@ async def test_a_stream_whose_client_stopped_sending_keeps_delivering_events(sto
             assert summary(response.events) == [("PUT", b"k", b"v", 2)]
         finally:
             call.cancel()
+
+
+async def test_a_watch_on_a_replica_behind_its_start_waits_and_skips_nothing(store_cluster):
+    """A watch from a revision its replica has not applied yet (as when the apiserver's
+    store watch resumes on a replica that restarted, or lagged while stopped) waits
+    until the replica has it, then sends every revision from exactly there; meanwhile
+    a progress reply never claims a revision whose events it has not sent (the
+    apiserver's store watch resumes from such a claim + 1)."""
+    leader = await store_cluster.leader()
+    behind = (leader + 1) % 3
+    async with connect(store_cluster.endpoints[leader]) as writer:
+        await writer.put(b"b/seed", b"v")
+        store_cluster.kill(behind, signal.SIGSTOP)
+        try:
+            for i in range(200):
+                last = await writer.put(b"b/%d" % (i % 17), b"v%d" % i)
+        finally:
+            store_cluster.kill(behind, signal.SIGCONT)
+        start = last.header.revision + 50  # ahead of every replica, and far ahead of this one
+        until = start + 100
+
+        async def requests() -> AsyncIterator[rpc_pb2.WatchRequest]:
+            yield rpc_pb2.WatchRequest(create_request=WatchCreateRequest(
+                key=b"b/", range_end=prefix_end(b"b/"), start_revision=start,
+                progress_notify=True))
+            while True:
+                await asyncio.sleep(0.005)
+                yield rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
+
+        async def write_on() -> None:
+            for i in range(until - last.header.revision):
+                await writer.put(b"b/%d" % (i % 17), b"w%d" % i)
+
+        seen: list[int] = []
+        claims: list[tuple[int, int]] = []  # (progress revision, last revision sent before)
+        async with grpc.aio.insecure_channel(store_cluster.endpoints[behind]) as channel:
+            writes = asyncio.create_task(write_on())
+            async with asyncio.timeout(DEADLINE):
+                async for response in rpc_pb2_grpc.WatchStub(channel).Watch(requests()):
+                    assert not response.canceled, response.cancel_reason
+                    if response.created:
+                        assert response.header.revision < start  # it is behind
+                        continue
+                    if not response.events:
+                        claims.append((response.header.revision, seen[-1] if seen else 0))
+                    seen.extend(e.kv.mod_revision for e in response.events)
+                    if seen and seen[-1] >= until:
+                        break
+            await writes
+        assert seen == list(range(start, until + 1))
+        assert [c for c in claims if c[0] >= start and c[0] > c[1]] == []

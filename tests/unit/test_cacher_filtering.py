@@ -17,6 +17,7 @@ from services.apiserver.cacher import (
     Cacher,
     CacheWatcher,
     EventRing,
+    HistoryHole,
     WatchEvent,
     translate,
 )
@@ -313,6 +314,31 @@ async def test_cacher_applies_changes_and_deleted_carries_the_deletion_revision(
         replay.terminate("done")
         assert [(e.type, e.object.metadata.name) for e in await drain(replay)] == [
             (DELETED, "a"), (DELETED, "b")]
+    finally:
+        await cacher.stop()
+
+
+async def test_a_change_below_what_the_store_watch_reported_is_never_skipped_silently():
+    # The store reported everything up to 12 (progress), then a change at 11 comes: the
+    # cache has moved past it, and so may have its watchers (a bookmark at 12). Skipping
+    # it would lose it for every client; the cache re-lists instead.
+    cacher, storage = await started_cacher()
+    try:
+        w = cacher.watch(start_revision=5)
+        cacher.apply(WatchBatch(12))
+        late = WatchBatch(13, (put("late", 11), put("b", 13)))
+        with pytest.raises(HistoryHole, match=r"late at 11 after .* up to 12"):
+            cacher.apply(late)
+        assert cacher.get("/registry/pods/default/b") is None  # nothing of it applied
+        relists = cacher.relists
+        storage.rev = 13
+        await storage.batches.put(late)  # as the store watch would deliver it
+        for _ in range(200):
+            if cacher.relists > relists and cacher.ready:
+                break
+            await asyncio.sleep(0.01)
+        assert cacher.relists == relists + 1 and cacher.revision == 13
+        assert w.terminated == "the watch cache re-listed"
     finally:
         await cacher.stop()
 

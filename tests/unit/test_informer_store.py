@@ -485,6 +485,31 @@ async def test_gone_relists_and_delivers_only_the_difference(api, clock, started
     assert api.watch_versions == ["5", "5", "13"]
 
 
+async def test_on_list_comes_before_each_lists_notifications(api, clock, started):
+    api.put("a")
+    api.put("b")
+    informer, _ = await started()
+    seen = Recorder()
+    registration = informer.add_handler(
+        seen.on_add, seen.on_update, seen.on_delete,
+        on_list=lambda version: seen.events.append(("list", "", version)))
+    await settle(lambda: len(seen.events) == 3 and not registration.pending)
+    # Registered late: the version its adds are at, then the adds.
+    assert seen.events == [("list", "", "3"), ("add", "a", "2"), ("add", "b", "3")]
+    api.break_watches()
+    await settle(lambda: clock.sleeping)
+    api.put("a", app="x")  # 4
+    api.delete("b")  # 5
+    api.compact()
+    clock.advance(informer_module.BACKOFF_CAP)
+    await settle(lambda: informer.relists == 1 and len(seen.events) == 6)
+    # The re-list's version, then its difference; then the watch again.
+    assert seen.events[3:] == [("list", "", "5"), ("delete", "b", "3"), ("update", "a", "2->4")]
+    api.put("c")
+    await settle(lambda: len(seen.events) == 7)
+    assert seen.events[-1] == ("add", "c", "6")
+
+
 async def test_events_already_seen_are_not_delivered_twice(api, started):
     api.put("a")
     informer, recorder = await started()
