@@ -12,6 +12,11 @@ checks that its NodePort answers an HTTP GET, and prints how to use the cluster.
 ``skiff status`` shows each process, its health, who leads the store, the scheduler
 and the controller-manager, and each node's Ready condition.
 
+``skiff up --etcd-servers URLS`` (kube-apiserver's flag) runs the cluster on an
+existing etcd instead of Skiff's own store: no store replicas are started, the
+apiserver is given those endpoints, ``skiff status`` shows the etcd members' health,
+and ``skiff down`` (``--purge`` too) never touches etcd or its data.
+
 What decides the layout (ports, addresses) is pure and lives at the top
 (:class:`ClusterSettings`, :func:`render_config`) so unit tests render it for N nodes
 without starting anything.
@@ -28,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -141,6 +147,9 @@ class ClusterSettings:
     node_monitor_period: float = 5.0
     #: The apiserver's --default-{not-ready,unreachable}-toleration-seconds.
     default_toleration_seconds: int = 300
+    #: Client URLs of an existing etcd to run on (kube-apiserver's --etcd-servers);
+    #: empty: Skiff's own three store replicas. Normalized by :func:`parse_etcd_servers`.
+    etcd_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -149,6 +158,8 @@ class ClusterSettings:
             raise ValueError("node monitor periods must be positive")
         if self.default_toleration_seconds < 0:
             raise ValueError("toleration seconds must not be negative")
+        for url in self.etcd_servers:
+            parse_etcd_url(url)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -162,9 +173,52 @@ class ClusterSettings:
         return [LocalNode(i) for i in range(1, self.nodes + 1)]
 
 
+def parse_etcd_url(url: str) -> str:
+    """One etcd client URL, ``http://host:port``, as ``host:port`` (pure); ValueError
+    naming the URL and what is wrong with it. TLS to etcd is not supported (yet)."""
+    text = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as e:  # a port that is no number or out of range
+        raise ValueError(f"etcd server {url!r}: {e}") from None
+    if parts.scheme == "https":
+        raise ValueError(f"etcd server {url!r}: TLS to etcd is not supported; give an "
+                         "http:// client URL")
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        raise ValueError(f"etcd server {url!r} is not a client URL http://host:port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"etcd server {url!r}: only http://host:port, nothing after it")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}"
+
+
+def parse_etcd_servers(text: str) -> tuple[str, ...]:
+    """``--etcd-servers``' comma-separated client URLs, normalized to ``http://host:port``
+    and without duplicates (pure); ValueError naming a bad one."""
+    urls: list[str] = []
+    for part in text.split(","):
+        if part.strip():
+            url = f"http://{parse_etcd_url(part)}"
+            if url not in urls:
+                urls.append(url)
+    if text.strip() and not urls:
+        raise ValueError(f"--etcd-servers {text!r} names no URL")
+    return tuple(urls)
+
+
+def _etcd_servers_flag(text: str) -> tuple[str, ...]:
+    """``--etcd-servers``' value, its error as argparse shows one."""
+    try:
+        return parse_etcd_servers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def settings_from_env() -> ClusterSettings:
     """The settings' defaults: $SKIFF_NODES, $SKIFF_NODE_MONITOR_GRACE_PERIOD,
-    $SKIFF_NODE_MONITOR_PERIOD, $SKIFF_DEFAULT_TOLERATION_SECONDS (flags override)."""
+    $SKIFF_NODE_MONITOR_PERIOD, $SKIFF_DEFAULT_TOLERATION_SECONDS, $SKIFF_ETCD_SERVERS
+    (flags override)."""
     base = ClusterSettings()
     return ClusterSettings(
         nodes=_env_number("SKIFF_NODES", base.nodes, int),
@@ -173,7 +227,8 @@ def settings_from_env() -> ClusterSettings:
         node_monitor_period=_env_number(
             "SKIFF_NODE_MONITOR_PERIOD", base.node_monitor_period, float),
         default_toleration_seconds=_env_number(
-            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int))
+            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int),
+        etcd_servers=parse_etcd_servers(os.environ.get("SKIFF_ETCD_SERVERS", "")))
 
 
 def default_data_dir() -> Path:
@@ -194,11 +249,14 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
     def render(template: str, **fields: object) -> str:
         return Template((DEPLOY / template).read_text()).substitute(common, **fields)
 
-    stores = [render("store.program.tmpl", **r.fields()) for r in REPLICAS]
+    # On an existing etcd, Skiff runs no store of its own.
+    stores = ([] if settings.etcd_servers
+              else [render("store.program.tmpl", **r.fields()) for r in REPLICAS])
     apiserver = render(
         "apiserver.program.tmpl", host=HOST, port=APISERVER_PORT,
         metrics_port=APISERVER_METRICS_PORT,
-        store_endpoints=",".join(r.endpoint for r in REPLICAS),
+        store_endpoints=",".join(settings.etcd_servers
+                                 or [r.endpoint for r in REPLICAS]),
         toleration_seconds=settings.default_toleration_seconds)
     scheduler = render("scheduler.program.tmpl", host=HOST, apiserver=APISERVER,
                        metrics_port=SCHEDULER_METRICS_PORT)
@@ -309,12 +367,43 @@ def ensure_docker(data_dir: Path, deadline: Deadline) -> None:
         raise UpFailed(f"dockerd did not answer in time (see {where})") from None
 
 
+# ------------------------------------------------------------------ an existing etcd
+
+
+async def etcd_status(endpoint: str, timeout: float = 2.0) -> rpc_pb2.StatusResponse:
+    """Maintenance.Status of the etcd (or store) member at ``host:port``; gRPC's error
+    when it does not answer within ``timeout``."""
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        return await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+            rpc_pb2.StatusRequest(), timeout=timeout)
+
+
+async def check_etcd(urls: tuple[str, ...], timeout: float = 3.0) -> None:
+    """Every etcd client URL answers Maintenance.Status and knows a leader; UpFailed
+    naming each URL that does not, and why."""
+    problems = []
+    for url in urls:
+        try:
+            status = await etcd_status(parse_etcd_url(url), timeout)
+        except grpc.aio.AioRpcError as e:
+            problems.append(f"{url} does not answer as an etcd v3 server "
+                            f"({e.code().name}: {e.details()})")
+            continue
+        if not status.leader or status.errors:
+            problems.append(f"{url} answers but has no leader "
+                            f"({'; '.join(status.errors) or 'no leader elected'})")
+    if problems:
+        raise UpFailed("the etcd given by --etcd-servers is not usable: "
+                       + "; ".join(problems))
+
+
 # ------------------------------------------------------------------ waiting
 
 
 async def wait_healthy(settings: ClusterSettings, deadline: Deadline) -> None:
-    """Every daemon that serves gRPC health says SERVING."""
-    for replica in REPLICAS:
+    """Every daemon that serves gRPC health says SERVING (an existing etcd was checked
+    before anything started: :func:`check_etcd`)."""
+    for replica in [] if settings.etcd_servers else REPLICAS:
         await wait_for(lambda r=replica: grpc_healthy(r.endpoint), timeout=deadline.left(),
                        what=f"{replica.name} healthy")
     await wait_for(lambda: grpc_healthy(APISERVER), timeout=deadline.left(),
@@ -470,6 +559,8 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
         password.write_text(secrets.token_hex(24))
         password.chmod(0o600)
     try:
+        if settings.etcd_servers:
+            asyncio.run(check_etcd(settings.etcd_servers))
         ensure_docker(data_dir, deadline)
         build_images()
         config = render_config(data_dir, settings)
@@ -488,7 +579,7 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
 
 def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None) -> str:
     """What ``skiff up`` prints at the end: where things are and what to try."""
-    store = ",".join(r.endpoint for r in REPLICAS)
+    store = ",".join(settings.etcd_servers or [r.endpoint for r in REPLICAS])
     nodes = ", ".join(n.name for n in settings.node_list)
     # Later commands must find this cluster: name its directory unless it is the default.
     where = "" if data_dir == default_data_dir() else f" --data-dir {data_dir}"
@@ -499,7 +590,8 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
     lines = [f"Skiff is up: {settings.nodes} node(s) Ready ({nodes}); data and logs in "
              f"{data_dir}.",
              f"  apiserver (gRPC, skiff.api.v1): {APISERVER}",
-             f"  store (etcd v3 API):            {store}"]
+             (f"  etcd (existing, not managed):   {store}" if settings.etcd_servers
+              else f"  store (etcd v3 API):            {store}")]
     if demo is not None:
         lines += [f"  demo: examples/ applied; deployment {DEMO} available behind service "
                   f"{DEMO}", "", "Try:",
@@ -524,6 +616,7 @@ def down(data_dir: Path, purge: bool) -> int:
     config = data_dir / "supervisord.conf"
     # Read before anything stops: which nodes' containers to remove afterwards.
     nodes = _configured_nodes(config)
+    etcd = configured_etcd_servers(config.read_text()) if config.exists() else ()
     if _running(config):
         pid = int(supervisorctl(config, "pid").stdout.strip())
         print(supervisorctl(config, "shutdown").stdout.strip())
@@ -540,12 +633,25 @@ def down(data_dir: Path, purge: bool) -> int:
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
+    if etcd:
+        print(f"left alone: the etcd at {','.join(etcd)} and the cluster's objects in it "
+              "(under /registry/)")
     return 0
 
 
 def configured_nodes(config_text: str) -> list[str]:
     """The nodes a supervisord configuration runs kubelets for (pure)."""
     return re.findall(r"^\[program:kubelet-(.+)\]$", config_text, flags=re.M)
+
+
+def configured_etcd_servers(config_text: str) -> tuple[str, ...]:
+    """The existing etcd a supervisord configuration runs the apiserver on, as its
+    client URLs; empty when it runs Skiff's own store replicas (pure)."""
+    if re.search(r"^\[program:store-\d+\]$", config_text, flags=re.M):
+        return ()
+    found = re.search(r"^command=.* -m services\.apiserver .*--store-endpoints (\S+)",
+                      config_text, flags=re.M)
+    return tuple(found.group(1).split(",")) if found else ()
 
 
 def _configured_nodes(config: Path) -> list[str]:
@@ -588,15 +694,16 @@ async def _exited(pid: int) -> bool:
 # ------------------------------------------------------------------ status
 
 
-async def _store_status(replica: StoreReplica) -> str:
+async def _store_status(endpoint: str) -> str:
+    """A store replica's or etcd member's health (gRPC health, which both serve), its
+    raft role and term, and the revision it has applied."""
     try:
-        async with grpc.aio.insecure_channel(replica.endpoint) as channel:
-            status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-                rpc_pb2.StatusRequest(), timeout=1.0)
-        healthy = await grpc_healthy(replica.endpoint)
+        status = await etcd_status(endpoint, timeout=1.0)
+        healthy = await grpc_healthy(endpoint) and not status.errors
     except grpc.aio.AioRpcError as e:
         return f"unreachable ({e.code().name})"
-    role = "leader" if status.leader == status.header.member_id else "follower"
+    role = ("no leader" if not status.leader
+            else "leader" if status.leader == status.header.member_id else "follower")
     return (f"{'healthy' if healthy else 'unhealthy'}, {role}, term {status.raftTerm}, "
             f"revision {status.header.revision}")
 
@@ -654,9 +761,16 @@ async def _nodes(client: Client) -> list[str]:
     return lines or ["no nodes registered"]
 
 
-async def status_report(nodes: list[LocalNode]) -> list[str]:
-    """Health of every daemon, who leads what, and each node's Ready condition."""
-    lines = [f"{r.name} {r.endpoint}: {await _store_status(r)}" for r in REPLICAS]
+async def status_report(nodes: list[LocalNode], etcd_servers: tuple[str, ...] = ()
+                        ) -> list[str]:
+    """Health of every daemon, who leads what, and each node's Ready condition; of the
+    existing etcd's members instead of the store replicas when it runs on one."""
+    if etcd_servers:
+        lines = [f"etcd {url}: {await _store_status(parse_etcd_url(url))}"
+                 for url in etcd_servers]
+    else:
+        lines = [f"{r.name} {r.endpoint}: {await _store_status(r.endpoint)}"
+                 for r in REPLICAS]
     apiserver = await _grpc_status(APISERVER)
     lines.append(f"apiserver {APISERVER}: {apiserver}")
     lines.append(f"scheduler {HOST}:{SCHEDULER_METRICS_PORT}: "
@@ -690,7 +804,8 @@ def status(data_dir: Path) -> int:
     print(supervisorctl(config, "status").stdout.rstrip())
     nodes = [LocalNode(int(name.removeprefix("node-"))) for name in _configured_nodes(config)
              if name.removeprefix("node-").isdigit()]
-    print("\n".join(asyncio.run(status_report(nodes))))
+    etcd = configured_etcd_servers(config.read_text())
+    print("\n".join(asyncio.run(status_report(nodes, etcd))))
     return 0
 
 
@@ -728,6 +843,11 @@ def _parser() -> argparse.ArgumentParser:
                            default=env.default_toleration_seconds,
                            help="how long pods stay on a not-ready or unreachable node "
                                 "($SKIFF_DEFAULT_TOLERATION_SECONDS, 300)")
+    up_parser.add_argument("--etcd-servers", type=_etcd_servers_flag,
+                           default=env.etcd_servers, metavar="URLS",
+                           help="run on this existing etcd (comma-separated client URLs "
+                                "http://host:port) instead of Skiff's own store "
+                                "($SKIFF_ETCD_SERVERS)")
     down_parser = commands.add_parser("down", parents=[data_dir], help="stop the cluster")
     down_parser.add_argument("--purge", action="store_true", help="also delete the data")
     commands.add_parser("status", parents=[data_dir],
@@ -742,7 +862,8 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     return ClusterSettings(nodes=args.nodes,
                            node_monitor_grace_period=args.node_monitor_grace_period,
                            node_monitor_period=args.node_monitor_period,
-                           default_toleration_seconds=args.default_toleration_seconds)
+                           default_toleration_seconds=args.default_toleration_seconds,
+                           etcd_servers=args.etcd_servers)
 
 
 def main(argv: list[str] | None = None) -> None:
