@@ -25,9 +25,12 @@ from apiclient import (
     summary,
     unique,
 )
+from backends import ON_BOTH_BACKENDS, UNORDERED_PROGRESS, skiff_store_only
 
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.testing.processes import APIServer
+
+pytestmark = ON_BOTH_BACKENDS
 
 
 async def _relabel(api: Client, name: str, ns: str, **labels: str) -> core_pb2.Pod:
@@ -154,6 +157,7 @@ async def test_a_watch_of_one_namespace_or_of_all(api: Client, ns: str):
         await _next_is(mine, api, ns)
 
 
+@skiff_store_only(UNORDERED_PROGRESS)
 async def test_bookmarks_carry_only_a_resource_version(api: Client, ns: str):
     now = await _version(api, ns)
     async with api.pods.watch(ns, resource_version=now, allow_bookmarks=True) as bookmarked, \
@@ -184,8 +188,8 @@ async def test_a_watch_ends_after_its_timeout(api: Client, ns: str):
 
 
 async def test_watching_a_version_the_cache_no_longer_holds_is_out_of_range(
-        ns: str, shared_cluster, tmp_path):
-    small = APIServer(tmp_path / "small", shared_cluster.store.endpoints,
+        ns: str, api_cluster, tmp_path):
+    small = APIServer(tmp_path / "small", api_cluster.store.endpoints,
                       name="apiserver-small-cache", extra_args=["--watch-cache-size", "5"])
     small.start()
     try:
