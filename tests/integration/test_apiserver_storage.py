@@ -475,10 +475,11 @@ async def test_a_slow_watcher_is_terminated_without_holding_back_the_others(stor
         slow = cacher.watch(start_revision=None)
         fast = cacher.watch(start_revision=None)
         names = [f"p{i}" for i in range(10)]
-        reader = asyncio.create_task(take(fast, 10))  # keeps up while the writes go on
+        # The fast one reads each event before the next write: it always keeps up, even
+        # when the store's events and answers arrive bunched (etcd's, on a busy host).
         for name in names:
             await create(storage, name)
-        assert [e.object.metadata.name for e in await reader] == names
+            assert [e.object.metadata.name for e in await take(fast, 1)] == [name]
         assert slow.terminated is not None and "fell behind" in slow.terminated
         assert [e.object.metadata.name async for e in slow] == names[:5]
         assert cacher.watcher_count == 1 and cacher.watchers_terminated == 1
