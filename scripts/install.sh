@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # supervisor runs the local cluster; etcd-client gives etcdctl (tests drive the store
-# with it); etcd-server is the real etcd the store benchmark compares against; the
-# kubelet runs pods in Docker (docker.io) from images built from busybox-static;
-# cgroupfs-mount mounts the cgroup controllers dockerd needs where no init system did.
+# with it); etcd-server is the real etcd the apiserver's tests also run on and the store
+# benchmark compares against; the kubelet runs pods in Docker (docker.io) from images
+# built from busybox-static; cgroupfs-mount mounts the cgroup controllers dockerd needs
+# where no init system did.
 packages=(supervisor etcd-client etcd-server docker.io busybox-static cgroupfs-mount)
 missing=()
 for p in "${packages[@]}"; do
