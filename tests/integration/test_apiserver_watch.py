@@ -182,6 +182,24 @@ async def test_bookmarks_carry_only_a_resource_version(api: Client, ns: str):
             (ADDED, "after", rv(created))]
 
 
+async def test_bookmarks_follow_the_kinds_events_outside_the_selection(api: Client, ns: str):
+    # On every backend: a pod written in another namespace moves the pods' watch cache,
+    # and a watcher of this namespace hears of it only as a bookmark it can resume from.
+    other = (await api.namespaces.create(namespace(unique("other")))).metadata.name
+    now = await _version(api, ns)
+    async with api.pods.watch(ns, resource_version=now, allow_bookmarks=True) as bookmarked:
+        theirs = await api.pods.create(pod("x", other))
+        events = await bookmarked.until(lambda e: e.type == BOOKMARK
+                                        and rv(e.object) >= rv(theirs))
+        assert {e.type for e in events} == {BOOKMARK}
+        assert events[-1].object == core_pb2.Pod(metadata=meta_pb2.ObjectMeta(
+            resource_version=events[-1].object.metadata.resource_version))
+        async with api.pods.watch(ns, resource_version=str(rv(events[-1].object))) as resumed:
+            created = await api.pods.create(pod("after", ns))
+            assert summary(await resumed.take(1)) == [(ADDED, "after", rv(created))]
+        assert summary(await bookmarked.take(1)) == [(ADDED, "after", rv(created))]
+
+
 async def test_a_watch_ends_after_its_timeout(api: Client, ns: str):
     async with api.pods.watch(ns, timeout_seconds=1) as watch:
         assert await watch.status(timeout=10) == (OK, "")
