@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,9 +45,15 @@ import grpc
 from skiff import chaos
 from skiff.api.v1 import core_pb2
 from skiff.cli import images
+from skiff.cli.external_etcd import (
+    configured_etcd_servers,
+    etcd_problems,
+    etcd_status,
+    parse_etcd_servers,
+    parse_etcd_url,
+)
 from skiff.client import Client
 from skiff.health import grpc_healthy, wait_for
-from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -171,40 +176,6 @@ class ClusterSettings:
     @property
     def node_list(self) -> list[LocalNode]:
         return [LocalNode(i) for i in range(1, self.nodes + 1)]
-
-
-def parse_etcd_url(url: str) -> str:
-    """One etcd client URL, ``http://host:port``, as ``host:port`` (pure); ValueError
-    naming the URL and what is wrong with it. TLS to etcd is not supported (yet)."""
-    text = url.strip()
-    try:
-        parts = urllib.parse.urlsplit(text)
-        port = parts.port
-    except ValueError as e:  # a port that is no number or out of range
-        raise ValueError(f"etcd server {url!r}: {e}") from None
-    if parts.scheme == "https":
-        raise ValueError(f"etcd server {url!r}: TLS to etcd is not supported; give an "
-                         "http:// client URL")
-    if parts.scheme != "http" or not parts.hostname or port is None:
-        raise ValueError(f"etcd server {url!r} is not a client URL http://host:port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"etcd server {url!r}: only http://host:port, nothing after it")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{port}"
-
-
-def parse_etcd_servers(text: str) -> tuple[str, ...]:
-    """``--etcd-servers``' comma-separated client URLs, normalized to ``http://host:port``
-    and without duplicates (pure); ValueError naming a bad one."""
-    urls: list[str] = []
-    for part in text.split(","):
-        if part.strip():
-            url = f"http://{parse_etcd_url(part)}"
-            if url not in urls:
-                urls.append(url)
-    if text.strip() and not urls:
-        raise ValueError(f"--etcd-servers {text!r} names no URL")
-    return tuple(urls)
 
 
 def _etcd_servers_flag(text: str) -> tuple[str, ...]:
@@ -368,30 +339,13 @@ def ensure_docker(data_dir: Path, deadline: Deadline) -> None:
 
 
 # ------------------------------------------------------------------ an existing etcd
-
-
-async def etcd_status(endpoint: str, timeout: float = 2.0) -> rpc_pb2.StatusResponse:
-    """Maintenance.Status of the etcd (or store) member at ``host:port``; gRPC's error
-    when it does not answer within ``timeout``."""
-    async with grpc.aio.insecure_channel(endpoint) as channel:
-        return await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-            rpc_pb2.StatusRequest(), timeout=timeout)
+# (skiff/cli/external_etcd.py: its URLs, its members' answers)
 
 
 async def check_etcd(urls: tuple[str, ...], timeout: float = 3.0) -> None:
-    """Every etcd client URL answers Maintenance.Status and knows a leader; UpFailed
-    naming each URL that does not, and why."""
-    problems = []
-    for url in urls:
-        try:
-            status = await etcd_status(parse_etcd_url(url), timeout)
-        except grpc.aio.AioRpcError as e:
-            problems.append(f"{url} does not answer as an etcd v3 server "
-                            f"({e.code().name}: {e.details()})")
-            continue
-        if not status.leader or status.errors:
-            problems.append(f"{url} answers but has no leader "
-                            f"({'; '.join(status.errors) or 'no leader elected'})")
+    """Every etcd client URL answers and knows a leader; UpFailed naming each URL that
+    does not, and why."""
+    problems = await etcd_problems(urls, timeout)
     if problems:
         raise UpFailed("the etcd given by --etcd-servers is not usable: "
                        + "; ".join(problems))
@@ -642,16 +596,6 @@ def down(data_dir: Path, purge: bool) -> int:
 def configured_nodes(config_text: str) -> list[str]:
     """The nodes a supervisord configuration runs kubelets for (pure)."""
     return re.findall(r"^\[program:kubelet-(.+)\]$", config_text, flags=re.M)
-
-
-def configured_etcd_servers(config_text: str) -> tuple[str, ...]:
-    """The existing etcd a supervisord configuration runs the apiserver on, as its
-    client URLs; empty when it runs Skiff's own store replicas (pure)."""
-    if re.search(r"^\[program:store-\d+\]$", config_text, flags=re.M):
-        return ()
-    found = re.search(r"^command=.* -m services\.apiserver .*--store-endpoints (\S+)",
-                      config_text, flags=re.M)
-    return tuple(found.group(1).split(",")) if found else ()
 
 
 def _configured_nodes(config: Path) -> list[str]:
