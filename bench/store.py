@@ -65,11 +65,11 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also in workers
 
 import profiling
-from etcd_cluster import DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, EtcdCluster
 from grpc_floor import FloorCluster
 from report import emit, stop_on_sigterm
 
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
+from skiff.testing.etcd import DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, EtcdCluster
 from skiff.testing.processes import StoreCluster
 
 KV = rpc_pb2

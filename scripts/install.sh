@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # supervisor runs the local cluster; etcd-client gives etcdctl (tests drive the store
-# with it); etcd-server is the real etcd the store benchmark compares against; the
-# kubelet runs pods in Docker (docker.io); cgroupfs-mount mounts the cgroup controllers
-# dockerd needs where no init system did; nftables gives nft, which writes the proxy's
-# kernel rules (Skiff's own table); dnsperf loads the cluster DNS in bench/dns.py.
+# with it); etcd-server is the real etcd the apiserver's tests also run on and the store
+# benchmark compares against; the kubelet runs pods in Docker (docker.io);
+# cgroupfs-mount mounts the cgroup controllers dockerd needs where no init system did;
+# nftables gives nft, which writes the proxy's kernel rules (Skiff's own table); dnsperf
+# loads the cluster DNS in bench/dns.py.
 packages=(supervisor etcd-client etcd-server docker.io cgroupfs-mount nftables dnsperf)
 missing=()
 for p in "${packages[@]}"; do

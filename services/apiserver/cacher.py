@@ -404,6 +404,13 @@ class Cacher:
         return self._revision
 
     @property
+    def progress_ordered(self) -> bool:
+        """Whether the store's progress notifications move ``revision`` on a quiet
+        prefix (see :class:`StoreWatch`); if not, only events do, and :meth:`wait_fresh`
+        for a revision of another prefix waits in vain."""
+        return self._watch is not None and bool(self._watch.progress_ordered)
+
+    @property
     def watcher_count(self) -> int:
         return len(self._watchers)
 

@@ -205,14 +205,16 @@ class Registry:
         namespace = self._scope(options.namespace)
         predicate = self.predicate(options)
         revision = meta.parse_resource_version(options.resource_version, "resourceVersion")
-        if options.limit > 0 or options.continue_token:
+        paged = options.limit > 0 or bool(options.continue_token)
+        if not paged and options.resource_version == "":
+            # Consistent read from the cache: it must have seen the store's now.
+            revision = await self.storage.revision()
+        if paged or (revision and not await self._cache_reaches(revision)):
             items, list_revision, token = await self._list_page(options, namespace, predicate)
+            if not paged and list_revision < revision:  # "at least N", N from the future
+                raise errors.Unavailable(f"too large resource version: {revision}, the "
+                                         f"store is at {list_revision}")
         else:
-            if options.resource_version == "":
-                # Consistent read from the cache: it must have seen the store's now.
-                revision = await self.storage.revision()
-            if revision:
-                await self.cacher.wait_fresh(revision, FRESHNESS_TIMEOUT)
             items, list_revision = self.cacher.list(predicate, namespace)
             token = ""
         result = self.kind.list_message(api_version=self.kind.api_version,
@@ -221,6 +223,18 @@ class Registry:
         result.metadata.continue_token = token
         result.items.extend(items)
         return result
+
+    async def _cache_reaches(self, revision: int) -> bool:
+        """Wait until the watch cache has seen ``revision``; False at once when it is
+        behind and only events can move it (its store's progress notifications are not
+        trusted, see StoreWatch): the caller reads the store instead, as Kubernetes
+        does on such an etcd. Unavailable when the cache does not get there in time."""
+        if self.cacher.ready and self.cacher.revision >= revision:
+            return True
+        if not self.cacher.progress_ordered:
+            return False
+        await self.cacher.wait_fresh(revision, FRESHNESS_TIMEOUT)
+        return True
 
     async def _list_page(self, options: meta_pb2.ListOptions, namespace: str,
                          predicate: Callable[[Message], bool]

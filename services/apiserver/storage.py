@@ -25,7 +25,10 @@ cache (``cacher.py``); below it, the store replicas (``services/store``), or any
   survive the death of their replica: revisions are identical on every replica, so
   the stream resumes on the next endpoint from the last revision seen + 1 and nothing
   is lost or seen twice. Progress is requested every ``progress_interval`` (and on
-  demand), so even a quiet prefix reports how far the store has got.
+  demand), so even a quiet prefix reports how far the store has got, but only from a
+  store that answers it in order with the events (:func:`orders_progress`): etcd
+  before 3.4.31 / 3.5.13 can announce a revision before the events up to it were sent,
+  so there a progress notification only says the stream is alive.
 - Errors: every store error is mapped once, in :data:`_ERROR_TABLE`, to the API's
   vocabulary (``skiff.api.errors``).
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -238,6 +242,18 @@ def map_error(error: grpc.RpcError) -> errors.APIError:
     return result
 
 
+def _raise_if_cancelling(error: grpc.aio.AioRpcError) -> None:
+    """Give the current task back a cancellation that grpc.aio turned into CANCELLED.
+
+    A task cancelled while it awaits a unary call gets no CancelledError: grpc.aio's
+    own task under the call swallows it, and the call ends CANCELLED. A caller that
+    retries on errors would then never stop (a watch cache that could not be stopped).
+    """
+    task = asyncio.current_task()
+    if error.code() == grpc.StatusCode.CANCELLED and task is not None and task.cancelling():
+        raise asyncio.CancelledError from error
+
+
 def _backoff(failures: int) -> float:
     """Jittered exponential backoff after ``failures`` consecutive failures (>= 1)."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
@@ -289,6 +305,28 @@ def _failure_reads(response: rpc_pb2.TxnResponse, keys: Sequence[str]
         kvs = op.response_range.kvs
         found[key] = _stored(kvs[0]) if kvs else None
     return found
+
+
+#: Per etcd minor version, the first release whose answer to a progress request
+#: (WatchProgressRequest) is ordered with the stream's events. Before it, the answer can
+#: overtake events it claims were sent, and reaches a watcher that started from an old
+#: revision before it caught up (etcd-io/etcd#15220, fixed by #15237 and #17557): a
+#: cache that trusted it would skip those events for good. Kubernetes asks etcd for
+#: progress only from these releases on, for the same reason.
+ORDERED_PROGRESS_SINCE = {(3, 4): 31, (3, 5): 13}
+
+
+def orders_progress(version: str) -> bool:
+    """Whether a store reporting ``version`` (Maintenance.Status) answers progress
+    requests in order with the events of the stream (pure; unparsable: no)."""
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version.strip())
+    if match is None:
+        return False
+    major, minor, patch = (int(part) for part in match.groups())
+    since = ORDERED_PROGRESS_SINCE.get((major, minor))
+    if since is not None:
+        return patch >= since
+    return (major, minor) > (3, 5)
 
 
 def endpoint_address(url: str) -> str:
@@ -374,12 +412,16 @@ class Storage:
         """
         endpoint = self.endpoint
         channel = self.channel(endpoint)
-        status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-            rpc_pb2.StatusRequest(), timeout=self.attempt_timeout)
-        if not status.leader or status.leader == status.header.member_id:
-            return
-        members = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
-            rpc_pb2.MemberListRequest(), timeout=self.attempt_timeout)
+        try:
+            status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                rpc_pb2.StatusRequest(), timeout=self.attempt_timeout)
+            if not status.leader or status.leader == status.header.member_id:
+                return
+            members = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
+                rpc_pb2.MemberListRequest(), timeout=self.attempt_timeout)
+        except grpc.aio.AioRpcError as e:
+            _raise_if_cancelling(e)
+            raise
         urls = next((m.clientURLs for m in members.members if m.ID == status.leader), [])
         for url in urls:
             address = endpoint_address(url)
@@ -388,6 +430,21 @@ class Storage:
                          leader=address)
                 self._current = self.endpoints.index(address)
                 return
+
+    async def orders_progress(self, endpoint: str, *, timeout: float | None = None) -> bool:
+        """Whether the store at ``endpoint`` answers progress requests in order with
+        events, by the version it reports (a store without Maintenance.Status: no).
+        Raises gRPC's errors when it does not answer within ``timeout`` (default
+        ``attempt_timeout``); a watch then reconnects as usual."""
+        try:
+            status = await rpc_pb2_grpc.MaintenanceStub(self.channel(endpoint)).Status(
+                rpc_pb2.StatusRequest(), timeout=timeout or self.attempt_timeout)
+        except grpc.aio.AioRpcError as e:
+            _raise_if_cancelling(e)
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return False
+        return orders_progress(status.version)
 
     async def close(self) -> None:
         """Close every channel (live watches end with an error)."""
@@ -420,6 +477,7 @@ class Storage:
                     request, timeout=max(0.001, min(self.attempt_timeout, remaining)))
                 return response, failures > 0
             except grpc.aio.AioRpcError as e:
+                _raise_if_cancelling(e)
                 if e.code() not in RETRYABLE:
                     raise map_error(e) from None
                 failures += 1
@@ -632,7 +690,11 @@ class StoreWatch:
 
     Invariant: ``_next_revision`` is the first revision not yet reported; every batch
     yielded covers revisions below it, so a new stream started there (on any replica)
-    continues exactly where the last one stopped.
+    continues exactly where the last one stopped. It moves past an event's revision
+    only once that event was received, and past a progress notification's only when
+    the store answers progress in order with events (``progress_ordered``, learnt from
+    the store's version on each stream); elsewhere a progress answer only shows that
+    the stream is alive.
 
     Ends by raising ``Gone`` when the store compacted past ``_next_revision`` (the
     caller must re-list), or ``Unavailable`` when no replica served the watch for the
@@ -648,6 +710,8 @@ class StoreWatch:
         self._stall_timeout = max(storage.stall_timeout, 2 * progress_interval)
         self._progress_wanted = asyncio.Event()
         self.endpoint: str | None = None
+        #: Whether the current stream's store orders progress with events (None: no stream).
+        self.progress_ordered: bool | None = None
         self._batches = self._run()
 
     @property
@@ -689,10 +753,12 @@ class StoreWatch:
                 except _StreamBroken as e:
                     reason = str(e)
                 except grpc.aio.AioRpcError as e:
+                    _raise_if_cancelling(e)
                     if e.code() not in RETRYABLE and e.code() != grpc.StatusCode.CANCELLED:
                         raise map_error(e) from None
                     reason = f"{e.code().name}: {e.details()}"
                 self.endpoint = None
+                self.progress_ordered = None
                 failures += 1
                 now = loop.time()
                 outage_since = now if outage_since is None else outage_since
@@ -708,6 +774,7 @@ class StoreWatch:
         finally:
             storage._watches.discard(self)
             self.endpoint = None
+            self.progress_ordered = None
 
     async def _stream(self, endpoint: str) -> AsyncIterator[WatchBatch | None]:
         """One Watch stream on ``endpoint``: batches, or None for "alive, nothing new"."""
@@ -718,11 +785,17 @@ class StoreWatch:
             start_revision=max(self._next_revision, 0), prev_kv=True, progress_notify=True)
         progress: asyncio.Task[None] | None = None
         try:
+            self.progress_ordered = await self._storage.orders_progress(
+                endpoint, timeout=self._stall_timeout)
             await _write(call, rpc_pb2.WatchRequest(create_request=create))
             progress = spawn(self._request_progress(call), name=f"watch-progress {prefix}")
             while True:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a
+                # cancellation that lands as the read completes, and the watch (and the
+                # cache that owns it) then never stops.
                 try:
-                    response = await asyncio.wait_for(call.read(), self._stall_timeout)
+                    async with asyncio.timeout(self._stall_timeout):
+                        response = await call.read()
                 except TimeoutError:
                     raise _StreamBroken(f"no answer for {self._stall_timeout:g}s") from None
                 if response is grpc.aio.EOF:
@@ -750,7 +823,9 @@ class StoreWatch:
         if not response.events:
             # Progress: every change up to ``revision`` was sent. A replica that lags
             # behind what an earlier one reported says nothing new: never go backwards.
-            if revision < self._next_revision:
+            # From a store that may send it ahead of those changes it proves only that
+            # the stream is alive.
+            if revision < self._next_revision or not self.progress_ordered:
                 return None
             self._next_revision = revision + 1
             return WatchBatch(revision=revision)
@@ -769,7 +844,8 @@ class StoreWatch:
         request = rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress_wanted.wait(), self._progress_interval)
+                async with asyncio.timeout(self._progress_interval):
+                    await self._progress_wanted.wait()
             self._progress_wanted.clear()
             try:
                 await _write(call, request)

@@ -29,8 +29,11 @@ from skiff.store.v1 import raft_pb2, rpc_pb2, rpc_pb2_grpc
 #: elect within a second).
 MIN_LEASE_TTL = 1
 MAX_LEASE_TTL = 9_000_000_000
-#: What Status reports as the server version: the etcd API level served.
-API_VERSION = "3.5.0"
+#: What Status reports as the server version: the etcd release whose API and watch
+#: semantics the store follows. 3.5.13 and later answer a progress request in order with
+#: the stream's events, as this store does; clients (Skiff's apiserver, Kubernetes') ask
+#: earlier releases for no progress (services/apiserver/storage.py: orders_progress).
+API_VERSION = "3.5.13"
 
 REQUESTS = Counter("skiff_store_requests_total", "gRPC requests answered", ["method", "code"])
 LATENCY = Histogram("skiff_store_request_seconds", "gRPC request latency", ["method"],

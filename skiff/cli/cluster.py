@@ -12,6 +12,11 @@ checks that its NodePort answers an HTTP GET, and prints how to use the cluster.
 ``skiff status`` shows each process, its health, who leads the store, the scheduler
 and the controller-manager, and each node's Ready condition.
 
+``skiff up --etcd-servers URLS`` (kube-apiserver's flag) runs the cluster on an
+existing etcd instead of Skiff's own store: no store replicas are started, the
+apiserver is given those endpoints, ``skiff status`` shows the etcd members' health,
+and ``skiff down`` (``--purge`` too) never touches etcd or its data.
+
 What decides the layout (ports, addresses) is pure and lives at the top
 (:class:`ClusterSettings`, :func:`render_config`) so unit tests render it for N nodes
 without starting anything.
@@ -40,9 +45,15 @@ import grpc
 from skiff import chaos
 from skiff.api.v1 import core_pb2
 from skiff.cli import images
+from skiff.cli.external_etcd import (
+    configured_etcd_servers,
+    etcd_problems,
+    etcd_status,
+    parse_etcd_servers,
+    parse_etcd_url,
+)
 from skiff.client import Client
 from skiff.health import grpc_healthy, wait_for
-from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -143,6 +154,9 @@ class ClusterSettings:
     node_monitor_period: float = 5.0
     #: The apiserver's --default-{not-ready,unreachable}-toleration-seconds.
     default_toleration_seconds: int = 300
+    #: Client URLs of an existing etcd to run on (kube-apiserver's --etcd-servers);
+    #: empty: Skiff's own three store replicas. Normalized by :func:`parse_etcd_servers`.
+    etcd_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -151,6 +165,8 @@ class ClusterSettings:
             raise ValueError("node monitor periods must be positive")
         if self.default_toleration_seconds < 0:
             raise ValueError("toleration seconds must not be negative")
+        for url in self.etcd_servers:
+            parse_etcd_url(url)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -164,9 +180,18 @@ class ClusterSettings:
         return [LocalNode(i) for i in range(1, self.nodes + 1)]
 
 
+def _etcd_servers_flag(text: str) -> tuple[str, ...]:
+    """``--etcd-servers``' value, its error as argparse shows one."""
+    try:
+        return parse_etcd_servers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def settings_from_env() -> ClusterSettings:
     """The settings' defaults: $SKIFF_NODES, $SKIFF_NODE_MONITOR_GRACE_PERIOD,
-    $SKIFF_NODE_MONITOR_PERIOD, $SKIFF_DEFAULT_TOLERATION_SECONDS (flags override)."""
+    $SKIFF_NODE_MONITOR_PERIOD, $SKIFF_DEFAULT_TOLERATION_SECONDS, $SKIFF_ETCD_SERVERS
+    (flags override)."""
     base = ClusterSettings()
     return ClusterSettings(
         nodes=_env_number("SKIFF_NODES", base.nodes, int),
@@ -175,7 +200,8 @@ def settings_from_env() -> ClusterSettings:
         node_monitor_period=_env_number(
             "SKIFF_NODE_MONITOR_PERIOD", base.node_monitor_period, float),
         default_toleration_seconds=_env_number(
-            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int))
+            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int),
+        etcd_servers=parse_etcd_servers(os.environ.get("SKIFF_ETCD_SERVERS", "")))
 
 
 def default_data_dir() -> Path:
@@ -196,11 +222,14 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
     def render(template: str, **fields: object) -> str:
         return Template((DEPLOY / template).read_text()).substitute(common, **fields)
 
-    stores = [render("store.program.tmpl", **r.fields()) for r in REPLICAS]
+    # On an existing etcd, Skiff runs no store of its own.
+    stores = ([] if settings.etcd_servers
+              else [render("store.program.tmpl", **r.fields()) for r in REPLICAS])
     apiserver = render(
         "apiserver.program.tmpl", host=HOST, port=APISERVER_PORT,
         metrics_port=APISERVER_METRICS_PORT,
-        store_endpoints=",".join(r.endpoint for r in REPLICAS),
+        store_endpoints=",".join(settings.etcd_servers
+                                 or [r.endpoint for r in REPLICAS]),
         toleration_seconds=settings.default_toleration_seconds)
     scheduler = render("scheduler.program.tmpl", host=HOST, apiserver=APISERVER,
                        metrics_port=SCHEDULER_METRICS_PORT)
@@ -312,12 +341,26 @@ def ensure_docker(data_dir: Path, deadline: Deadline) -> None:
         raise UpFailed(f"dockerd did not answer in time (see {where})") from None
 
 
+# ------------------------------------------------------------------ an existing etcd
+# (skiff/cli/external_etcd.py: its URLs, its members' answers)
+
+
+async def check_etcd(urls: tuple[str, ...], timeout: float = 3.0) -> None:
+    """Every etcd client URL answers and knows a leader; UpFailed naming each URL that
+    does not, and why."""
+    problems = await etcd_problems(urls, timeout)
+    if problems:
+        raise UpFailed("the etcd given by --etcd-servers is not usable: "
+                       + "; ".join(problems))
+
+
 # ------------------------------------------------------------------ waiting
 
 
 async def wait_healthy(settings: ClusterSettings, deadline: Deadline) -> None:
-    """Every daemon that serves gRPC health says SERVING."""
-    for replica in REPLICAS:
+    """Every daemon that serves gRPC health says SERVING (an existing etcd was checked
+    before anything started: :func:`check_etcd`)."""
+    for replica in [] if settings.etcd_servers else REPLICAS:
         await wait_for(lambda r=replica: grpc_healthy(r.endpoint), timeout=deadline.left(),
                        what=f"{replica.name} healthy")
     await wait_for(lambda: grpc_healthy(APISERVER), timeout=deadline.left(),
@@ -473,6 +516,8 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
         password.write_text(secrets.token_hex(24))
         password.chmod(0o600)
     try:
+        if settings.etcd_servers:
+            asyncio.run(check_etcd(settings.etcd_servers))
         ensure_docker(data_dir, deadline)
         build_images()
         config = render_config(data_dir, settings)
@@ -491,7 +536,7 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
 
 def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None) -> str:
     """What ``skiff up`` prints at the end: where things are and what to try."""
-    store = ",".join(r.endpoint for r in REPLICAS)
+    store = ",".join(settings.etcd_servers or [r.endpoint for r in REPLICAS])
     nodes = ", ".join(n.name for n in settings.node_list)
     # Later commands must find this cluster: name its directory unless it is the default.
     where = "" if data_dir == default_data_dir() else f" --data-dir {data_dir}"
@@ -502,7 +547,8 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
     lines = [f"Skiff is up: {settings.nodes} node(s) Ready ({nodes}); data and logs in "
              f"{data_dir}.",
              f"  apiserver (gRPC, skiff.api.v1): {APISERVER}",
-             f"  store (etcd v3 API):            {store}"]
+             (f"  etcd (existing, not managed):   {store}" if settings.etcd_servers
+              else f"  store (etcd v3 API):            {store}")]
     if demo is not None:
         lines += [f"  demo: examples/ applied; deployment {DEMO} available behind service "
                   f"{DEMO}", "", "Try:",
@@ -527,6 +573,7 @@ def down(data_dir: Path, purge: bool) -> int:
     config = data_dir / "supervisord.conf"
     # Read before anything stops: which nodes' containers to remove afterwards.
     nodes = _configured_nodes(config)
+    etcd = configured_etcd_servers(config.read_text()) if config.exists() else ()
     if _running(config):
         pid = int(supervisorctl(config, "pid").stdout.strip())
         print(supervisorctl(config, "shutdown").stdout.strip())
@@ -543,6 +590,9 @@ def down(data_dir: Path, purge: bool) -> int:
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
+    if etcd:
+        print(f"left alone: the etcd at {','.join(etcd)} and the cluster's objects in it "
+              "(under /registry/)")
     return 0
 
 
@@ -589,15 +639,16 @@ async def _exited(pid: int) -> bool:
 # ------------------------------------------------------------------ status
 
 
-async def _store_status(replica: StoreReplica) -> str:
+async def _store_status(endpoint: str) -> str:
+    """A store replica's or etcd member's health (gRPC health, which both serve), its
+    raft role and term, and the revision it has applied."""
     try:
-        async with grpc.aio.insecure_channel(replica.endpoint) as channel:
-            status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-                rpc_pb2.StatusRequest(), timeout=1.0)
-        healthy = await grpc_healthy(replica.endpoint)
+        status = await etcd_status(endpoint, timeout=1.0)
+        healthy = await grpc_healthy(endpoint) and not status.errors
     except grpc.aio.AioRpcError as e:
         return f"unreachable ({e.code().name})"
-    role = "leader" if status.leader == status.header.member_id else "follower"
+    role = ("no leader" if not status.leader
+            else "leader" if status.leader == status.header.member_id else "follower")
     return (f"{'healthy' if healthy else 'unhealthy'}, {role}, term {status.raftTerm}, "
             f"revision {status.header.revision}")
 
@@ -655,9 +706,16 @@ async def _nodes(client: Client) -> list[str]:
     return lines or ["no nodes registered"]
 
 
-async def status_report(nodes: list[LocalNode]) -> list[str]:
-    """Health of every daemon, who leads what, and each node's Ready condition."""
-    lines = [f"{r.name} {r.endpoint}: {await _store_status(r)}" for r in REPLICAS]
+async def status_report(nodes: list[LocalNode], etcd_servers: tuple[str, ...] = ()
+                        ) -> list[str]:
+    """Health of every daemon, who leads what, and each node's Ready condition; of the
+    existing etcd's members instead of the store replicas when it runs on one."""
+    if etcd_servers:
+        lines = [f"etcd {url}: {await _store_status(parse_etcd_url(url))}"
+                 for url in etcd_servers]
+    else:
+        lines = [f"{r.name} {r.endpoint}: {await _store_status(r.endpoint)}"
+                 for r in REPLICAS]
     apiserver = await _grpc_status(APISERVER)
     lines.append(f"apiserver {APISERVER}: {apiserver}")
     lines.append(f"scheduler {HOST}:{SCHEDULER_METRICS_PORT}: "
@@ -691,7 +749,8 @@ def status(data_dir: Path) -> int:
     print(supervisorctl(config, "status").stdout.rstrip())
     nodes = [LocalNode(int(name.removeprefix("node-"))) for name in _configured_nodes(config)
              if name.removeprefix("node-").isdigit()]
-    print("\n".join(asyncio.run(status_report(nodes))))
+    etcd = configured_etcd_servers(config.read_text())
+    print("\n".join(asyncio.run(status_report(nodes, etcd))))
     return 0
 
 
@@ -729,6 +788,11 @@ def _parser() -> argparse.ArgumentParser:
                            default=env.default_toleration_seconds,
                            help="how long pods stay on a not-ready or unreachable node "
                                 "($SKIFF_DEFAULT_TOLERATION_SECONDS, 300)")
+    up_parser.add_argument("--etcd-servers", type=_etcd_servers_flag,
+                           default=env.etcd_servers, metavar="URLS",
+                           help="run on this existing etcd (comma-separated client URLs "
+                                "http://host:port) instead of Skiff's own store "
+                                "($SKIFF_ETCD_SERVERS)")
     down_parser = commands.add_parser("down", parents=[data_dir], help="stop the cluster")
     down_parser.add_argument("--purge", action="store_true", help="also delete the data")
     commands.add_parser("status", parents=[data_dir],
@@ -743,7 +807,8 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     return ClusterSettings(nodes=args.nodes,
                            node_monitor_grace_period=args.node_monitor_grace_period,
                            node_monitor_period=args.node_monitor_period,
-                           default_toleration_seconds=args.default_toleration_seconds)
+                           default_toleration_seconds=args.default_toleration_seconds,
+                           etcd_servers=args.etcd_servers)
 
 
 def main(argv: list[str] | None = None) -> None:

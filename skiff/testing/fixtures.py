@@ -1,6 +1,7 @@
 """What the test suites' fixtures share: a failed-test check (to show daemon logs), a
-blocking health wait for session fixtures, the store + apiserver a whole session
-shares, and leader-elected daemons with short election timings."""
+blocking health wait for session fixtures, the store backends (Skiff's own replicas or
+a real etcd) and the store + apiserver a whole session shares, and leader-elected
+daemons with short election timings."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from skiff.testing.processes import APIServer, ControllerManager, StoreCluster
+from skiff.testing.etcd import EtcdCluster
+from skiff.testing.processes import APIServer, ControllerManager, ProcessCluster, StoreCluster
 
-__all__ = ["SharedCluster", "election_flags", "failed", "running_controller_manager",
-           "shared_cluster", "wait_serving"]
+__all__ = ["BACKENDS", "SharedCluster", "election_flags", "failed", "new_store",
+           "running_controller_manager", "shared_cluster", "wait_serving"]
+
+#: The stores the apiserver runs on: Skiff's own replicas, or a real etcd (Debian's 3.4).
+BACKENDS = ("skiff", "etcd")
 
 
 def failed(request: Any) -> bool:
@@ -47,30 +52,46 @@ def wait_serving(address: str, what: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{what} not healthy within {timeout}s (last error: {last!r})")
 
 
+def new_store(backend: str, base: Path) -> ProcessCluster:
+    """Three members of ``backend`` (one of :data:`BACKENDS`) under ``base``, not started:
+    Skiff's store replicas, or etcd members (FileNotFoundError when etcd is missing)."""
+    if backend == "skiff":
+        return StoreCluster(base)
+    if backend == "etcd":
+        return EtcdCluster(base)
+    raise ValueError(f"unknown store backend {backend!r} (one of {', '.join(BACKENDS)})")
+
+
 @dataclass
 class SharedCluster:
-    """Three store replicas and one apiserver, started once for a whole test session.
+    """Three store members and one apiserver, started once for a whole test session.
 
     Tests share them, so each works in a namespace of its own and gives cluster-scoped
     objects unique names; none kills or reconfigures them (tests that do start their own).
+    ``store`` is Skiff's store (a :class:`StoreCluster`) or, when ``backend`` is
+    ``"etcd"``, a real etcd cluster: only the etcd v3 API is common to both.
     """
 
-    store: StoreCluster
+    store: ProcessCluster
     apiserver: APIServer
+    backend: str = "skiff"
 
 
 @contextlib.contextmanager
-def shared_cluster(base: Path) -> Iterator[SharedCluster]:
-    """Start a :class:`SharedCluster` under ``base``, healthy; stop it on leaving."""
-    store = StoreCluster(base / "store")
+def shared_cluster(base: Path, backend: str = "skiff") -> Iterator[SharedCluster]:
+    """Start a :class:`SharedCluster` on ``backend`` under ``base``, healthy; stop it on
+    leaving."""
+    store = new_store(backend, base / "store")
     server = APIServer(base / "apiserver", store.endpoints)
     try:
         store.start()
+        # SERVING: for Skiff's replicas a leader known and caught up; etcd says so once
+        # its gRPC server is up, and the apiserver below waits for a leader by retrying.
         for member in store.members:
             wait_serving(member.endpoint, f"store member {member.name}")
         server.start()
         wait_serving(server.address, "the shared apiserver")
-        yield SharedCluster(store, server)
+        yield SharedCluster(store, server, backend)
     finally:
         server.stop()
         store.stop()

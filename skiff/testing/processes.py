@@ -156,6 +156,23 @@ class ProcessCluster:
             await wait_for(lambda m=member: self._healthy(m.endpoint), timeout=timeout,
                            what=f"{self.kind} {member.name} healthy")
 
+    async def leader(self, timeout: float = 10.0) -> int:
+        """Index of the member that leads, as the live members themselves report it
+        (etcd's Maintenance.Status, which Skiff's store answers too)."""
+
+        async def find() -> int | None:
+            for i, member in enumerate(self.members):
+                if not member.daemon.alive:
+                    continue
+                async with grpc.aio.insecure_channel(member.endpoint) as channel:
+                    status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                        rpc_pb2.StatusRequest(), timeout=1.0)
+                if status.leader and status.leader == status.header.member_id:
+                    return i + 1  # truthy even for member 0
+            return None
+
+        return await wait_for(find, timeout=timeout, what=f"a leader among the {self.kind}s") - 1
+
     def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
         self.members[index].daemon.kill(sig)
 
@@ -208,22 +225,6 @@ class StoreCluster(ProcessCluster):
 
     async def _healthy(self, endpoint: str) -> bool:
         return await grpc_healthy(endpoint)  # SERVING: a leader known, caught up
-
-    async def leader(self, timeout: float = 10.0) -> int:
-        """Index of the member that leads, as the members themselves report it."""
-
-        async def find() -> int | None:
-            for i, member in enumerate(self.members):
-                if not member.daemon.alive:
-                    continue
-                async with grpc.aio.insecure_channel(member.endpoint) as channel:
-                    status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-                        rpc_pb2.StatusRequest(), timeout=1.0)
-                if status.leader and status.leader == status.header.member_id:
-                    return i + 1  # truthy even for member 0
-            return None
-
-        return await wait_for(find, timeout=timeout, what="a store leader") - 1
 
     def crash_all(self) -> None:
         """SIGKILL every replica at once, then start each again on its own data directory."""

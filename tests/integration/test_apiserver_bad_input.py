@@ -8,7 +8,7 @@ an unsupported field, a resource version that is no revision, a continue token t
 not ours, an unknown propagation policy). Every case carries the field path of its
 mistake (``spec.template.spec.containers[1].ports[0].containerPort``), built
 alongside it by the strategy. Against one real apiserver on three store replicas
-(started once for the module), every case must:
+(started once for the module), then on a real three-member etcd, every case must:
 
 - fail with INVALID_ARGUMENT, the details naming that path as a field
   (``... is invalid: <path>: <what>`` or ``<path>: <what>``);
@@ -27,6 +27,7 @@ import base64
 import copy
 import json
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,8 @@ from skiff.api.quantity import parse_quantity
 from skiff.api.v1 import meta_pb2
 from skiff.health import grpc_healthy
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
-from skiff.testing.processes import APIServer, StoreCluster
+from skiff.testing.fixtures import BACKENDS, new_store
+from skiff.testing.processes import APIServer, ProcessCluster
 
 #: A call that takes longer has failed (a Watch that was accepted would hang until then).
 CALL_TIMEOUT = 10.0
@@ -470,7 +472,7 @@ async def _list(channel: grpc.aio.Channel, kind: str) -> Message:
                                                  timeout=CALL_TIMEOUT)
 
 
-async def _prepare(api: APIServer, cluster: StoreCluster) -> Server:
+async def _prepare(api: APIServer, cluster: ProcessCluster) -> Server:
     await api.wait_healthy(timeout=HEALTHY_TIMEOUT)
     async with grpc.aio.insecure_channel(api.address) as channel:
         seeds = {kind: await lookup(kind).stub(channel).Create(
@@ -483,17 +485,20 @@ async def _prepare(api: APIServer, cluster: StoreCluster) -> Server:
     return Server(api.address, cluster.endpoints[0], seeds, revision, keys, lists)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def server(tmp_path_factory: pytest.TempPathFactory,
            request: pytest.FixtureRequest) -> Iterator[Server]:
-    """One apiserver on three store replicas for the whole module, with seed objects.
+    """One apiserver on three store members (Skiff's store, then a real etcd) for the
+    whole module, with seed objects.
 
     Module-scoped, so set up with its own short-lived event loops (the tests' loops are
     per function); logs are printed if any test of the module failed.
     """
-    base: Path = tmp_path_factory.mktemp("apiserver-bad-input")
+    if request.param == "etcd" and shutil.which("etcd") is None:
+        pytest.skip("no etcd on PATH (Debian: apt-get install etcd-server)")
+    base: Path = tmp_path_factory.mktemp(f"apiserver-bad-input-{request.param}")
     failed_before = request.session.testsfailed
-    cluster = StoreCluster(base / "store")
+    cluster = new_store(request.param, base / "store")
     api = APIServer(base / "apiserver", cluster.endpoints)
     cluster.start()
     try:

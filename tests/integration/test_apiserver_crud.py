@@ -26,11 +26,14 @@ from apiclient import (
     rv,
     unique,
 )
+from backends import ON_BOTH_BACKENDS
 from google.protobuf.message import Message
 
 from skiff.api.kinds import lookup
 from skiff.api.manifest import load_documents
 from skiff.api.v1 import core_pb2, meta_pb2
+
+pytestmark = ON_BOTH_BACKENDS
 
 # One object of every kind, as a user would write it for Kubernetes. $ns is the test's
 # namespace and $id makes cluster-scoped names unique.

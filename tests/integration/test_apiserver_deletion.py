@@ -24,8 +24,11 @@ from apiclient import (
     summary,
     unique,
 )
+from backends import ON_BOTH_BACKENDS
 
 from skiff.api.v1 import apps_pb2, core_pb2, meta_pb2
+
+pytestmark = ON_BOTH_BACKENDS
 
 HOLD = "example.com/hold"
 

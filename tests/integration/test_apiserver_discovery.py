@@ -4,14 +4,17 @@ generic client (grpcurl, grpc_cli) can discover the API."""
 from __future__ import annotations
 
 import grpc
+from backends import ON_BOTH_BACKENDS
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from skiff.api.kinds import KINDS
 from skiff.health import grpc_healthy
 
+pytestmark = ON_BOTH_BACKENDS
 
-async def test_health_and_reflection_list_every_kinds_service(shared_cluster) -> None:
-    address = shared_cluster.apiserver.address
+
+async def test_health_and_reflection_list_every_kinds_service(api_cluster) -> None:
+    address = api_cluster.apiserver.address
     assert await grpc_healthy(address)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)

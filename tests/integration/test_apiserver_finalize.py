@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 from apiclient import namespace, unique
+from backends import ON_BOTH_BACKENDS
 
 from skiff.api import errors
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 
+pytestmark = ON_BOTH_BACKENDS
+
 
 @pytest.fixture
-async def client(shared_cluster) -> AsyncIterator[Client]:
-    async with Client(shared_cluster.apiserver.address, retry_deadline=10.0) as c:
+async def client(api_cluster) -> AsyncIterator[Client]:
+    async with Client(api_cluster.apiserver.address, retry_deadline=10.0) as c:
         yield c
 
 

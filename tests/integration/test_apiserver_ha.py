@@ -31,17 +31,20 @@ from apiclient import (
     summary,
     unique,
 )
+from backends import ON_BOTH_BACKENDS
 
 from skiff.api.v1 import core_pb2
 from skiff.health import grpc_healthy
 from skiff.testing.processes import APIServer, StoreCluster
 
+pytestmark = ON_BOTH_BACKENDS
+
 #: Writes, and the writes after which a replica is killed and restarted.
 WRITES, KILL_AT, RESTART_AT = 60, 20, 40
 
 
-async def test_two_apiservers_behave_as_one(api: Client, ns: str, shared_cluster, tmp_path):
-    second = APIServer(tmp_path / "b", shared_cluster.store.endpoints, name="apiserver-b")
+async def test_two_apiservers_behave_as_one(api: Client, ns: str, api_cluster, tmp_path):
+    second = APIServer(tmp_path / "b", api_cluster.store.endpoints, name="apiserver-b")
     second.start()
     try:
         await second.wait_healthy()

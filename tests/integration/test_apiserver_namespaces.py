@@ -22,6 +22,9 @@ from apiclient import (
     summary,
     unique,
 )
+from backends import ON_BOTH_BACKENDS
+
+pytestmark = ON_BOTH_BACKENDS
 
 
 async def test_the_system_namespaces_exist_and_cannot_be_deleted(api: Client):

@@ -18,8 +18,11 @@ from apiclient import (
     service,
     store_keys,
 )
+from backends import ON_BOTH_BACKENDS
 
 from skiff.testing.processes import APIServer
+
+pytestmark = ON_BOTH_BACKENDS
 
 CLUSTER_IPS = ipaddress.IPv4Network("127.10.0.0/16")
 IP_KEYS = "/registry/ranges/serviceips/"
@@ -36,8 +39,8 @@ def _free_looking_port() -> int:
 
 
 async def test_cluster_ips_and_node_ports_are_allocated_from_their_ranges(
-        api: Client, ns: str, shared_cluster):
-    store = shared_cluster.store.endpoints[0]
+        api: Client, ns: str, api_cluster):
+    store = api_cluster.store.endpoints[0]
     plain = await api.services.create(service("plain", ns))
     ip = ipaddress.IPv4Address(plain.spec.cluster_ip)
     assert ip in CLUSTER_IPS and ip not in (CLUSTER_IPS.network_address,
@@ -65,8 +68,8 @@ async def test_cluster_ips_and_node_ports_are_allocated_from_their_ranges(
 
 
 async def test_requested_values_are_checked_and_freed_on_delete(
-        api: Client, ns: str, shared_cluster):
-    store = shared_cluster.store.endpoints[0]
+        api: Client, ns: str, api_cluster):
+    store = api_cluster.store.endpoints[0]
     ip, port = _free_looking_ip(), _free_looking_port()
     first = await api.services.create(service("first", ns, type="NodePort", cluster_ip=ip,
                                               node_port=port))
@@ -98,8 +101,8 @@ async def test_requested_values_are_checked_and_freed_on_delete(
 
 
 async def test_updates_keep_the_cluster_ip_and_move_node_ports(
-        api: Client, ns: str, shared_cluster):
-    store = shared_cluster.store.endpoints[0]
+        api: Client, ns: str, api_cluster):
+    store = api_cluster.store.endpoints[0]
     created = await api.services.create(service("s", ns))
     ip = created.spec.cluster_ip
 
@@ -153,11 +156,11 @@ async def test_external_name_services_hold_no_cluster_ip(api: Client, ns: str, s
 
 @pytest.mark.parametrize("count", [100])
 async def test_services_created_at_once_on_two_apiservers_get_distinct_values(
-        ns: str, shared_cluster, tmp_path, count: int):
+        ns: str, api_cluster, tmp_path, count: int):
     # A /24 and 300 node ports: random picks by two apiservers collide often.
     flags = ["--service-cluster-ip-range", "127.10.0.0/24",
              "--service-node-port-range", "30000-30299"]
-    servers = [APIServer(tmp_path / f"a{i}", shared_cluster.store.endpoints,
+    servers = [APIServer(tmp_path / f"a{i}", api_cluster.store.endpoints,
                          name=f"apiserver-{i}", extra_args=flags) for i in range(2)]
     for server in servers:
         server.start()
@@ -180,7 +183,7 @@ async def test_services_created_at_once_on_two_apiservers_get_distinct_values(
                           for s in listed.items) == sorted(
                 (s.metadata.name, s.spec.cluster_ip, s.spec.ports[0].node_port)
                 for s in created)
-        store = shared_cluster.store.endpoints[1]
+        store = api_cluster.store.endpoints[1]
         assert {IP_KEYS + ip for ip in ips} <= set(await store_keys(store, IP_KEYS))
 
         await asyncio.gather(*(clients[i % 2].services.delete(f"s{i:03}", ns)

@@ -25,9 +25,12 @@ from apiclient import (
     summary,
     unique,
 )
+from backends import ON_BOTH_BACKENDS, UNORDERED_PROGRESS, skiff_store_only
 
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.testing.processes import APIServer
+
+pytestmark = ON_BOTH_BACKENDS
 
 
 async def _relabel(api: Client, name: str, ns: str, **labels: str) -> core_pb2.Pod:
@@ -154,6 +157,7 @@ async def test_a_watch_of_one_namespace_or_of_all(api: Client, ns: str):
         await _next_is(mine, api, ns)
 
 
+@skiff_store_only(UNORDERED_PROGRESS)
 async def test_bookmarks_carry_only_a_resource_version(api: Client, ns: str):
     now = await _version(api, ns)
     async with api.pods.watch(ns, resource_version=now, allow_bookmarks=True) as bookmarked, \
@@ -178,14 +182,32 @@ async def test_bookmarks_carry_only_a_resource_version(api: Client, ns: str):
             (ADDED, "after", rv(created))]
 
 
+async def test_bookmarks_follow_the_kinds_events_outside_the_selection(api: Client, ns: str):
+    # On every backend: a pod written in another namespace moves the pods' watch cache,
+    # and a watcher of this namespace hears of it only as a bookmark it can resume from.
+    other = (await api.namespaces.create(namespace(unique("other")))).metadata.name
+    now = await _version(api, ns)
+    async with api.pods.watch(ns, resource_version=now, allow_bookmarks=True) as bookmarked:
+        theirs = await api.pods.create(pod("x", other))
+        events = await bookmarked.until(lambda e: e.type == BOOKMARK
+                                        and rv(e.object) >= rv(theirs))
+        assert {e.type for e in events} == {BOOKMARK}
+        assert events[-1].object == core_pb2.Pod(metadata=meta_pb2.ObjectMeta(
+            resource_version=events[-1].object.metadata.resource_version))
+        async with api.pods.watch(ns, resource_version=str(rv(events[-1].object))) as resumed:
+            created = await api.pods.create(pod("after", ns))
+            assert summary(await resumed.take(1)) == [(ADDED, "after", rv(created))]
+        assert summary(await bookmarked.take(1)) == [(ADDED, "after", rv(created))]
+
+
 async def test_a_watch_ends_after_its_timeout(api: Client, ns: str):
     async with api.pods.watch(ns, timeout_seconds=1) as watch:
         assert await watch.status(timeout=10) == (OK, "")
 
 
 async def test_watching_a_version_the_cache_no_longer_holds_is_out_of_range(
-        ns: str, shared_cluster, tmp_path):
-    small = APIServer(tmp_path / "small", shared_cluster.store.endpoints,
+        ns: str, api_cluster, tmp_path):
+    small = APIServer(tmp_path / "small", api_cluster.store.endpoints,
                       name="apiserver-small-cache", extra_args=["--watch-cache-size", "5"])
     small.start()
     try:

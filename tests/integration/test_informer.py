@@ -12,6 +12,9 @@ What is checked is what a controller relies on:
 - a watch whose version fell out of the apiserver's watch cache (``--watch-cache-size
   5``) re-lists and delivers exactly the difference.
 
+All but the churn (which kills Skiff's store leader) run on Skiff's store and on a real
+etcd (tests/integration/backends.py).
+
 Every wait polls a condition with a deadline (:func:`skiff.health.wait_for`).
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import ON_BOTH_BACKENDS
 
 from skiff.api import errors
 from skiff.api.v1 import core_pb2, meta_pb2
@@ -33,7 +37,8 @@ from skiff.client.client import Client
 from skiff.client.informer import Informer, SharedInformerFactory
 from skiff.client.store import index_by_label, key_of
 from skiff.health import wait_for
-from skiff.testing.processes import APIServer, StoreCluster
+from skiff.testing.fixtures import failed
+from skiff.testing.processes import APIServer, ProcessCluster
 
 #: How long a test waits for something that should happen soon (the host is shared).
 DEADLINE = 60.0
@@ -108,8 +113,23 @@ class History:
         return model
 
 
+@pytest.fixture
+async def store_apiserver(store: ProcessCluster, tmp_path: Path, request
+                          ) -> AsyncIterator[APIServer]:
+    """An apiserver on the test's ``store`` (either backend), healthy; stopped after."""
+    server = APIServer(tmp_path / "apiserver", store.endpoints)
+    server.start()
+    try:
+        await server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+        if failed(request):
+            print(server.logs())
+
+
 @contextlib.asynccontextmanager
-async def extra_apiserver(store_cluster: StoreCluster, base: Path, name: str,
+async def extra_apiserver(store_cluster: ProcessCluster, base: Path, name: str,
                           extra_args: list[str] | None = None) -> AsyncIterator[APIServer]:
     server = APIServer(base / name, store_cluster.endpoints, name=name, extra_args=extra_args)
     server.start()
@@ -288,13 +308,14 @@ def expected_diff(before: dict[str, core_pb2.Pod], after: dict[str, str]
             ("update", "default/p3", rv("p3"), after["default/p3"])]
 
 
+@ON_BOTH_BACKENDS
 @pytest.mark.parametrize("gap", ["apiserver-killed", "informer-stopped"])
 async def test_a_watch_too_far_behind_relists_and_delivers_the_difference(
-        store_cluster, apiserver, tmp_path, gap):
-    async with extra_apiserver(store_cluster, tmp_path, "small-cache",
+        store, store_apiserver, tmp_path, gap):
+    async with extra_apiserver(store, tmp_path, "small-cache",
                                ["--watch-cache-size", "5"]) as small, \
             Client([small.address], retry_deadline=DEADLINE) as watching, \
-            Client([apiserver.address], retry_deadline=DEADLINE) as writing:
+            Client([store_apiserver.address], retry_deadline=DEADLINE) as writing:
         before = {f"p{i}": await writing.pods.create(new_pod(f"p{i}")) for i in range(6)}
         informer = Informer(watching, "pods")
         history = History()
@@ -322,8 +343,9 @@ async def test_a_watch_too_far_behind_relists_and_delivers_the_difference(
 # ------------------------------------------------------------------------ shared
 
 
-async def test_shared_informers_with_selectors_indexes_and_late_handlers(apiserver):
-    async with Client(apiserver.address, retry_deadline=DEADLINE) as client:
+@ON_BOTH_BACKENDS
+async def test_shared_informers_with_selectors_indexes_and_late_handlers(store_apiserver):
+    async with Client(store_apiserver.address, retry_deadline=DEADLINE) as client:
         factory = SharedInformerFactory(client)
         web = factory.informer("pods", label_selector="app=web",
                                indexers={"tier": index_by_label("tier")})

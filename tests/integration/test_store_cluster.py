@@ -71,7 +71,7 @@ async def test_status_and_member_list_agree_on_every_replica(store_cluster):
         assert statuses[0].leader in member_ids
         assert len({s.header.cluster_id for s in statuses}) == 1
         for s in statuses:
-            assert (s.version, list(s.errors), s.isLearner) == ("3.5.0", [], False)
+            assert (s.version, list(s.errors), s.isLearner) == ("3.5.13", [], False)
             assert s.raftTerm >= 1 and s.raftIndex >= 1 and s.raftAppliedIndex >= 1
             assert s.dbSize > 0
         assert statuses[await store_cluster.leader()].header.member_id == statuses[0].leader

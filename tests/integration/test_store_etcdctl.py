@@ -171,7 +171,7 @@ async def test_endpoint_status_health_hashkv_and_member_list(store_cluster):
     assert {s["Status"]["leader"] for s in statuses} == {member_ids[leader_index]}
     assert len(set(member_ids)) == 3
     assert {(s["Status"]["version"], s["Status"]["raftTerm"]) for s in statuses} == {
-        ("3.5.0", statuses[0]["Status"]["raftTerm"])}
+        ("3.5.13", statuses[0]["Status"]["raftTerm"])}
     table = await etcdctl(everyone, "endpoint", "status")
     leaders = [line.split(", ")[4] for line in table.splitlines()]
     assert leaders == ["true" if i == leader_index else "false" for i in range(3)]

@@ -176,3 +176,75 @@ def test_apiserver_toleration_flags():
     add_default_tolerations(pod, 7, unreachable_seconds=3)
     assert {t.key: t.toleration_seconds for t in pod.spec.tolerations} == {
         "node.kubernetes.io/not-ready": 7, "node.kubernetes.io/unreachable": 3}
+
+
+# ------------------------------------------------------------------ on an existing etcd
+
+ETCD = ("http://127.0.0.1:2379", "http://10.0.0.2:2379")
+
+
+def test_on_an_existing_etcd_no_store_runs_and_the_apiserver_is_given_it(tmp_path):
+    config = cluster.render_config(tmp_path, ClusterSettings(etcd_servers=ETCD))
+    programs = _programs(config)
+
+    assert not [name for name in programs if name.startswith("store")]
+    assert set(programs) == {"apiserver", "scheduler", "controller-manager",
+                             "kubelet-node-1", "proxy-node-1"}
+    assert _flag(programs["apiserver"], "--store-endpoints") == ",".join(ETCD)
+    assert cluster.configured_etcd_servers(config.read_text()) == ETCD
+    # The apiserver takes them as they are written.
+    from services.apiserver.config import parse_args
+    assert parse_args(programs["apiserver"][3:]).store_endpoints == (
+        "127.0.0.1:2379", "10.0.0.2:2379")
+
+
+def test_skiffs_own_store_is_no_external_etcd(tmp_path):
+    config = cluster.render_config(tmp_path, ClusterSettings())
+    assert cluster.configured_etcd_servers(config.read_text()) == ()
+
+
+def test_etcd_servers_are_normalized():
+    assert cluster.parse_etcd_servers(" http://127.0.0.1:2379/ ,http://etcd-1:2379,,"
+                                      "http://127.0.0.1:2379") == (
+        "http://127.0.0.1:2379", "http://etcd-1:2379")
+    assert cluster.parse_etcd_servers("http://[::1]:2379") == ("http://[::1]:2379",)
+    assert cluster.parse_etcd_servers("") == ()
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("127.0.0.1:2379", "is not a client URL http://host:port"),
+    ("http://127.0.0.1", "is not a client URL http://host:port"),
+    ("http://:2379", "is not a client URL http://host:port"),
+    ("unix:///run/etcd.sock", "is not a client URL http://host:port"),
+    ("http://127.0.0.1:70000", "out of range"),
+    ("http://127.0.0.1:port", "etcd server 'http://127.0.0.1:port'"),
+    ("https://127.0.0.1:2379", "TLS to etcd is not supported"),
+    ("http://127.0.0.1:2379/v3", "nothing after it"),
+    ("http://user@127.0.0.1:2379", "nothing after it"),
+])
+def test_a_bad_etcd_url_is_refused_by_name(url, says):
+    with pytest.raises(ValueError, match=says) as refused:
+        cluster.parse_etcd_servers(f"http://127.0.0.1:2379,{url}")
+    assert repr(url) in str(refused.value)
+    with pytest.raises(ValueError, match=says):
+        ClusterSettings(etcd_servers=(url,))
+
+
+def test_etcd_servers_from_the_environment_or_the_flag(monkeypatch, capsys):
+    monkeypatch.setenv("SKIFF_ETCD_SERVERS", "http://127.0.0.1:2379")
+    parser = cluster._parser()
+    assert cluster.settings_from_args(parser.parse_args(["up"])).etcd_servers == (
+        "http://127.0.0.1:2379",)
+    flag = parser.parse_args(["up", "--etcd-servers", "http://127.0.0.1:3379"])
+    assert cluster.settings_from_args(flag).etcd_servers == ("http://127.0.0.1:3379",)
+
+    with pytest.raises(SystemExit) as exited:
+        cluster.main(["up", "--etcd-servers", "etcd:2379"])
+    assert exited.value.code == 2
+    assert "etcd server 'etcd:2379' is not a client URL" in capsys.readouterr().err
+
+
+def test_usage_names_the_existing_etcd(tmp_path):
+    text = cluster.usage(tmp_path, ClusterSettings(etcd_servers=ETCD), None)
+    assert f"etcd (existing, not managed):   {','.join(ETCD)}" in text
+    assert "store (etcd v3 API)" not in text

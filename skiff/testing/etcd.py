@@ -1,13 +1,14 @@
-"""A real etcd cluster as child processes on free loopback ports, for benchmarks.
+"""A real etcd cluster as child processes on free loopback ports, for tests and benchmarks.
 
 The etcd counterpart of :class:`skiff.testing.processes.StoreCluster`, both a
 :class:`~skiff.testing.processes.ProcessCluster` (``start``, ``wait_healthy``, ``kill``,
-``restart``, ``stop``, ``endpoints``), so
-``bench/store.py`` can run one workload against either and compare. Each member is a
-:class:`~skiff.testing.processes.Daemon` running Debian's ``etcd`` binary with a fresh
-data directory under ``base_dir`` and ``--initial-cluster-state new``; health is
-polled through the v3 API itself (Maintenance.Status on every member: answered, a
-leader known, no errors), never a fixed sleep.
+``restart``, ``stop``, ``endpoints``), so ``bench/store.py`` can run one workload
+against either and the apiserver's integration tests can run against both backends.
+Each member is a :class:`~skiff.testing.processes.Daemon` running Debian's ``etcd``
+binary (3.4) with a fresh data directory under ``base_dir`` and
+``--initial-cluster-state new``; health is polled through the v3 API itself
+(Maintenance.Status on every member: answered, a leader known, no errors), never a
+fixed sleep.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class EtcdCluster(ProcessCluster):
         self.election_ms = election_ms
         ports = [(free_port(), free_port()) for _ in range(size)]
         initial = ",".join(f"e{i}=http://{LOOPBACK}:{peer}" for i, (_, peer) in enumerate(ports))
-        token = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+        token = f"skiff-test-{os.getpid()}-{time.monotonic_ns()}"
         # etcd reads ETCD_* variables as flags: none of the caller's may leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         self.members: list[EtcdMember] = []
@@ -91,10 +92,12 @@ class EtcdCluster(ProcessCluster):
                 rpc_pb2.StatusRequest(), timeout=1.0)
         return bool(status.leader) and not status.errors
 
-    def stop(self, grace: float = 3.0) -> None:
+    def stop(self, grace: float = 1.0) -> None:
         """SIGTERM every member at once, then SIGKILL what is left after ``grace``.
 
-        All at once: a leader whose peers are gone waits several seconds on shutdown.
+        All at once: a leader whose peers are gone waits several seconds on shutdown
+        (it tries to hand its leadership over); what it would still write is nothing a
+        test or a benchmark reads again, so it is not waited for.
         """
         running = [m.daemon.process for m in self.members if m.daemon.alive]
         for process in running:
