@@ -167,3 +167,26 @@ def test_within_the_limits_nothing_is_said():
 def test_render_leaves_out_empty_lines():
     assert ResolvConf(("10.0.0.1",)).render() == "nameserver 10.0.0.1\n"
     assert ResolvConf().render() == ""
+
+
+def test_the_kubelets_dns_flags():
+    from services.kubelet.config import parse_args
+
+    defaults = parse_args(["--node-name", "n1"])
+    assert defaults.cluster_dns == ()
+    assert (defaults.cluster_domain, defaults.resolv_conf, defaults.root_dir) == (
+        "cluster.local", "/etc/resolv.conf", "/var/lib/kubelet")
+    given = parse_args(["--node-name", "n1", "--cluster-dns", "10.96.0.10, fd00::a",
+                        "--cluster-domain", "k8s.test.", "--resolv-conf", "",
+                        "--root-dir", "/srv/kubelet"])
+    assert given.cluster_dns == ("10.96.0.10", "fd00::a")
+    assert (given.cluster_domain, given.resolv_conf, given.root_dir) == (
+        "k8s.test", "", "/srv/kubelet")
+
+
+def test_a_cluster_dns_that_is_not_an_ip_is_refused(capsys):
+    from services.kubelet.config import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--node-name", "n1", "--cluster-dns", "10.96.0.300"])
+    assert "--cluster-dns: '10.96.0.300' is not an IP address" in capsys.readouterr().err
