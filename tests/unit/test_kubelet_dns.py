@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from services.kubelet.config import parse_args
 from services.kubelet.dns import (
     DNS_CONFIG_FORMING,
     MISSING_CLUSTER_DNS,
@@ -170,8 +171,6 @@ def test_render_leaves_out_empty_lines():
 
 
 def test_the_kubelets_dns_flags():
-    from services.kubelet.config import parse_args
-
     defaults = parse_args(["--node-name", "n1"])
     assert defaults.cluster_dns == ()
     assert (defaults.cluster_domain, defaults.resolv_conf, defaults.root_dir) == (
@@ -185,8 +184,6 @@ def test_the_kubelets_dns_flags():
 
 
 def test_a_cluster_dns_that_is_not_an_ip_is_refused(capsys):
-    from services.kubelet.config import parse_args
-
     with pytest.raises(SystemExit):
         parse_args(["--node-name", "n1", "--cluster-dns", "10.96.0.300"])
     assert "--cluster-dns: '10.96.0.300' is not an IP address" in capsys.readouterr().err
