@@ -16,6 +16,9 @@ from skiff.kubelet.containers import network_name
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
 DEFAULT_PORT = 10250
+DEFAULT_ROOT_DIR = "/var/lib/kubelet"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ class KubeletConfig:
     pod_cidr: str = DEFAULT_POD_CIDR
     docker_host: str | None = None
     network_name: str = ""
+    #: Where the kubelet keeps files of its own per pod (``<root>/pods/<uid>/``).
+    root_dir: str = DEFAULT_ROOT_DIR
+    # pod DNS (services/kubelet/dns.py)
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    #: The host's resolv.conf, the base of Default and ClusterFirst; "" for none.
+    resolv_conf: str = DEFAULT_RESOLV_CONF
     node_labels: dict[str, str] = field(default_factory=dict)
     # capacity: None means "from the host"
     cpus: str | None = None
@@ -114,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="the node's pod subnet: its Docker bridge network is made on it")
     p.add_argument("--network-name", default="",
                    help="the Docker network for pods (default skiff-<node name>)")
+    p.add_argument("--root-dir", default=DEFAULT_ROOT_DIR,
+                   help="the kubelet's own files per pod (resolv.conf) go under this")
+    p.add_argument("--cluster-dns", default="",
+                   help="the cluster DNS server IP(s), comma-separated, for ClusterFirst "
+                        "pods (none: they fall back to Default)")
+    p.add_argument("--cluster-domain", default=DEFAULT_CLUSTER_DOMAIN,
+                   help="the cluster's DNS domain, searched by ClusterFirst pods")
+    p.add_argument("--resolv-conf", default=DEFAULT_RESOLV_CONF,
+                   help='the host resolv.conf pods with dnsPolicy Default get ("": none)')
     p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"),
                    help="Docker's API address ($DOCKER_HOST, else the local socket)")
     p.add_argument("--node-labels", default="", help="extra Node labels, k=v,k=v")
@@ -171,6 +190,12 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
         ipaddress.ip_network(args.pod_cidr)
         ipaddress.ip_address(args.address)
         labels = _key_values(args.node_labels)
+        cluster_dns = tuple(ip.strip() for ip in args.cluster_dns.split(",") if ip.strip())
+        for ip in cluster_dns:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"--cluster-dns: {ip!r} is not an IP address") from None
         reserved = _key_values(args.system_reserved)
         for value in reserved.values():
             parse_quantity(value)
@@ -184,6 +209,8 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
         parser.error(str(e))
     if not args.node_name:
         parser.error("--node-name is required")
+    if not args.root_dir:
+        parser.error("--root-dir must not be empty")
     if args.crash_backoff_initial <= 0 or args.crash_backoff_max < args.crash_backoff_initial:
         parser.error("need 0 < --crash-backoff-initial <= --crash-backoff-max")
     if (args.image_pull_backoff_initial <= 0
@@ -192,7 +219,9 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
     return KubeletConfig(
         node_name=args.node_name, servers=servers, address=args.address, port=args.port,
         pod_cidr=args.pod_cidr, docker_host=args.docker_host,
-        network_name=args.network_name, node_labels=labels, cpus=args.cpus,
+        network_name=args.network_name, root_dir=args.root_dir, cluster_dns=cluster_dns,
+        cluster_domain=args.cluster_domain.strip("."), resolv_conf=args.resolv_conf,
+        node_labels=labels, cpus=args.cpus,
         memory=args.memory, max_pods=args.max_pods, system_reserved=reserved,
         eviction_hard=eviction, node_lease_duration=args.node_lease_duration_seconds,
         node_lease_renew_interval=args.node_lease_renew_interval,

@@ -1,7 +1,11 @@
 """The kubelet: runs the pods bound to its node through Docker and reports on them.
 
-What it watches: pods with ``spec.nodeName=<node>`` (one informer), and Docker's event
-stream of this node's containers (re-subscribed whenever it ends: dockerd restarted).
+What it watches: pods with ``spec.nodeName=<node>`` (one informer), every Service (an
+informer read when a container is made, for its Service environment variables:
+:mod:`~services.kubelet.envvars`), and Docker's event stream of this node's containers
+(re-subscribed whenever it ends: dockerd restarted). Each pod's resolv.conf
+(:mod:`~services.kubelet.dns`) is written into its directory under ``--root-dir``
+(:mod:`~services.kubelet.pod_dirs`) when its sandbox is made.
 What it reconciles: for each pod, the containers Docker runs against the pod's spec
 (``sync_pod``), through :class:`~services.kubelet.pod_workers.PodWorkers` (one worker
 per pod, pods in parallel). Every ``sync_frequency`` seconds every pod the API or
@@ -29,20 +33,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 import aiodocker
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.kubelet import container_gc, metrics, server
+from services.kubelet import container_gc, dns, envvars, metrics, server
 from services.kubelet.backoff import Backoff
 from services.kubelet.config import KubeletConfig
 from services.kubelet.image_gc import ImageGCManager
 from services.kubelet.images import ERR_IMAGE_PULL, ImageError, ImageManager
 from services.kubelet.node_status import HostFigures, NodeStatusManager, disk_figures, host_memory
 from services.kubelet.pod_actions import PodActions, compute_pod_actions
+from services.kubelet.pod_dirs import PodDirs
 from services.kubelet.pod_workers import PodWorkers
 from services.kubelet.probe_results import ProbeManagerFactory, ProbeResults
 from services.kubelet.probes import ProbeManager
@@ -66,6 +72,7 @@ from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client, retrying
 from skiff.client.events import NORMAL, WARNING, EventRecorder
 from skiff.client.informer import SharedInformerFactory
+from skiff.client.store import NAMESPACE_INDEX
 from skiff.kubelet.images import build_local_images
 from skiff.logging import get_logger
 from skiff.tasks import spawn
@@ -130,6 +137,10 @@ class Kubelet:
         self.pods = self.factory.informer("pods", field_selector=f"spec.nodeName={self.node}")
         self._pod_handlers = self.pods.add_handler(self._on_add, self._on_update,
                                                    self._on_delete)
+        #: Every Service, for the pods' Service environment variables (read when a
+        #: container is created, as Kubernetes' kubelet reads its Service lister).
+        self.services = self.factory.informer("services")
+        self.pod_dirs = PodDirs(config.root_dir)
         #: Pods bound here by uid (kept by the handlers; the informer keys by name).
         self._by_uid: dict[str, core_pb2.Pod] = {}
         #: Grace periods of pods deleted from the API, for killing what they left.
@@ -189,6 +200,11 @@ class Kubelet:
         await self.factory.start_all()
         if not await self._pod_handlers.wait_synced(SYNC_TIMEOUT):
             raise RuntimeError("the pod informer did not sync")
+        # A container started before the Services are known would miss their variables.
+        if not await self.services.wait_synced(SYNC_TIMEOUT):
+            raise RuntimeError("the service informer did not sync")
+        if not self.config.cluster_dns:
+            self._log.warning("no --cluster-dns: ClusterFirst pods get the Default policy")
         self._log.info("started", pods=len(self._by_uid), network=self.config.network,
                        pod_cidr=self.config.pod_cidr)
 
@@ -251,6 +267,8 @@ class Kubelet:
         uids = set(self._by_uid) | await self.runtime.pod_uids()
         for uid in uids:
             self.workers.update(uid)
+        if self._pod_handlers.has_synced:
+            await self._remove_orphan_dirs(uids)
         metrics.RUNNING_PODS.set(len(self._by_uid))
 
     async def relist_loop(self) -> None:
@@ -304,6 +322,7 @@ class Kubelet:
         if pod is None:
             if observed.all:
                 await self._remove_orphan(uid, observed)
+            await asyncio.to_thread(self.pod_dirs.remove, uid)
             self._forget(uid)
             return None
         if pod.metadata.HasField("deletion_timestamp"):
@@ -351,8 +370,10 @@ class Kubelet:
         if actions.create_sandbox:
             for old in observed.sandboxes:
                 await self.runtime.remove(old.id)
+            resolv_conf = await self._write_resolv_conf(pod, record=True)
             try:
-                created = await self.runtime.create_sandbox(pod, attempt=actions.sandbox_attempt)
+                created = await self.runtime.create_sandbox(pod, attempt=actions.sandbox_attempt,
+                                                            resolv_conf=resolv_conf)
             except aiodocker.DockerError as e:
                 self.recorder.event(pod, WARNING, "FailedCreatePodSandBox",
                                     f"Failed to create pod sandbox: {e.message}")
@@ -396,9 +417,15 @@ class Kubelet:
                                          f'Pulling image "{container.image}"'))
         except ImageError as e:
             return self._image_failed(pod, container, e)
+        resolv_conf = str(self.pod_dirs.resolv_conf(uid))
+        if not await asyncio.to_thread(os.path.exists, resolv_conf):
+            # Written with the sandbox; gone only if the root dir was wiped since.
+            resolv_conf = await self._write_resolv_conf(pod, record=False)
+        env = envvars.container_env(pod, container, self._services_of(pod))
         try:
             cid = await self.runtime.create_container(pod, container, sandbox_id=sandbox_id,
-                                                      restart_count=restart_count)
+                                                      restart_count=restart_count, env=env,
+                                                      resolv_conf=resolv_conf)
         except aiodocker.DockerError as e:
             self.recorder.event(pod, WARNING, "Failed", f"Error: {e.message}")
             return Waiting("CreateContainerError", str(e.message)), self.config.sync_frequency
@@ -429,6 +456,52 @@ class Kubelet:
             again = self.config.sync_frequency  # ErrImageNeverPull: until the image appears
         self.recorder.event(pod, WARNING, "Failed", f"Error: {error.reason}")
         return Waiting(error.reason, error.message), again
+
+    # ------------------------------------------------------ DNS and Services
+
+    async def _write_resolv_conf(self, pod: core_pb2.Pod, *, record: bool) -> str:
+        """Write the pod's resolv.conf (:mod:`~services.kubelet.dns`) into its directory;
+        its path. With ``record``, what had to give (no cluster DNS, lists trimmed)
+        becomes Warning Events on the pod, as when Kubernetes makes a sandbox."""
+        host = await asyncio.to_thread(self._read_host_resolv_conf)
+        settings = dns.DNSSettings(cluster_dns=self.config.cluster_dns,
+                                   cluster_domain=self.config.cluster_domain, host=host)
+        conf, warnings = dns.pod_resolv_conf(pod, settings)
+        if record:
+            for warning in warnings:
+                self.recorder.event(pod, WARNING, warning.reason, warning.message)
+        path = await asyncio.to_thread(self.pod_dirs.write_resolv_conf, pod.metadata.uid,
+                                       conf.render())
+        return str(path)
+
+    def _read_host_resolv_conf(self) -> dns.ResolvConf | None:
+        """The host's resolv.conf (``--resolv-conf``), read now: the host's may change.
+        None without one; an unreadable one is logged and taken as none."""
+        if not self.config.resolv_conf:
+            return None
+        try:
+            with open(self.config.resolv_conf, encoding="utf-8") as f:
+                return dns.parse_resolv_conf(f.read())
+        except OSError as e:
+            self._log.warning("cannot read --resolv-conf; pods get no host DNS",
+                              path=self.config.resolv_conf, error=str(e))
+            return None
+
+    def _services_of(self, pod: core_pb2.Pod) -> list[core_pb2.Service]:
+        """The Services that may give ``pod`` variables: its namespace's and default's."""
+        store = self.services.store
+        namespaces = {pod.metadata.namespace, envvars.MASTER_NAMESPACE}
+        return [cast(core_pb2.Service, s) for ns in sorted(namespaces)
+                for s in store.by_index(NAMESPACE_INDEX, ns)]
+
+    async def _remove_orphan_dirs(self, known: set[str]) -> None:
+        """Remove the directories of pods neither the API nor Docker knows of (left by a
+        kubelet that stopped between removing a pod's containers and its directory)."""
+        for uid in await asyncio.to_thread(self.pod_dirs.orphans, known):
+            if uid in self._by_uid:
+                continue  # bound here since ``known`` was taken
+            self._log.info("removing the directory of a pod no longer here", pod_uid=uid)
+            await asyncio.to_thread(self.pod_dirs.remove, uid)
 
     # ------------------------------------------------------------- stopping
 

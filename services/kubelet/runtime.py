@@ -173,14 +173,24 @@ def cpu_quota(limit: str) -> int:
     return max(1000, int(parse_quantity(limit) * CPU_PERIOD))
 
 
+def resolv_conf_mount(path: str) -> dict[str, Any]:
+    """Docker's bind mount of the pod's resolv.conf (``path`` on the host) over the
+    container's, read-only (see ``pod_dirs``: it wins over Docker's own file)."""
+    return {"Type": "bind", "Source": path, "Target": "/etc/resolv.conf", "ReadOnly": True}
+
+
 def container_config(pod: core_pb2.Pod, container: core_pb2.Container, *, node: str,
-                     sandbox_id: str, restart_count: int) -> dict[str, Any]:
+                     sandbox_id: str, restart_count: int, env: Sequence[str] | None = None,
+                     resolv_conf: str = "") -> dict[str, Any]:
     """Docker's create body for one app container of ``pod`` joining ``sandbox_id`` (pure).
 
     Kubernetes' semantics: ``command`` replaces the image's ENTRYPOINT, ``args`` its CMD
-    (``args`` alone keep the ENTRYPOINT); env and working dir are passed through;
-    limits become Docker's memory limit and CPU quota. Ports are the sandbox's: Docker
-    refuses exposed ports on a container that joins another's network.
+    (``args`` alone keep the ENTRYPOINT); working dir is passed through; ``env`` is
+    Docker's ``Env`` (``NAME=value``: the Service variables and the container's own, see
+    ``envvars``; the container's own alone when not given); ``resolv_conf`` is the
+    pod's file to mount over /etc/resolv.conf; limits become Docker's memory limit and
+    CPU quota. Ports are the sandbox's: Docker refuses exposed ports on a container that
+    joins another's network.
     """
     md = pod.metadata
     config: dict[str, Any] = {
@@ -188,7 +198,8 @@ def container_config(pod: core_pb2.Pod, container: core_pb2.Container, *, node: 
         "Labels": L.container_labels(node=node, uid=md.uid, namespace=md.namespace,
                                      pod=md.name, container=container.name,
                                      restart_count=restart_count),
-        "Env": [f"{e.name}={e.value}" for e in container.env],
+        "Env": list(env) if env is not None else [f"{e.name}={e.value}"
+                                                   for e in container.env],
         "Tty": False, "OpenStdin": False,
     }
     if container.command:
@@ -200,6 +211,8 @@ def container_config(pod: core_pb2.Pod, container: core_pb2.Container, *, node: 
         config["WorkingDir"] = container.working_dir
     host: dict[str, Any] = {"NetworkMode": f"container:{sandbox_id}",
                             "IpcMode": f"container:{sandbox_id}"}
+    if resolv_conf:
+        host["Mounts"] = [resolv_conf_mount(resolv_conf)]
     limits = container.resources.limits
     if "memory" in limits:
         host["Memory"] = int(parse_quantity(limits["memory"]))
@@ -211,8 +224,9 @@ def container_config(pod: core_pb2.Pod, container: core_pb2.Container, *, node: 
 
 
 def sandbox_config(pod: core_pb2.Pod, *, node: str, network: str, image: str,
-                   attempt: int) -> dict[str, Any]:
-    """Docker's create body for a pod's sandbox on the node's network (pure)."""
+                   attempt: int, resolv_conf: str = "") -> dict[str, Any]:
+    """Docker's create body for a pod's sandbox on the node's network (pure), with the
+    pod's resolv.conf (a host path) mounted when given."""
     md = pod.metadata
     hostname = (pod.spec.hostname or md.name)[:63]
     config: dict[str, Any] = {
@@ -225,6 +239,8 @@ def sandbox_config(pod: core_pb2.Pod, *, node: str, network: str, image: str,
         # Stop the pause process with TERM, which it traps (it is PID 1).
         "StopSignal": "SIGTERM",
     }
+    if resolv_conf:
+        config["HostConfig"]["Mounts"] = [resolv_conf_mount(resolv_conf)]
     # The pod's network is the sandbox's, so its containers' ports are declared here
     # (informational, as in Kubernetes: nothing is published on the host).
     ports = {f"{p.container_port}/{(p.protocol or 'TCP').lower()}": {}
@@ -246,10 +262,13 @@ class ContainerRuntime(Protocol):
 
     async def ensure_network(self, cidr: str) -> None: ...
 
-    async def create_sandbox(self, pod: core_pb2.Pod, *, attempt: int) -> RuntimeContainer: ...
+    async def create_sandbox(self, pod: core_pb2.Pod, *, attempt: int,
+                             resolv_conf: str = "") -> RuntimeContainer: ...
 
     async def create_container(self, pod: core_pb2.Pod, container: core_pb2.Container, *,
-                               sandbox_id: str, restart_count: int) -> str: ...
+                               sandbox_id: str, restart_count: int,
+                               env: Sequence[str] | None = None,
+                               resolv_conf: str = "") -> str: ...
 
     async def start(self, container_id: str) -> None: ...
 
@@ -330,10 +349,12 @@ class DockerRuntime:
 
     # ------------------------------------------------------------ writing
 
-    async def create_sandbox(self, pod: core_pb2.Pod, *, attempt: int) -> RuntimeContainer:
+    async def create_sandbox(self, pod: core_pb2.Pod, *, attempt: int,
+                             resolv_conf: str = "") -> RuntimeContainer:
         """Create and start the pod's sandbox; returns it as inspected (with its IP)."""
         config = sandbox_config(pod, node=self.node, network=self.network,
-                                image=self.pause_image, attempt=attempt)
+                                image=self.pause_image, attempt=attempt,
+                                resolv_conf=resolv_conf)
         name = L.docker_name(config["Labels"])
         container = await self._create(config, name)
         await self.start(container)
@@ -343,9 +364,12 @@ class DockerRuntime:
         return inspected
 
     async def create_container(self, pod: core_pb2.Pod, container: core_pb2.Container, *,
-                               sandbox_id: str, restart_count: int) -> str:
+                               sandbox_id: str, restart_count: int,
+                               env: Sequence[str] | None = None,
+                               resolv_conf: str = "") -> str:
         config = container_config(pod, container, node=self.node, sandbox_id=sandbox_id,
-                                  restart_count=restart_count)
+                                  restart_count=restart_count, env=env,
+                                  resolv_conf=resolv_conf)
         return await self._create(config, L.docker_name(config["Labels"]))
 
     async def _create(self, config: dict[str, Any], name: str) -> str:

@@ -94,6 +94,10 @@ SCHEDULER_METRICS_PORT = 10259
 CONTROLLER_MANAGER_METRICS_PORT = 10257
 #: The pods' network the controller-manager cuts one podCIDR per node from (node IPAM).
 CLUSTER_CIDR, NODE_CIDR_MASK_SIZE = "10.244.0.0/16", 24
+#: The cluster's DNS domain, and the cluster DNS Service's IP(s) the kubelets give
+#: ClusterFirst pods (none until the cluster DNS is deployed: pods get Default then).
+CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DNS: tuple[str, ...] = ()
 #: The Leases the scheduler and the controller-manager elect their leader on.
 LEADER_LEASES = {"scheduler": "kube-scheduler", "controller-manager": "kube-controller-manager"}
 LEASE_NAMESPACE = "kube-system"
@@ -240,7 +244,9 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
         node_monitor_period=_number(settings.node_monitor_period),
         cluster_cidr=CLUSTER_CIDR, node_cidr_mask_size=NODE_CIDR_MASK_SIZE)
     heartbeat = _number(settings.heartbeat_interval)
-    nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat, **node.fields())
+    dns_flag = f" --cluster-dns {','.join(CLUSTER_DNS)}" if CLUSTER_DNS else ""
+    nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat,
+                    cluster_domain=CLUSTER_DOMAIN, cluster_dns_flag=dns_flag, **node.fields())
              for node in settings.node_list
              for name in ("kubelet.program.tmpl", "proxy.program.tmpl")]
     return "\n".join((*stores, apiserver, scheduler, controller_manager, *nodes))

@@ -440,7 +440,8 @@ class Kubelet(Process):
         super().__init__(base_dir, f"kubelet-{node_name}", [
             sys.executable, "-m", "services.kubelet", "--server", ",".join(servers),
             "--node-name", node_name, "--pod-cidr", pod_cidr, "--address", address,
-            "--port", str(self.port), "--log-level", log_level, *(extra_args or [])])
+            "--port", str(self.port), "--log-level", log_level,
+            "--root-dir", str(base_dir / f"kubelet-{node_name}-root"), *(extra_args or [])])
 
     def start(self) -> None:
         self.started_at = time.time()

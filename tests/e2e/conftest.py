@@ -87,11 +87,14 @@ class Node:
 
 @pytest.fixture
 async def node(shared_cluster, docker, tmp_path, request) -> AsyncIterator[Node]:
-    """A node of the test's own, its kubelet running and Ready (fast flags)."""
+    """A node of the test's own, its kubelet running and Ready (fast flags, and those
+    of the test's ``kubelet_flags`` mark)."""
     name = f"e2e-{secrets.token_hex(4)}"
     cidr = await _free_cidr(docker)
+    marker = request.node.get_closest_marker("kubelet_flags")
     kubelet = Kubelet(tmp_path / "kubelet", [shared_cluster.apiserver.address],
-                      node_name=name, pod_cidr=cidr, extra_args=FAST_FLAGS)
+                      node_name=name, pod_cidr=cidr,
+                      extra_args=[*FAST_FLAGS, *(marker.args if marker else ())])
     kubelet.start()
     try:
         await kubelet.wait_ready()

@@ -45,6 +45,19 @@ def test_config_for_three_nodes_has_a_kubelet_and_a_proxy_each(tmp_path):
         "node-1", "node-2", "node-3"]
 
 
+def test_kubelets_get_a_root_dir_each_and_the_cluster_domain(tmp_path, monkeypatch):
+    programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=2)))
+    kubelets = [programs["kubelet-node-1"], programs["kubelet-node-2"]]
+    assert [_flag(a, "--root-dir") for a in kubelets] == [
+        str(tmp_path / "kubelet-node-1"), str(tmp_path / "kubelet-node-2")]
+    assert {_flag(a, "--cluster-domain") for a in kubelets} == {"cluster.local"}
+    # No cluster DNS is deployed yet: ClusterFirst pods fall back to Default.
+    assert not any("--cluster-dns" in a for a in kubelets)
+    monkeypatch.setattr(cluster, "CLUSTER_DNS", ("10.96.0.10",))
+    programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=1)))
+    assert _flag(programs["kubelet-node-1"], "--cluster-dns") == "10.96.0.10"
+
+
 def test_the_controller_manager_allocates_node_cidrs_around_the_kubelets_subnets(tmp_path):
     programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=3)))
 

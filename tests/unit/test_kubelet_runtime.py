@@ -51,6 +51,25 @@ def test_settings_labels_and_network_of_an_app_container():
     assert L.docker_name(config["Labels"]) == "k8s_web_p_ns_u1_3"
 
 
+def test_the_pods_resolv_conf_is_mounted_over_the_containers_and_env_given_is_used():
+    c = core_pb2.Container(name="web", image="img", env=[core_pb2.EnvVar(name="A", value="1")])
+    mount = {"Type": "bind", "Source": "/k/pods/u1/resolv.conf", "Target": "/etc/resolv.conf",
+             "ReadOnly": True}
+    config = container_config(_pod(c), c, node="n1", sandbox_id="sb", restart_count=0,
+                              env=["WEB_SERVICE_HOST=10.96.0.5", "A=1"],
+                              resolv_conf="/k/pods/u1/resolv.conf")
+    assert config["Env"] == ["WEB_SERVICE_HOST=10.96.0.5", "A=1"]
+    assert config["HostConfig"]["Mounts"] == [mount]
+    sandbox = sandbox_config(_pod(c), node="n1", network="none", image="pause", attempt=0,
+                             resolv_conf="/k/pods/u1/resolv.conf")
+    assert sandbox["HostConfig"]["Mounts"] == [mount]
+    # Without a file, Docker's own resolv.conf is left alone.
+    assert "Mounts" not in container_config(_pod(c), c, node="n1", sandbox_id="sb",
+                                            restart_count=0)["HostConfig"]
+    assert "Mounts" not in sandbox_config(_pod(c), node="n1", network="none", image="pause",
+                                          attempt=0)["HostConfig"]
+
+
 def test_sandbox_on_the_node_network():
     config = sandbox_config(_pod(), node="n1", network="skiff-n1", image="skiff/pause:latest",
                             attempt=1)

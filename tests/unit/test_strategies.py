@@ -1049,3 +1049,68 @@ def test_lease_accepts_sensible_specs():
 ])
 def test_lease_validation_rejects(manifest, field, text):
     assert text in detail(errors_of("Lease", manifest), field)
+
+
+# ---- Pod: DNS ----
+
+
+def test_pod_dns_defaults():
+    spec = created("Pod", pod()).spec
+    assert spec.dns_policy == "ClusterFirst"
+    assert spec.HasField("enable_service_links") and spec.enable_service_links
+    kept = created("Pod", pod(dnsPolicy="Default", enableServiceLinks=False)).spec
+    assert (kept.dns_policy, kept.enable_service_links) == ("Default", False)
+
+
+def test_pod_dns_none_with_its_own_config_is_valid():
+    errors = errors_of("Pod", pod(dnsPolicy="None", dnsConfig={
+        "nameservers": ["10.0.0.53", "fd00::53"], "searches": ["corp.example.", "example"],
+        "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}))
+    assert errors == []
+
+
+def _long_searches(count: int, length: int) -> list[str]:
+    return [f"{i:02d}" + "a" * (length - 2) for i in range(count)]
+
+
+BAD_DNS = [
+    (pod(dnsPolicy="ClusterLast"), "spec.dnsPolicy", 'Unsupported value: "ClusterLast"'),
+    (pod(dnsPolicy="None"), "spec.dnsConfig", "must provide `dnsConfig`"),
+    (pod(dnsPolicy="None", dnsConfig={"searches": ["example"]}), "spec.dnsConfig.nameservers",
+     "at least one DNS nameserver"),
+    (pod(dnsConfig={"nameservers": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]}),
+     "spec.dnsConfig.nameservers", "must not have more than 3 nameservers"),
+    (pod(dnsConfig={"nameservers": ["10.0.0.300"]}), "spec.dnsConfig.nameservers[0]",
+     "must be a valid IP address"),
+    (pod(dnsConfig={"searches": [f"s{i}.example" for i in range(33)]}),
+     "spec.dnsConfig.searches", "must not have more than 32 search paths"),
+    (pod(dnsConfig={"searches": _long_searches(9, 250)}), "spec.dnsConfig.searches",
+     "must not have more than 2048 characters"),
+    (pod(dnsConfig={"searches": ["Not_A_Domain"]}), "spec.dnsConfig.searches[0]",
+     "RFC 1123 subdomain"),
+    (pod(dnsConfig={"options": [{"value": "2"}]}), "spec.dnsConfig.options[0].name",
+     "required"),
+]
+
+
+@pytest.mark.parametrize(("manifest", "field", "text"), BAD_DNS,
+                         ids=[f"{i}-{case[1]}" for i, case in enumerate(BAD_DNS)])
+def test_pod_dns_validation_rejects(manifest, field, text):
+    errors = errors_of("Pod", manifest)
+    assert text in detail(errors, field)
+
+
+def test_pod_dns_search_list_at_the_limits_is_valid():
+    # 8 paths of 250 characters and their 7 spaces: 2007 characters, 32 short paths.
+    assert errors_of("Pod", pod(dnsConfig={"searches": _long_searches(8, 250)})) == []
+    assert errors_of("Pod", pod(dnsConfig={
+        "searches": [f"s{i}.example" for i in range(32)]})) == []
+
+
+def test_pod_template_dns_is_validated_too():
+    rs = {"metadata": {"name": "web", "namespace": "default"},
+          "spec": {"selector": {"matchLabels": {"app": "web"}},
+                   "template": {"metadata": {"labels": {"app": "web"}},
+                                "spec": {"containers": [container()], "dnsPolicy": "None"}}}}
+    errors = errors_of("ReplicaSet", rs)
+    assert "must provide `dnsConfig`" in detail(errors, "spec.template.spec.dnsConfig")

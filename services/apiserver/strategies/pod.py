@@ -12,6 +12,7 @@ Neighbours: ``service.py`` and ``endpoints.py`` reuse the port checks
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
@@ -34,6 +35,12 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Equal", "Exists")
 NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 HTTP_SCHEMES = ("HTTP", "HTTPS")
+DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
+#: Kubernetes' limits on a pod's dnsConfig (glibc's resolver, as of the expanded DNS
+#: configuration: 3 nameservers, 32 search paths of 2048 characters with the spaces).
+MAX_DNS_NAMESERVERS = 3
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LIST_CHARS = 2048
 DEFAULT_SCHEDULER = "default-scheduler"
 DEFAULT_TERMINATION_GRACE_PERIOD = 30
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -87,6 +94,10 @@ def default_pod_spec(spec: core_pb2.PodSpec) -> None:
         spec.scheduler_name = DEFAULT_SCHEDULER
     if not spec.HasField("termination_grace_period_seconds"):
         spec.termination_grace_period_seconds = DEFAULT_TERMINATION_GRACE_PERIOD
+    if not spec.dns_policy:
+        spec.dns_policy = "ClusterFirst"
+    if not spec.HasField("enable_service_links"):
+        spec.enable_service_links = True
     for container in (*spec.init_containers, *spec.containers):
         _default_container(container)
     for toleration in spec.tolerations:
@@ -213,6 +224,45 @@ def validate_pod_spec(spec: core_pb2.PodSpec, path: Path | str) -> list[FieldErr
     if spec.HasField("affinity"):
         errors += _validate_affinity(spec.affinity, p.child("affinity"))
     errors += _validate_scalars(spec, p)
+    errors += _validate_dns(spec, p)
+    return errors
+
+
+def _validate_dns(spec: core_pb2.PodSpec, p: Path) -> list[FieldError]:
+    """``dnsPolicy`` and ``dnsConfig``: None needs a nameserver of its own; the lists
+    keep within what a resolver reads (see :data:`MAX_DNS_NAMESERVERS`)."""
+    errors = validation.one_of(p.child("dnsPolicy"), spec.dns_policy, DNS_POLICIES)
+    dc, cp = spec.dns_config, p.child("dnsConfig")
+    if spec.dns_policy == "None":
+        if not spec.HasField("dns_config"):
+            return errors + _err(cp, "Required value: must provide `dnsConfig` when "
+                                     "`dnsPolicy` is None")
+        if not dc.nameservers:
+            return errors + _err(cp.child("nameservers"), "Required value: must provide at "
+                                 "least one DNS nameserver when `dnsPolicy` is None")
+    if len(dc.nameservers) > MAX_DNS_NAMESERVERS:
+        errors += _err(cp.child("nameservers"),
+                       f"must not have more than {MAX_DNS_NAMESERVERS} nameservers")
+    for i, server in enumerate(dc.nameservers):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            errors += _err(cp.child("nameservers").index(i),
+                           f"Invalid value: {validation.quote(server)}: "
+                           "must be a valid IP address")
+    if len(dc.searches) > MAX_DNS_SEARCH_PATHS:
+        errors += _err(cp.child("searches"),
+                       f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths")
+    if len(" ".join(dc.searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        errors += _err(cp.child("searches"), f"must not have more than "
+                       f"{MAX_DNS_SEARCH_LIST_CHARS} characters (including spaces) in the "
+                       "search list")
+    for i, search in enumerate(dc.searches):
+        # A trailing dot (a fully qualified name) is fine.
+        errors += validation.dns1123_subdomain(cp.child("searches").index(i),
+                                               search.removesuffix("."))
+    for i, option in enumerate(dc.options):
+        errors += validation.required(cp.child("options").index(i).child("name"), option.name)
     return errors
 
 
