@@ -83,6 +83,8 @@ SCHEDULER_METRICS_PORT = 10259
 CONTROLLER_MANAGER_METRICS_PORT = 10257
 #: The pods' network the controller-manager cuts one podCIDR per node from (node IPAM).
 CLUSTER_CIDR, NODE_CIDR_MASK_SIZE = "10.244.0.0/16", 24
+#: The kubelet's network plugins (services/kubelet/network_plugin.py).
+NETWORK_PLUGINS = ("docker", "bridge")
 #: The Leases the scheduler and the controller-manager elect their leader on.
 LEADER_LEASES = {"scheduler": "kube-scheduler", "controller-manager": "kube-controller-manager"}
 LEASE_NAMESPACE = "kube-system"
@@ -143,6 +145,8 @@ class ClusterSettings:
     node_monitor_period: float = 5.0
     #: The apiserver's --default-{not-ready,unreachable}-toleration-seconds.
     default_toleration_seconds: int = 300
+    #: The kubelets' --network-plugin: ``docker`` or ``bridge`` (Skiff's own bridge).
+    network_plugin: str = "docker"
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -151,6 +155,9 @@ class ClusterSettings:
             raise ValueError("node monitor periods must be positive")
         if self.default_toleration_seconds < 0:
             raise ValueError("toleration seconds must not be negative")
+        if self.network_plugin not in NETWORK_PLUGINS:
+            raise ValueError(f"unknown network plugin {self.network_plugin!r} "
+                             f"(one of {', '.join(NETWORK_PLUGINS)})")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -175,7 +182,9 @@ def settings_from_env() -> ClusterSettings:
         node_monitor_period=_env_number(
             "SKIFF_NODE_MONITOR_PERIOD", base.node_monitor_period, float),
         default_toleration_seconds=_env_number(
-            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int))
+            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int),
+        network_plugin=os.environ.get("SKIFF_NETWORK_PLUGIN", "").strip()
+        or base.network_plugin)
 
 
 def default_data_dir() -> Path:
@@ -211,7 +220,9 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
         node_monitor_period=_number(settings.node_monitor_period),
         cluster_cidr=CLUSTER_CIDR, node_cidr_mask_size=NODE_CIDR_MASK_SIZE)
     heartbeat = _number(settings.heartbeat_interval)
-    nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat, **node.fields())
+    nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat,
+                    network_plugin=settings.network_plugin, cluster_cidr=CLUSTER_CIDR,
+                    **node.fields())
              for node in settings.node_list
              for name in ("kubelet.program.tmpl", "proxy.program.tmpl")]
     return "\n".join((*stores, apiserver, scheduler, controller_manager, *nodes))
@@ -540,6 +551,7 @@ def down(data_dir: Path, purge: bool) -> int:
     removed = asyncio.run(_remove_pod_containers(nodes))
     if removed:
         print(f"removed {removed} pod containers")
+    _remove_pod_networks()
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
@@ -576,6 +588,21 @@ async def _remove_pod_containers(nodes: list[str]) -> int:
     finally:
         await docker.close()
     return sum(counts)
+
+
+def _remove_pod_networks() -> None:
+    """Everything of the ``bridge`` pod network: bridges, veths, routes, nftables tables
+    and DOCKER-USER entries (kubelets leave them on SIGTERM, for the next to adopt)."""
+    from skiff.kubelet.podnet import remove_pod_network
+
+    try:
+        removed = asyncio.run(remove_pod_network())
+    except (OSError, RuntimeError) as e:  # not root, no netlink: nothing could be ours
+        print(f"skiff down: could not remove the pod network ({e})")
+        return
+    if any(removed.values()):
+        print("removed the pod network: " + ", ".join(
+            f"{count} {what}" for what, count in removed.items() if count))
 
 
 async def _exited(pid: int) -> bool:
@@ -729,6 +756,11 @@ def _parser() -> argparse.ArgumentParser:
                            default=env.default_toleration_seconds,
                            help="how long pods stay on a not-ready or unreachable node "
                                 "($SKIFF_DEFAULT_TOLERATION_SECONDS, 300)")
+    up_parser.add_argument("--network-plugin", choices=NETWORK_PLUGINS,
+                           default=env.network_plugin,
+                           help="the kubelets' pod network: docker (a Docker network per "
+                                "node) or bridge (Skiff's own bridge, veths and routes) "
+                                "($SKIFF_NETWORK_PLUGIN, docker)")
     down_parser = commands.add_parser("down", parents=[data_dir], help="stop the cluster")
     down_parser.add_argument("--purge", action="store_true", help="also delete the data")
     commands.add_parser("status", parents=[data_dir],
@@ -743,7 +775,8 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     return ClusterSettings(nodes=args.nodes,
                            node_monitor_grace_period=args.node_monitor_grace_period,
                            node_monitor_period=args.node_monitor_period,
-                           default_toleration_seconds=args.default_toleration_seconds)
+                           default_toleration_seconds=args.default_toleration_seconds,
+                           network_plugin=args.network_plugin)
 
 
 def main(argv: list[str] | None = None) -> None:
