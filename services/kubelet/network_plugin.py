@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -217,12 +218,15 @@ class BridgeNetworkPlugin:
                              f"{self.cluster_cidr}")
         self.pod_cidr = pod_cidr
         self.ipam = IPAM(self.root_dir / "ipam.json", pod_cidr)
-        async with AsyncIPRoute() as ipr:
-            index = await self._ensure_bridge(ipr)
-            await self._ensure_machine_routes(ipr, index)
+        await podnet.netlink(self._ensure_links())
         await self._ensure_rules()
         self._log.info("pod network ready", pod_cidr=pod_cidr,
                        allocated=len(self.ipam.by_container))
+
+    async def _ensure_links(self) -> None:
+        async with AsyncIPRoute() as ipr:
+            index = await self._ensure_bridge(ipr)
+            await self._ensure_machine_routes(ipr, index)
 
     async def _ensure_bridge(self, ipr: AsyncIPRoute) -> int:
         found = await ipr.link_lookup(ifname=self.bridge)
@@ -235,7 +239,7 @@ class BridgeNetworkPlugin:
         await ipr.link("set", index=index, ifalias=self.alias, state="up")
         want = (gateway(self.pod_cidr), ipaddress.ip_network(self.pod_cidr).prefixlen)
         have = {(a.get("address"), a["prefixlen"])
-                async for a in await ipr.addr("dump", index=index)}
+                async for a in await ipr.addr("dump", index=index, family=socket.AF_INET)}
         for address, prefix in have - {want}:
             self._log.warning("removing a foreign address from the bridge", address=address)
             await ipr.addr("del", index=index, address=address, prefixlen=prefix)
@@ -284,7 +288,7 @@ class BridgeNetworkPlugin:
         ip = await self.ipam.allocate(sandbox_id, pod_uid=md.uid,
                                       pod=f"{md.namespace}/{md.name}", now=time.time())
         try:
-            await self._plumb(sandbox_id, netns, ip)
+            await podnet.netlink(self._plumb(sandbox_id, netns, ip))
         except BaseException:
             await self.teardown(sandbox_id)
             raise
@@ -307,7 +311,7 @@ class BridgeNetworkPlugin:
                 await ipr.link("set", index=index, kind="bridge_slave", mode=1)  # hairpin
         finally:
             os.close(fd)
-        async with AsyncIPRoute(netns=netns) as inside:
+        async with AsyncIPRoute(fileno=podnet.netlink_socket_in(netns)) as inside:
             index = (await inside.link_lookup(ifname=peer))[0]
             await inside.link("set", index=index, ifname="eth0")
             await inside.addr("add", index=index, address=ip, prefixlen=prefix)
@@ -320,10 +324,7 @@ class BridgeNetworkPlugin:
         if self.ipam is None or not self.ipam.ip_of(sandbox_id):
             return
         host, _ = podnet.veth_names(sandbox_id)
-        async with AsyncIPRoute() as ipr:
-            for index in await ipr.link_lookup(ifname=host):
-                with contextlib.suppress(NetlinkError):  # went with the namespace
-                    await ipr.link("del", index=index)
+        await podnet.netlink(podnet.delete_link(host))  # mostly gone with the namespace
         ip = await self.ipam.release(sandbox_id)
         self._log.debug("released a pod address", ip=ip, sandbox=sandbox_id[:12])
 
@@ -338,16 +339,16 @@ class BridgeNetworkPlugin:
             self._log.info("freed the address of a sandbox that is gone",
                            ip=allocation.ip, pod=allocation.pod)
             host, _ = podnet.veth_names(allocation.container_id)
-            async with AsyncIPRoute() as ipr:
-                for index in await ipr.link_lookup(ifname=host):
-                    with contextlib.suppress(NetlinkError):
-                        await ipr.link("del", index=index)
+            await podnet.netlink(podnet.delete_link(host))
 
     # ----------------------------------------------------------- routes
 
     async def sync_routes(self, nodes: Iterable[core_pb2.Node]) -> None:
         """Routes to the other nodes' podCIDRs; the machine-wide ones made again if
         something removed them."""
+        await podnet.netlink(self._sync_routes([node_route(n) for n in nodes]))
+
+    async def _sync_routes(self, nodes: list[NodeRoute]) -> None:
         async with AsyncIPRoute() as ipr:
             bridge = await ipr.link_lookup(ifname=self.bridge)
             if bridge:
@@ -356,7 +357,7 @@ class BridgeNetworkPlugin:
             async for route in await ipr.route("dump", table=254):
                 if route.get("scope") == 253 and route.get("dst"):  # link scope
                     connected.append(f"{route.get('dst')}/{route.get('dst_len')}")
-            plan = plan_node_routes((node_route(n) for n in nodes), self_name=self.node,
+            plan = plan_node_routes(nodes, self_name=self.node,
                                     connected=connected)
             for dst in set(self.routes) - set(plan):
                 with contextlib.suppress(NetlinkError):

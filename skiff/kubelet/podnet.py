@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import json
+import os
 import re
 import shutil
+import socket
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -41,6 +47,69 @@ COMMENT_PREFIX = "skiff node "
 #: Linux's IFNAMSIZ less the terminating NUL.
 IFNAME_MAX = 15
 _PLAIN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------- netlink
+
+_netlink_loop: asyncio.AbstractEventLoop | None = None
+_netlink_lock = threading.Lock()
+
+
+async def netlink(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` (pyroute2 work) on the netlink thread's event loop; its result.
+
+    Daemons run on uvloop, which cannot open netlink sockets (its datagram transports
+    know only inet and unix families), so pyroute2's asyncio API gets a stdlib selector
+    loop of its own on one thread; callers await the result without blocking theirs."""
+    global _netlink_loop
+    with _netlink_lock:
+        if _netlink_loop is None:
+            loop = asyncio.SelectorEventLoop()
+            threading.Thread(target=loop.run_forever, name="netlink", daemon=True).start()
+            _netlink_loop = loop
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _netlink_loop))
+
+
+_CLONE_NEWNET = 0x40000000
+_NETLINK_ROUTE = 0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
+def netlink_socket_in(netns: str) -> int:
+    """A rtnetlink socket inside the network namespace at path ``netns`` (a file
+    descriptor, for ``AsyncIPRoute(fileno=...)``).
+
+    Only the calling thread enters the namespace, for as long as the socket takes to
+    open (a socket stays in the namespace it was made in); call it on the netlink
+    thread (:func:`netlink`). pyroute2's own ``netns=`` forks a child for this, which
+    a process running gRPC must not do."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(netns, os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
+        finally:
+            _setns(own)
+        return sock.detach()
+    finally:
+        os.close(own)
+        os.close(target)
+
+
+async def delete_link(name: str) -> None:
+    """Delete the link ``name`` if it exists (run it through :func:`netlink`)."""
+    async with AsyncIPRoute() as ipr:
+        for index in await ipr.link_lookup(ifname=name):
+            with contextlib.suppress(NetlinkError):  # went with its peer meanwhile
+                await ipr.link("del", index=index)
 
 
 def bridge_name(node: str) -> str:
@@ -175,10 +244,13 @@ async def remove_pod_network(node: str | None = None,
     """Remove ``node``'s bridge, veths, nftables table and ``DOCKER-USER`` entries, and
     ``routes`` (its routes to other nodes); the machine-wide routes go too once no
     Skiff bridge is left. Without ``node``: everything of Skiff's. Returns counts."""
-    async with AsyncIPRoute() as ipr:
-        links = await remove_links(ipr, node)
-        left = await skiff_links(ipr)
-        removed_routes = await remove_routes(ipr, shared=not left, only=routes)
+    async def remove() -> tuple[int, int]:
+        async with AsyncIPRoute() as ipr:
+            links = await remove_links(ipr, node)
+            left = await skiff_links(ipr)
+            return links, await remove_routes(ipr, shared=not left, only=routes)
+
+    links, removed_routes = await netlink(remove())
     return {"links": links, "routes": removed_routes,
             "tables": await remove_tables(node),
             "docker_user": await remove_docker_user_rules(node)}

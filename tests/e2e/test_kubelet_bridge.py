@@ -145,7 +145,7 @@ async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, b
 
     # Another pod by IP, and the pod itself through its own IP.
     await api.pods.create(pod("client", ns, node.name,
-                              fetcher("peer", f"http://{web_ip}:8080/", "served")))
+                              fetcher("peer", f"http://{web_ip}:8080/", "served"), grace=1))
     client = await wait_pod(api, ns, "client", running_ready, what="fetched the peer")
     self_fetch = pod("self", ns, node.name, http_server(body="myself"))
     self_fetch.spec.containers.append(fetcher("me", OWN_IP_URL, "myself"))
@@ -173,8 +173,10 @@ async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, b
 
     # A deleted pod's address is freed.
     await api.pods.delete("client", ns)
-    await wait_for(lambda: _allocated(node) == len(ips) - 1, timeout=30,
-                   what="the client's address freed")
+    async def freed() -> bool:
+        return _allocated(node) == len(ips) - 1
+
+    await wait_for(freed, timeout=30, what="the client's address freed")
 
 
 async def _sandboxes_same(api, ns, client) -> bool:  # type: ignore[no-untyped-def]
@@ -184,7 +186,7 @@ async def _sandboxes_same(api, ns, client) -> bool:  # type: ignore[no-untyped-d
             and status.restart_count == status_of(client, "peer").restart_count)
 
 
-async def _allocated(node: BridgeNode) -> int:
+def _allocated(node: BridgeNode) -> int:
     return len(json.loads((node.root / "ipam.json").read_text())["allocations"])
 
 
