@@ -47,8 +47,8 @@ from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.kubelet import labels as L
 from skiff.kubelet.containers import network_name, remove_node
-from skiff.kubelet.podnet import remove_pod_network
 from skiff.kubelet.images import BUSYBOX_IMAGE, PAUSE_IMAGE
+from skiff.kubelet.podnet import remove_pod_network
 from skiff.testing.processes import APIServer, Kubelet, StoreCluster
 
 APP_COMMAND = ["sh", "-c", "exec sleep 3600"]
