@@ -551,7 +551,7 @@ def down(data_dir: Path, purge: bool) -> int:
     removed = asyncio.run(_remove_pod_containers(nodes))
     if removed:
         print(f"removed {removed} pod containers")
-    _remove_pod_networks()
+    _remove_pod_networks(nodes)
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
@@ -590,13 +590,21 @@ async def _remove_pod_containers(nodes: list[str]) -> int:
     return sum(counts)
 
 
-def _remove_pod_networks() -> None:
-    """Everything of the ``bridge`` pod network: bridges, veths, routes, nftables tables
-    and DOCKER-USER entries (kubelets leave them on SIGTERM, for the next to adopt)."""
+def _remove_pod_networks(nodes: list[str]) -> None:
+    """The local nodes' ``bridge`` pod network: bridges, veths, nftables tables and
+    DOCKER-USER entries, and Skiff's routes once no Skiff bridge is left on the machine
+    (kubelets leave all of it on SIGTERM, for the next kubelet to adopt)."""
     from skiff.kubelet.podnet import remove_pod_network
 
+    async def remove() -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for node in nodes:
+            for what, count in (await remove_pod_network(node)).items():
+                totals[what] = totals.get(what, 0) + count
+        return totals
+
     try:
-        removed = asyncio.run(remove_pod_network())
+        removed = asyncio.run(remove())
     except (OSError, RuntimeError) as e:  # not root, no netlink: nothing could be ours
         print(f"skiff down: could not remove the pod network ({e})")
         return

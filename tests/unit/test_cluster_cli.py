@@ -176,3 +176,16 @@ def test_apiserver_toleration_flags():
     add_default_tolerations(pod, 7, unreachable_seconds=3)
     assert {t.key: t.toleration_seconds for t in pod.spec.tolerations} == {
         "node.kubernetes.io/not-ready": 7, "node.kubernetes.io/unreachable": 3}
+
+
+def test_the_kubelets_network_plugin_and_state_directory(tmp_path):
+    docker = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=2)))
+    assert _flag(docker["kubelet-node-2"], "--network-plugin") == "docker"
+    bridge = _programs(cluster.render_config(
+        tmp_path, ClusterSettings(nodes=2, network_plugin="bridge")))
+    argv = bridge["kubelet-node-2"]
+    assert _flag(argv, "--network-plugin") == "bridge"
+    assert _flag(argv, "--cluster-cidr") == "10.244.0.0/16"
+    assert _flag(argv, "--root-dir") == str(tmp_path / "kubelet-node-2")
+    with pytest.raises(ValueError, match="unknown network plugin 'flannel'"):
+        ClusterSettings(network_plugin="flannel")
