@@ -368,7 +368,7 @@ class Kubelet:
         if not actions.empty:
             waiting, again = await self._apply(pod, observed, actions)
             observed = await self.runtime.pod(uid)
-        self.probes.update_pod(pod, _running_refs(pod, observed))
+        self.probes.update_pod(_with_pod_ip(pod, observed), _running_refs(pod, observed))
         status = compute_pod_status(
             pod, observed, waiting=waiting, previous=self._statuses.get(uid),
             ready=lambda name: self.probes.ready(uid, name),
@@ -557,6 +557,19 @@ class Kubelet:
                            phase=status.phase, pod_ip=status.pod_ip)
             if status.phase == RUNNING:
                 metrics.observe_startup(pod)
+
+
+def _with_pod_ip(pod: core_pb2.Pod, observed: PodContainers) -> core_pb2.Pod:
+    """``pod`` with its sandbox's IP in its status: probes aim at the pod IP, and a pod
+    just started has none posted yet (Docker's inspect knows no IP of a sandbox the
+    bridge plugin plumbed, so the probes could not find it there)."""
+    sandbox = observed.sandbox
+    if sandbox is None or not sandbox.ip or pod.status.pod_ip == sandbox.ip:
+        return pod
+    copy = core_pb2.Pod()
+    copy.CopyFrom(pod)
+    copy.status.pod_ip = sandbox.ip
+    return copy
 
 
 def _running_refs(pod: core_pb2.Pod, observed: PodContainers) -> dict[str, ContainerRef]:

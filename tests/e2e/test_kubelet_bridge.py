@@ -19,7 +19,7 @@ import pytest
 from conftest import FAST_FLAGS
 from e2e_pods import container, http_get, http_server, pod, running_ready, status_of, wait_pod
 
-from skiff.api.v1 import core_pb2
+from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.health import wait_for
 from skiff.kubelet import podnet
 from skiff.kubelet.containers import remove_node
@@ -137,8 +137,13 @@ def fetcher(name: str, url: str, expect: str) -> core_pb2.Container:
 async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, bridge_nodes):
     node = bridge_nodes()
     await node.start()
-    web = await api.pods.create(pod("web", ns, node.name, http_server(body="served")))
-    web = await wait_pod(api, ns, "web", running_ready, what="running")
+    served = http_server(body="served")
+    # An httpGet probe aims at the pod IP, which only the plugin knows (not Docker).
+    served.readiness_probe.http_get.path = "/"
+    served.readiness_probe.http_get.port.CopyFrom(meta_pb2.IntOrString(int_val=8080))
+    served.readiness_probe.period_seconds = 1
+    await api.pods.create(pod("web", ns, node.name, served))
+    web = await wait_pod(api, ns, "web", running_ready, what="running and ready")
     web_ip = web.status.pod_ip
     assert web_ip.rsplit(".", 1)[0] == node.cidr.rsplit(".", 1)[0], web_ip
     assert web_ip != node.cidr.replace(".0/24", ".1")  # the gateway is the bridge's
