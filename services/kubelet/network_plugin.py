@@ -344,9 +344,12 @@ class BridgeNetworkPlugin:
     # ----------------------------------------------------------- routes
 
     async def sync_routes(self, nodes: Iterable[core_pb2.Node]) -> None:
-        """Routes to the other nodes' podCIDRs; the machine-wide ones made again if
-        something removed them."""
+        """Routes to the other nodes' podCIDRs; the machine-wide routes and the rules
+        made again if something removed them."""
         await podnet.netlink(self._sync_routes([node_route(n) for n in nodes]))
+        # The rules too: a DOCKER-USER chain made by a Docker that started after the
+        # kubelet, or a table someone flushed, gets them back (both steps idempotent).
+        await self._ensure_rules()
 
     async def _sync_routes(self, nodes: list[NodeRoute]) -> None:
         async with AsyncIPRoute() as ipr:
