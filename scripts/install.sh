@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # supervisor runs the local cluster; etcd-client gives etcdctl (tests drive the store
 # with it); etcd-server is the real etcd the store benchmark compares against; the
 # kubelet runs pods in Docker (docker.io); cgroupfs-mount mounts the cgroup controllers
-# dockerd needs where no init system did.
-packages=(supervisor etcd-client etcd-server docker.io cgroupfs-mount)
+# dockerd needs where no init system did; nftables gives nft, which the kubelet's bridge
+# network plugin writes its masquerade table with.
+packages=(supervisor etcd-client etcd-server docker.io cgroupfs-mount nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
