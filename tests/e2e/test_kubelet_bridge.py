@@ -62,6 +62,15 @@ def skiff_marks(node: str, cidr: str) -> dict[str, list[str]]:
     }
 
 
+def _leaves_by_default(address: str) -> bool:
+    """Whether the host would send a packet for ``address`` through its default route."""
+    default = _sh("ip", "route", "show", "default").split()
+    if "dev" not in default:
+        return False
+    device = default[default.index("dev") + 1]
+    return f"dev {device} " in _sh("ip", "route", "get", address) + " "
+
+
 def veths(node: str) -> list[str]:
     bridge = podnet.bridge_name(node)
     return sorted(link["ifname"] for link in json.loads(_sh("ip", "-j", "link") or "[]")
@@ -137,6 +146,11 @@ def fetcher(name: str, url: str, expect: str) -> core_pb2.Container:
 async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, bridge_nodes):
     node = bridge_nodes()
     await node.start()
+    # No cluster address follows the host's default route: another node's pods (none
+    # here), a Service, this node's pods.
+    for address in ("10.244.127.9", "10.96.0.10", node.cidr.replace(".0/24", ".77")):
+        assert not _leaves_by_default(address), address
+
     served = http_server(body="served")
     # An httpGet probe aims at the pod IP, which only the plugin knows (not Docker).
     served.readiness_probe.http_get.path = "/"
