@@ -271,14 +271,32 @@ class BridgeNetworkPlugin:
             f'  }}\n'
             f'}}\n')
         await podnet.run_command("nft", "-f", "-", stdin=script)
+        await self._ensure_docker_user()
+
+    async def _ensure_docker_user(self) -> None:
+        """Exactly one ACCEPT entry per direction for the podCIDR in ``DOCKER-USER``.
+
+        Read from the listing rather than asked with ``iptables -C``: a check racing
+        another writer of the filter table (Docker, another kubelet) can miss a rule
+        that is there, and a duplicate would follow; duplicates, and entries for a
+        podCIDR no longer ours, are removed here."""
         if not await podnet.docker_user_exists():
             return
         comment = podnet.docker_user_comment(self.node)
-        for direction in ("-s", "-d"):
-            rule = ["DOCKER-USER", direction, self.pod_cidr, "-m", "comment",
-                    "--comment", comment, "-j", "ACCEPT"]
-            if not await _iptables_has(rule):
+        wanted = [["DOCKER-USER", direction, self.pod_cidr, "-m", "comment", "--comment",
+                   comment, "-j", "ACCEPT"] for direction in ("-s", "-d")]
+        listing = await podnet.run_command("iptables", "-w", "-S", "DOCKER-USER")
+        present = podnet.docker_user_rules(listing, self.node)
+        for rule in wanted:
+            if rule not in present:
                 await podnet.run_command("iptables", "-w", "-I", *rule)
+        seen: list[list[str]] = []
+        for rule in present:
+            if rule in wanted and rule not in seen:
+                seen.append(rule)
+                continue
+            await podnet.run_command("iptables", "-w", "-D", *rule, check=False)
+            self._log.info("removed a surplus DOCKER-USER entry", rule=" ".join(rule))
 
     # --------------------------------------------------------- per pod
 
@@ -377,14 +395,6 @@ class BridgeNetworkPlugin:
         removed = await podnet.remove_pod_network(self.node, set(self.routes))
         self.routes = {}
         self._log.info("removed the node's pod network", **removed)
-
-
-async def _iptables_has(rule: list[str]) -> bool:
-    try:
-        await podnet.run_command("iptables", "-w", "-C", *rule)
-    except RuntimeError:
-        return False
-    return True
 
 
 def make_plugin(name: str, *, docker: aiodocker.Docker, node: str, network: str,

@@ -188,6 +188,8 @@ async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, b
     await wait_for(lambda: _sandboxes_same(api, ns, client), timeout=10,
                    what="the pods keep running")
     assert veths(node.name) == before
+    marks = skiff_marks(node.name, node.cidr)
+    assert len(marks["docker_user"]) == 2 and len(marks["nft"]) == 1, marks
     assert (await http_get(f"http://{web_ip}:8080/")).strip() == "served"
 
     # A deleted pod's address is freed.
