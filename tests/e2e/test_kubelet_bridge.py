@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from conftest import FAST_FLAGS
+from conftest import FAST_FLAGS, _free_bridge_cidr
 from e2e_pods import container, http_get, http_server, pod, running_ready, status_of, wait_pod
 
 from skiff.api.v1 import core_pb2, meta_pb2
@@ -29,16 +29,6 @@ from skiff.testing.processes import Kubelet
 pytestmark = pytest.mark.skipif(
     subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
     reason="the bridge plugin needs root (netlink, nftables)")
-
-
-def _free_pod_cidr() -> str:
-    """A /24 in 10.244.128.0/17 that no route here covers yet."""
-    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-    for _ in range(50):
-        cidr = f"10.244.{128 + secrets.randbelow(127)}.0/24"
-        if cidr.split("/")[0].rsplit(".", 1)[0] + "." not in routes:
-            return cidr
-    raise RuntimeError("no free pod CIDR")
 
 
 def _sh(*argv: str) -> str:
@@ -86,7 +76,7 @@ class BridgeNode:
 
     def __init__(self, base: Path, servers: list[str], *extra: str) -> None:
         self.name = f"e2e-{secrets.token_hex(3)}"
-        self.cidr = _free_pod_cidr()
+        self.cidr = _free_bridge_cidr()
         self.root = base / "root"
         self.base = base
         self.servers = servers
