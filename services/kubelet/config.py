@@ -15,8 +15,9 @@ from skiff.client.client import DEFAULT_SERVER, parse_addresses
 from skiff.kubelet.containers import network_name
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
+DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
+NETWORK_PLUGINS = ("docker", "bridge")
 DEFAULT_PORT = 10250
-DEFAULT_ROOT_DIR = "/var/lib/kubelet"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 
@@ -57,8 +58,13 @@ class KubeletConfig:
     pod_cidr: str = DEFAULT_POD_CIDR
     docker_host: str | None = None
     network_name: str = ""
-    #: Where the kubelet keeps files of its own per pod (``<root>/pods/<uid>/``).
-    root_dir: str = DEFAULT_ROOT_DIR
+    #: ``docker`` (a Docker bridge network) or ``bridge`` (Skiff's own, kubenet's way).
+    network_plugin: str = "docker"
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    #: Remove the node's pod network (bridge, routes, rules) when the kubelet stops.
+    network_cleanup_on_exit: bool = False
+    #: Where the kubelet keeps its state (the pod address allocations).
+    root_dir: str = ""
     # pod DNS (services/kubelet/dns.py)
     cluster_dns: tuple[str, ...] = ()
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
@@ -98,6 +104,11 @@ class KubeletConfig:
         """The node's Docker bridge network for pods."""
         return self.network_name or network_name(self.node_name)
 
+    @property
+    def state_dir(self) -> str:
+        """``--root-dir``, by default /var/lib/skiff/kubelet-<node>."""
+        return self.root_dir or f"/var/lib/skiff/kubelet-{self.node_name}"
+
 
 def _key_values(text: str) -> dict[str, str]:
     pairs = (p.strip() for p in text.split(",") if p.strip())
@@ -124,8 +135,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="the node's pod subnet: its Docker bridge network is made on it")
     p.add_argument("--network-name", default="",
                    help="the Docker network for pods (default skiff-<node name>)")
-    p.add_argument("--root-dir", default=DEFAULT_ROOT_DIR,
-                   help="the kubelet's own files per pod (resolv.conf) go under this")
+    p.add_argument("--network-plugin", choices=NETWORK_PLUGINS, default="docker",
+                   help="docker: pods on a Docker bridge network of the node; bridge: "
+                        "on the kubelet's own Linux bridge, veths and routes")
+    p.add_argument("--cluster-cidr", default=DEFAULT_CLUSTER_CIDR,
+                   help="the pod range of the whole cluster (bridge: not masqueraded)")
+    p.add_argument("--network-cleanup-on-exit", action="store_true",
+                   help="bridge: remove the node's bridge, routes and rules on exit "
+                        "(by default they stay, for the next kubelet to adopt)")
+    p.add_argument("--root-dir", default="",
+                   help="the kubelet's own files: pod address allocations, each pod's "
+                        "resolv.conf (default /var/lib/skiff/kubelet-<node>)")
     p.add_argument("--cluster-dns", default="",
                    help="the cluster DNS server IP(s), comma-separated, for ClusterFirst "
                         "pods (none: they fall back to Default)")
@@ -187,7 +207,11 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
     args = parser.parse_args(argv)
     try:
         servers = parse_addresses(args.server)
-        ipaddress.ip_network(args.pod_cidr)
+        pod_cidr = ipaddress.ip_network(args.pod_cidr)
+        cluster_cidr = ipaddress.ip_network(args.cluster_cidr)
+        if args.network_plugin == "bridge" and not pod_cidr.subnet_of(cluster_cidr):  # type: ignore[arg-type]
+            raise ValueError(f"--pod-cidr {args.pod_cidr} is outside --cluster-cidr "
+                             f"{args.cluster_cidr}")
         ipaddress.ip_address(args.address)
         labels = _key_values(args.node_labels)
         cluster_dns = tuple(ip.strip() for ip in args.cluster_dns.split(",") if ip.strip())
@@ -209,8 +233,6 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
         parser.error(str(e))
     if not args.node_name:
         parser.error("--node-name is required")
-    if not args.root_dir:
-        parser.error("--root-dir must not be empty")
     if args.crash_backoff_initial <= 0 or args.crash_backoff_max < args.crash_backoff_initial:
         parser.error("need 0 < --crash-backoff-initial <= --crash-backoff-max")
     if (args.image_pull_backoff_initial <= 0
@@ -219,7 +241,9 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
     return KubeletConfig(
         node_name=args.node_name, servers=servers, address=args.address, port=args.port,
         pod_cidr=args.pod_cidr, docker_host=args.docker_host,
-        network_name=args.network_name, root_dir=args.root_dir, cluster_dns=cluster_dns,
+        network_name=args.network_name, network_plugin=args.network_plugin,
+        cluster_cidr=args.cluster_cidr, network_cleanup_on_exit=args.network_cleanup_on_exit,
+        root_dir=args.root_dir, cluster_dns=cluster_dns,
         cluster_domain=args.cluster_domain.strip("."), resolv_conf=args.resolv_conf,
         node_labels=labels, cpus=args.cpus,
         memory=args.memory, max_pods=args.max_pods, system_reserved=reserved,

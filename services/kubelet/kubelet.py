@@ -36,6 +36,7 @@ import contextlib
 import os
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, cast
 
 import aiodocker
@@ -46,6 +47,7 @@ from services.kubelet.backoff import Backoff
 from services.kubelet.config import KubeletConfig
 from services.kubelet.image_gc import ImageGCManager
 from services.kubelet.images import ERR_IMAGE_PULL, ImageError, ImageManager
+from services.kubelet.network_plugin import NetworkPlugin, make_plugin
 from services.kubelet.node_status import HostFigures, NodeStatusManager, disk_figures, host_memory
 from services.kubelet.pod_actions import PodActions, compute_pod_actions
 from services.kubelet.pod_dirs import PodDirs
@@ -55,6 +57,7 @@ from services.kubelet.probes import ProbeManager
 from services.kubelet.runtime import (
     EXITED,
     ContainerRef,
+    ContainerRuntime,
     DockerRuntime,
     PodContainers,
     RuntimeContainer,
@@ -123,7 +126,11 @@ class Kubelet:
         self.client = client
         self.docker = docker
         self.node = config.node_name
-        self.runtime = DockerRuntime(docker, node=self.node, network=config.network)
+        self.network: NetworkPlugin = make_plugin(
+            config.network_plugin, docker=docker, node=self.node, network=config.network,
+            root_dir=Path(config.state_dir), cluster_cidr=config.cluster_cidr)
+        self.runtime: ContainerRuntime = DockerRuntime(docker, node=self.node,
+                                                       network=self.network)
         self.crash_backoff = Backoff(config.crash_backoff_initial, config.crash_backoff_max,
                                      config.crash_backoff_reset)
         self.images = ImageManager(
@@ -140,7 +147,16 @@ class Kubelet:
         #: Every Service, for the pods' Service environment variables (read when a
         #: container is created, as Kubernetes' kubelet reads its Service lister).
         self.services = self.factory.informer("services")
-        self.pod_dirs = PodDirs(config.root_dir)
+        self.pod_dirs = PodDirs(config.state_dir)
+        #: Nodes, for the routes to the other nodes' pods (the bridge plugin's).
+        self._nodes_changed = asyncio.Event()
+        self.nodes = None
+        if self.network.plumbs_sandbox:
+            self.nodes = self.factory.informer("nodes")
+            self.nodes.add_handler(lambda n: self._nodes_changed.set(),
+                                   lambda o, n: self._nodes_changed.set(),
+                                   lambda n: self._nodes_changed.set())
+        self.pod_cidr = config.pod_cidr
         #: Pods bound here by uid (kept by the handlers; the informer keys by name).
         self._by_uid: dict[str, core_pb2.Pod] = {}
         #: Grace periods of pods deleted from the API, for killing what they left.
@@ -193,10 +209,19 @@ class Kubelet:
             built = await build_local_images(self.docker)
             if built:
                 self._log.info("built the local images", images=built)
-        await self.runtime.ensure_network(self.config.pod_cidr)
         with contextlib.suppress(Exception):
             self._docker_root = (await self.runtime.info()).get("DockerRootDir") or "/"
-        await retrying(self.node_status.register, deadline=SYNC_TIMEOUT)
+        node = await retrying(self.node_status.register, deadline=SYNC_TIMEOUT)
+        # The Node's podCIDR rules (the controller-manager's, or ours at registration).
+        self.pod_cidr = node.spec.pod_cidr or self.config.pod_cidr
+        if self.pod_cidr != self.config.pod_cidr:
+            self._log.warning("the Node's podCIDR differs from --pod-cidr; using the Node's",
+                              node_pod_cidr=self.pod_cidr, flag=self.config.pod_cidr)
+        await self.network.startup(self.pod_cidr)
+        # Adopt: what sandboxes that are gone held is released before any pod syncs.
+        listed_at = _now()
+        await self.network.reconcile(await self.runtime.running_sandboxes(),
+                                     before=listed_at)
         await self.factory.start_all()
         if not await self._pod_handlers.wait_synced(SYNC_TIMEOUT):
             raise RuntimeError("the pod informer did not sync")
@@ -205,8 +230,8 @@ class Kubelet:
             raise RuntimeError("the service informer did not sync")
         if not self.config.cluster_dns:
             self._log.warning("no --cluster-dns: ClusterFirst pods get the Default policy")
-        self._log.info("started", pods=len(self._by_uid), network=self.config.network,
-                       pod_cidr=self.config.pod_cidr)
+        self._log.info("started", pods=len(self._by_uid), pod_cidr=self.pod_cidr,
+                       network_plugin=self.config.network_plugin)
 
     def node_services(self) -> list[Coroutine[Any, Any, None]]:
         """Long-running parts started with the kubelet besides its own loops: the
@@ -244,6 +269,8 @@ class Kubelet:
             "relist": self.relist_loop(),
             "docker-events": self.docker_events_loop(),
         }
+        if self.nodes is not None:
+            loops["node-routes"] = self.routes_loop()
         for i, service in enumerate(self.node_services()):
             loops[f"node-service-{i}"] = service
         tasks = [spawn(coro, name=f"kubelet {name}") for name, coro in loops.items()]
@@ -259,17 +286,24 @@ class Kubelet:
             await self.probes.stop()
             await self.factory.stop_all()
             await self.recorder.flush(1.0)
+            if self.config.network_cleanup_on_exit:
+                await self.network.cleanup()
 
     # ----------------------------------------------------------- the loops
 
     async def relist(self) -> None:
         """Sync every pod the API or Docker knows of (adoption and orphan clean-up)."""
+        listed_at = _now()
         uids = set(self._by_uid) | await self.runtime.pod_uids()
         for uid in uids:
             self.workers.update(uid)
         if self._pod_handlers.has_synced:
             await self._remove_orphan_dirs(uids)
         metrics.RUNNING_PODS.set(len(self._by_uid))
+        # Sandboxes that died or were removed behind the kubelet's back (container GC,
+        # docker rm) release their addresses here.
+        await self.network.reconcile(await self.runtime.running_sandboxes(),
+                                     before=listed_at)
 
     async def relist_loop(self) -> None:
         while True:
@@ -281,6 +315,19 @@ class Kubelet:
                 self._log.warning("relist failed: docker unreachable", error=repr(e))
             self.crash_backoff.garbage_collect(_now())
             await asyncio.sleep(self.config.sync_frequency)
+
+    async def routes_loop(self) -> None:
+        """Routes to the other nodes' podCIDRs, kept from the Nodes informer; looked at
+        again every ``sync_frequency`` too (a route someone removed comes back)."""
+        assert self.nodes is not None
+        while True:
+            self._nodes_changed.clear()
+            try:
+                await self.network.sync_routes(self.nodes.store.list())
+            except Exception as e:  # netlink refused one: logged, tried again
+                self._log.warning("syncing the node routes failed", error=repr(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nodes_changed.wait(), self.config.sync_frequency)
 
     async def docker_events_loop(self) -> None:
         """Docker's container events -> pod syncs; re-subscribed when the stream ends."""
@@ -340,7 +387,7 @@ class Kubelet:
         if not actions.empty:
             waiting, again = await self._apply(pod, observed, actions)
             observed = await self.runtime.pod(uid)
-        self.probes.update_pod(pod, _running_refs(pod, observed))
+        self.probes.update_pod(_with_pod_ip(pod, observed), _running_refs(pod, observed))
         status = compute_pod_status(
             pod, observed, waiting=waiting, previous=self._statuses.get(uid),
             ready=lambda name: self.probes.ready(uid, name),
@@ -583,6 +630,19 @@ class Kubelet:
                            phase=status.phase, pod_ip=status.pod_ip)
             if status.phase == RUNNING:
                 metrics.observe_startup(pod)
+
+
+def _with_pod_ip(pod: core_pb2.Pod, observed: PodContainers) -> core_pb2.Pod:
+    """``pod`` with its sandbox's IP in its status: probes aim at the pod IP, and a pod
+    just started has none posted yet (Docker's inspect knows no IP of a sandbox the
+    bridge plugin plumbed, so the probes could not find it there)."""
+    sandbox = observed.sandbox
+    if sandbox is None or not sandbox.ip or pod.status.pod_ip == sandbox.ip:
+        return pod
+    copy = core_pb2.Pod()
+    copy.CopyFrom(pod)
+    copy.status.pod_ip = sandbox.ip
+    return copy
 
 
 def _running_refs(pod: core_pb2.Pod, observed: PodContainers) -> dict[str, ContainerRef]:

@@ -5,9 +5,10 @@
 a frozen value (:class:`RuntimeContainer`), read from Docker's inspect output, so the
 pod logic above it (``pod_actions``, ``status``) is pure and unit-tested with plain values.
 
-- A pod is a *sandbox* container (``skiff/pause``) on the node's bridge network, which
-  holds the pod's network namespace and IP, and its app containers, which join that
-  namespace (``NetworkMode: container:<sandbox id>``): they share localhost and the IP.
+- A pod is a *sandbox* container (``skiff/pause``), which holds the pod's network
+  namespace and IP (the network plugin's doing: :mod:`~services.kubelet.network_plugin`),
+  and its app containers, which join that namespace (``NetworkMode:
+  container:<sandbox id>``): they share localhost and the IP.
 - Every container carries the labels of :mod:`skiff.kubelet.labels`; the kubelet
   finds its containers by them (no local state), which is how a restarted kubelet adopts
   what runs.
@@ -23,9 +24,9 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiodocker
 import aiodocker.events
@@ -36,6 +37,9 @@ from skiff.kubelet import labels as L
 from skiff.kubelet.containers import remove_container
 from skiff.kubelet.images import PAUSE_IMAGE
 from skiff.logging import get_logger
+
+if TYPE_CHECKING:
+    from services.kubelet.network_plugin import NetworkPlugin
 
 log = get_logger("skiff.kubelet.runtime")
 
@@ -260,7 +264,13 @@ class ContainerRuntime(Protocol):
 
     async def pod(self, uid: str) -> PodContainers: ...
 
-    async def ensure_network(self, cidr: str) -> None: ...
+    async def pod_uids(self) -> set[str]: ...
+
+    async def running_sandboxes(self) -> set[str]: ...
+
+    async def version(self) -> str: ...
+
+    async def info(self) -> dict[str, Any]: ...
 
     async def create_sandbox(self, pod: core_pb2.Pod, *, attempt: int,
                              resolv_conf: str = "") -> RuntimeContainer: ...
@@ -282,7 +292,7 @@ class ContainerRuntime(Protocol):
 class DockerRuntime:
     """:class:`ContainerRuntime` on Docker's API through aiodocker (see the module)."""
 
-    def __init__(self, docker: aiodocker.Docker, *, node: str, network: str,
+    def __init__(self, docker: aiodocker.Docker, *, node: str, network: NetworkPlugin,
                  pause_image: str = PAUSE_IMAGE) -> None:
         self.docker = docker
         self.node = node
@@ -298,7 +308,10 @@ class DockerRuntime:
             if e.status == 404:
                 return None  # removed between the list and the inspect
             raise
-        return from_inspect(data, self.network)
+        found = from_inspect(data, self.network.sandbox_network_mode)
+        if found.kind == L.SANDBOX:
+            found = replace(found, ip=self.network.pod_ip(found.id, found.ip))
+        return found
 
     async def _list(self, filters: dict[str, list[str]]) -> list[RuntimeContainer]:
         listed = await self.docker.containers.list(all=True, filters=json.dumps(filters))
@@ -315,6 +328,13 @@ class DockerRuntime:
             all=True, filters=json.dumps(L.node_filter(self.node)))
         return {(c["Labels"] or {}).get(L.POD_UID, "") for c in listed} - {""}
 
+    async def running_sandboxes(self) -> set[str]:
+        """The ids of this node's running sandboxes (one list call, no inspects)."""
+        filters = L.node_filter(self.node)
+        filters["label"] = [*filters.get("label", []), f"{L.CONTAINER_TYPE}={L.SANDBOX}"]
+        listed = await self.docker.containers.list(filters=json.dumps(filters))
+        return {c.id for c in listed}
+
     async def pod(self, uid: str) -> PodContainers:
         return group_by_pod(await self._list(L.pod_filter(self.node, uid))).get(
             uid, PodContainers(uid))
@@ -325,39 +345,36 @@ class DockerRuntime:
     async def info(self) -> dict[str, Any]:
         return await self.docker.system.info()  # type: ignore[no-any-return]
 
-    # ------------------------------------------------------------ network
-
-    async def ensure_network(self, cidr: str) -> None:
-        """Create the node's bridge network on ``cidr`` unless it exists (it may have
-        been made by an earlier kubelet of this node: then it is reused as it is)."""
-        try:
-            found = await self.docker.networks.get(self.network)
-            subnets = [c.get("Subnet") for c in
-                       ((await found.show()).get("IPAM") or {}).get("Config") or []]
-            if cidr not in subnets:
-                log.warning("node network exists with another subnet; using it",
-                            network=self.network, subnets=subnets, pod_cidr=cidr)
-            return
-        except aiodocker.DockerError as e:
-            if e.status != 404:
-                raise
-        await self.docker.networks.create({
-            "Name": self.network, "Driver": "bridge", "CheckDuplicate": True,
-            "IPAM": {"Driver": "default", "Config": [{"Subnet": cidr}]},
-            "Labels": {L.NODE: self.node}})
-        log.info("created the node's pod network", network=self.network, pod_cidr=cidr)
-
     # ------------------------------------------------------------ writing
 
     async def create_sandbox(self, pod: core_pb2.Pod, *, attempt: int,
                              resolv_conf: str = "") -> RuntimeContainer:
-        """Create and start the pod's sandbox; returns it as inspected (with its IP)."""
-        config = sandbox_config(pod, node=self.node, network=self.network,
+        """Create and start the pod's sandbox, its network plumbed by the network
+        plugin when Docker does not; returns it as inspected (with its IP)."""
+        config = sandbox_config(pod, node=self.node,
+                                network=self.network.sandbox_network_mode,
                                 image=self.pause_image, attempt=attempt,
                                 resolv_conf=resolv_conf)
         name = L.docker_name(config["Labels"])
         container = await self._create(config, name)
         await self.start(container)
+        if self.network.plumbs_sandbox:
+            try:
+                data = await self.docker.containers.container(container).show()
+                pid = int((data.get("State") or {}).get("Pid") or 0)
+                if not pid:
+                    raise RuntimeError(f"sandbox {name} is not running")
+                ip = await self.network.setup(pod, container, f"/proc/{pid}/ns/net")
+                # Docker wrote no line for the pod's own name (network none): add it,
+                # as the kubelet's managed hosts file does; the app containers share it.
+                if data.get("HostsPath"):
+                    await asyncio.to_thread(_add_host, data["HostsPath"], ip,
+                                            config["Hostname"])
+            except BaseException:
+                # A sandbox without its network is of no use: the next sync makes
+                # another (and the plugin released what it took).
+                await self.remove(container)
+                raise
         inspected = await self._inspect(container)
         if inspected is None:
             raise RuntimeError(f"sandbox {name} vanished after it started")
@@ -396,9 +413,13 @@ class DockerRuntime:
         except aiodocker.DockerError as e:
             if e.status not in (304, 404):  # already stopped / already gone
                 raise
+        # A stopped sandbox's namespace is gone: so is its network (a no-op for the
+        # containers that are no sandbox).
+        await self.network.teardown(container_id)
 
     async def remove(self, container_id: str) -> None:
         await remove_container(self.docker, container_id)
+        await self.network.teardown(container_id)
 
     # ------------------------------------------------------------- events
 
@@ -423,6 +444,11 @@ class DockerRuntime:
                 stream.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await stream.task
+
+
+def _add_host(path: str, ip: str, hostname: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{ip}\t{hostname}\n")
 
 
 def now() -> float:

@@ -98,6 +98,8 @@ CLUSTER_CIDR, NODE_CIDR_MASK_SIZE = "10.244.0.0/16", 24
 #: ClusterFirst pods (none until the cluster DNS is deployed: pods get Default then).
 CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_DNS: tuple[str, ...] = ()
+#: The kubelet's network plugins (services/kubelet/network_plugin.py).
+NETWORK_PLUGINS = ("docker", "bridge")
 #: The Leases the scheduler and the controller-manager elect their leader on.
 LEADER_LEASES = {"scheduler": "kube-scheduler", "controller-manager": "kube-controller-manager"}
 LEASE_NAMESPACE = "kube-system"
@@ -161,6 +163,8 @@ class ClusterSettings:
     #: Client URLs of an existing etcd to run on (kube-apiserver's --etcd-servers);
     #: empty: Skiff's own three store replicas. Normalized by :func:`parse_etcd_servers`.
     etcd_servers: tuple[str, ...] = ()
+    #: The kubelets' --network-plugin: ``docker`` or ``bridge`` (Skiff's own bridge).
+    network_plugin: str = "docker"
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -171,6 +175,9 @@ class ClusterSettings:
             raise ValueError("toleration seconds must not be negative")
         for url in self.etcd_servers:
             parse_etcd_url(url)
+        if self.network_plugin not in NETWORK_PLUGINS:
+            raise ValueError(f"unknown network plugin {self.network_plugin!r} "
+                             f"(one of {', '.join(NETWORK_PLUGINS)})")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -205,7 +212,9 @@ def settings_from_env() -> ClusterSettings:
             "SKIFF_NODE_MONITOR_PERIOD", base.node_monitor_period, float),
         default_toleration_seconds=_env_number(
             "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int),
-        etcd_servers=parse_etcd_servers(os.environ.get("SKIFF_ETCD_SERVERS", "")))
+        etcd_servers=parse_etcd_servers(os.environ.get("SKIFF_ETCD_SERVERS", "")),
+        network_plugin=os.environ.get("SKIFF_NETWORK_PLUGIN", "").strip()
+        or base.network_plugin)
 
 
 def default_data_dir() -> Path:
@@ -246,7 +255,9 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
     heartbeat = _number(settings.heartbeat_interval)
     dns_flag = f" --cluster-dns {','.join(CLUSTER_DNS)}" if CLUSTER_DNS else ""
     nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat,
-                    cluster_domain=CLUSTER_DOMAIN, cluster_dns_flag=dns_flag, **node.fields())
+                    cluster_domain=CLUSTER_DOMAIN, cluster_dns_flag=dns_flag,
+                    network_plugin=settings.network_plugin, cluster_cidr=CLUSTER_CIDR,
+                    **node.fields())
              for node in settings.node_list
              for name in ("kubelet.program.tmpl", "proxy.program.tmpl")]
     return "\n".join((*stores, apiserver, scheduler, controller_manager, *nodes))
@@ -593,6 +604,7 @@ def down(data_dir: Path, purge: bool) -> int:
     removed = asyncio.run(_remove_pod_containers(nodes))
     if removed:
         print(f"removed {removed} pod containers")
+    _remove_pod_networks(nodes)
     if purge and data_dir.exists():
         shutil.rmtree(data_dir)
         print(f"removed {data_dir}")
@@ -632,6 +644,29 @@ async def _remove_pod_containers(nodes: list[str]) -> int:
     finally:
         await docker.close()
     return sum(counts)
+
+
+def _remove_pod_networks(nodes: list[str]) -> None:
+    """The local nodes' ``bridge`` pod network: bridges, veths, nftables tables and
+    DOCKER-USER entries, and Skiff's routes once no Skiff bridge is left on the machine
+    (kubelets leave all of it on SIGTERM, for the next kubelet to adopt)."""
+    from skiff.kubelet.podnet import remove_pod_network
+
+    async def remove() -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for node in nodes:
+            for what, count in (await remove_pod_network(node)).items():
+                totals[what] = totals.get(what, 0) + count
+        return totals
+
+    try:
+        removed = asyncio.run(remove())
+    except (OSError, RuntimeError) as e:  # not root, no netlink: nothing could be ours
+        print(f"skiff down: could not remove the pod network ({e})")
+        return
+    if any(removed.values()):
+        print("removed the pod network: " + ", ".join(
+            f"{count} {what}" for what, count in removed.items() if count))
 
 
 async def _exited(pid: int) -> bool:
@@ -799,6 +834,11 @@ def _parser() -> argparse.ArgumentParser:
                            help="run on this existing etcd (comma-separated client URLs "
                                 "http://host:port) instead of Skiff's own store "
                                 "($SKIFF_ETCD_SERVERS)")
+    up_parser.add_argument("--network-plugin", choices=NETWORK_PLUGINS,
+                           default=env.network_plugin,
+                           help="the kubelets' pod network: docker (a Docker network per "
+                                "node) or bridge (Skiff's own bridge, veths and routes) "
+                                "($SKIFF_NETWORK_PLUGIN, docker)")
     down_parser = commands.add_parser("down", parents=[data_dir], help="stop the cluster")
     down_parser.add_argument("--purge", action="store_true", help="also delete the data")
     commands.add_parser("status", parents=[data_dir],
@@ -814,7 +854,8 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
                            node_monitor_grace_period=args.node_monitor_grace_period,
                            node_monitor_period=args.node_monitor_period,
                            default_toleration_seconds=args.default_toleration_seconds,
-                           etcd_servers=args.etcd_servers)
+                           etcd_servers=args.etcd_servers,
+                           network_plugin=args.network_plugin)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,9 @@ and the node's network. The kubelet runs with fast back-off and sync flags
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client.client import Client
 from skiff.kubelet.containers import remove_node
+from skiff.kubelet.podnet import remove_pod_network
 from skiff.testing.fixtures import failed
 from skiff.testing.processes import Kubelet
 
@@ -85,16 +88,33 @@ class Node:
     kubelet: Kubelet
 
 
+#: ``SKIFF_NETWORK_PLUGIN=bridge`` runs the tests' kubelets on the bridge network plugin
+#: (pod CIDRs then come from 10.244.128.0/17, inside the cluster CIDR).
+NETWORK_PLUGIN = os.environ.get("SKIFF_NETWORK_PLUGIN", "docker")
+
+
+def _free_bridge_cidr() -> str:
+    """A /24 in 10.244.128.0/17 that no route here covers yet."""
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        prefix = f"10.244.{128 + secrets.randbelow(127)}."
+        if prefix not in routes:
+            return f"{prefix}0/24"
+    raise RuntimeError("no free /24 for the test's pod network")
+
+
 @pytest.fixture
 async def node(shared_cluster, docker, tmp_path, request) -> AsyncIterator[Node]:
     """A node of the test's own, its kubelet running and Ready (fast flags, and those
     of the test's ``kubelet_flags`` mark)."""
     name = f"e2e-{secrets.token_hex(4)}"
-    cidr = await _free_cidr(docker)
+    bridge = NETWORK_PLUGIN == "bridge"
+    cidr = _free_bridge_cidr() if bridge else await _free_cidr(docker)
     marker = request.node.get_closest_marker("kubelet_flags")
+    flags = [*FAST_FLAGS, "--network-plugin", NETWORK_PLUGIN, "--root-dir",
+             str(tmp_path / "kubelet-root"), *(marker.args if marker else ())]
     kubelet = Kubelet(tmp_path / "kubelet", [shared_cluster.apiserver.address],
-                      node_name=name, pod_cidr=cidr,
-                      extra_args=[*FAST_FLAGS, *(marker.args if marker else ())])
+                      node_name=name, pod_cidr=cidr, extra_args=flags)
     kubelet.start()
     try:
         await kubelet.wait_ready()
@@ -104,6 +124,8 @@ async def node(shared_cluster, docker, tmp_path, request) -> AsyncIterator[Node]
         if failed(request):
             print(kubelet.logs(200))
         await remove_node(docker, name)
+        if bridge:
+            await remove_pod_network(name)
 
 
 def log_path(node: Node) -> Path:

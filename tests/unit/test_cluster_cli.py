@@ -261,3 +261,16 @@ def test_usage_names_the_existing_etcd(tmp_path):
     text = cluster.usage(tmp_path, ClusterSettings(etcd_servers=ETCD), None)
     assert f"etcd (existing, not managed):   {','.join(ETCD)}" in text
     assert "store (etcd v3 API)" not in text
+
+
+def test_the_kubelets_network_plugin_and_state_directory(tmp_path):
+    docker = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=2)))
+    assert _flag(docker["kubelet-node-2"], "--network-plugin") == "docker"
+    bridge = _programs(cluster.render_config(
+        tmp_path, ClusterSettings(nodes=2, network_plugin="bridge")))
+    argv = bridge["kubelet-node-2"]
+    assert _flag(argv, "--network-plugin") == "bridge"
+    assert _flag(argv, "--cluster-cidr") == "10.244.0.0/16"
+    assert _flag(argv, "--root-dir") == str(tmp_path / "kubelet-node-2")
+    with pytest.raises(ValueError, match="unknown network plugin 'flannel'"):
+        ClusterSettings(network_plugin="flannel")
