@@ -173,14 +173,15 @@ def test_render_leaves_out_empty_lines():
 def test_the_kubelets_dns_flags():
     defaults = parse_args(["--node-name", "n1"])
     assert defaults.cluster_dns == ()
-    assert (defaults.cluster_domain, defaults.resolv_conf, defaults.root_dir) == (
-        "cluster.local", "/etc/resolv.conf", "/var/lib/kubelet")
+    assert (defaults.cluster_domain, defaults.resolv_conf, defaults.state_dir) == (
+        "cluster.local", "/etc/resolv.conf", "/var/lib/skiff/kubelet-n1")
     given = parse_args(["--node-name", "n1", "--cluster-dns", "10.96.0.10, fd00::a",
                         "--cluster-domain", "k8s.test.", "--resolv-conf", "",
                         "--root-dir", "/srv/kubelet"])
     assert given.cluster_dns == ("10.96.0.10", "fd00::a")
     assert (given.cluster_domain, given.resolv_conf, given.root_dir) == (
         "k8s.test", "", "/srv/kubelet")
+    assert given.state_dir == "/srv/kubelet"
 
 
 def test_a_cluster_dns_that_is_not_an_ip_is_refused(capsys):
