@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
@@ -590,6 +591,7 @@ class Replica:
         snapshotter.prepare()
         #: Entries, term and vote; synced at the end of every tick (see ``_tick``).
         self._journal = RaftJournal(options.journal_file, options.disk)
+        self._discard_journal_without_dump(options.dump_file)
         self._journal_aligned = False
         timings = options.timings
         conf = SyncObjConf(
@@ -628,6 +630,28 @@ class Replica:
         self._transport: _RaftTransport = self._syncobj._SyncObj__transport  # type: ignore[attr-defined]
         self._transport.on_forward = self._on_forward
         self._tick_timer = loop.call_later(TICK_PERIOD, self._periodic_tick)
+
+    def _discard_journal_without_dump(self, dump_file: str) -> None:
+        """Drop a journal that starts past index 1 when there is no dump to start from.
+
+        The journal is only compacted once a durable dump covers what it drops, so this
+        takes a lost dump (a bad disk, a removed file). Such a journal can never be
+        applied (its first entry follows state this replica does not have), and
+        pysyncobj would wait for it forever, never ready. Emptied, the replica's log is
+        pysyncobj's first no-op alone, so the leader, whose log starts later, sends its
+        dump, as to a new member. The term and vote are kept; the commit index goes back
+        to the start (nothing here is applied yet).
+        """
+        if Path(dump_file).exists() or not len(self._journal):
+            return
+        first_index = self._journal[0][1]
+        if first_index <= 1:
+            return
+        log.warning("journal starts past a dump this replica does not have; discarding it "
+                    "for the leader's dump", first_index=first_index,
+                    entries=len(self._journal))
+        self._journal.clear()
+        self._journal.setRaftCommitIndex(1)
 
     # ------------------------------------------------------------------ ticks
 

@@ -57,22 +57,41 @@ def read_sync_log(lines: Iterable[str]) -> DurableState:
     """Replay the sync log's lines, in order, into a :class:`DurableState`.
 
     An inode that a directory sync shows gone (durably unlinked) forgets its synced
-    length: the file system may give the number to a new file.
+    length, since the file system may give the number to a new file; but only if that
+    length is the gone file's: its last sync named a file in that directory and came
+    before the directory's previous sync, which named the inode. The replicas share one
+    log and sync from several threads, so the lines of a freed inode's next holder may
+    precede the line showing it freed: replica A unlinks inode N, replica B's new dump
+    gets N and syncs it, then A's directory sync (listed after the unlink) is logged.
+    Forgetting there erased B's sync, and the emulation removed B's dump as "never
+    synced" although it was synced and durably named: a real disk keeps it, and B
+    restarted with a journal compacted past a dump it no longer had.
     """
     state = DurableState()
-    for line in lines:
+    #: inode -> (line number, directory) of its last file sync.
+    last_sync: dict[int, tuple[int, str]] = {}
+    #: directory -> line number of its last sync.
+    listed_at: dict[str, int] = {}
+    for number, line in enumerate(lines):
         if not line.strip():
             continue
         record = json.loads(line)
         if "file" in record:
-            state.synced[int(record["inode"])] = int(record["length"])
+            inode = int(record["inode"])
+            state.synced[inode] = int(record["length"])
+            last_sync[inode] = (number, os.path.dirname(record["file"]))
         else:
+            directory = record["dir"]
             entries = {name: int(inode) for name, inode in record["entries"].items()}
-            before = state.directories.get(record["dir"], {})
-            state.directories[record["dir"]] = entries
+            before = state.directories.get(directory, {})
+            previous_listing = listed_at.get(directory, -1)
+            state.directories[directory] = entries
+            listed_at[directory] = number
             still_named = {i for names in state.directories.values() for i in names.values()}
             for inode in set(before.values()) - still_named:
-                state.synced.pop(inode, None)
+                synced_at, synced_in = last_sync.get(inode, (-1, directory))
+                if synced_in == directory and synced_at < previous_listing:
+                    state.synced.pop(inode, None)
     return state
 
 

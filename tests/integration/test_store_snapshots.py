@@ -42,3 +42,26 @@ async def test_a_follower_behind_the_compacted_log_is_sent_the_leaders_dump(make
     # It caught up through a dump: the one on its disk holds what it never saw live.
     _, snapshot = read_dump(cluster.members[victim].data_dir / "snapshot")
     assert raft_pb2.Snapshot.FromString(snapshot).revision > 11
+
+
+async def test_a_replica_whose_journal_outlived_its_dump_discards_it_for_the_leaders(
+        make_store_cluster):
+    # A journal compacted to start past the dump it relied on (the dump lost, say on a
+    # bad disk) can never be applied; the replica must not wait for that forever.
+    cluster = await make_store_cluster("--snapshot-count", SNAPSHOT_COUNT)
+    leader = await cluster.leader()
+    victim = (leader + 1) % 3
+    async with connect_all(cluster.endpoints) as clients:
+        await write_keys(clients, "before", 60)                          # 2..61
+        await wait_for(lambda: dumps_written(cluster, range(3)), timeout=DEADLINE,
+                       what="every replica dumps its state")
+        cluster.kill(victim)
+        (cluster.members[victim].data_dir / "snapshot").unlink()
+        # No writes meanwhile: the leader's log still holds all the victim's journal, so
+        # only the victim itself can see that its journal does not connect.
+        rejoined = await rejoin(cluster, clients, victim, revision=61)
+        assert (await rejoined.get(b"before/", prefix_end(b"before/"),
+                                   serializable=True, count_only=True)).count == 60
+        assert len(await hashes(clients, 61)) == 1
+        assert (await rejoined.put(b"after", b"x")).header.revision == 62
+    assert "journal starts past" in cluster.members[victim].daemon.log_tail(200)

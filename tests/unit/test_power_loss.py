@@ -44,6 +44,37 @@ def test_an_inode_durably_unlinked_forgets_its_length():
     assert state.synced == {12: 61}
 
 
+E = "/data/s1"
+
+
+def test_an_inode_freed_in_one_dir_keeps_its_new_holders_sync_logged_before():
+    # Seen in CI: s1 freed inode 20 (its snapshot.tmp), s0's new dump got 20 and synced
+    # it, and s1's directory sync that showed 20 gone was logged only after that.
+    state = read_sync_log([
+        line(file=f"{E}/snapshot.writing.2", inode=20, length=900),
+        line(dir=E, entries={"snapshot": 21, "snapshot.tmp": 20}),
+        line(file=f"{D}/snapshot.writing.4", inode=20, length=1800),
+        line(dir=E, entries={"snapshot": 21}),  # 20 unlinked before s0 reused it
+        line(dir=D, entries={"snapshot": 20}),
+    ])
+    assert state.synced[20] == 1800
+    found = {D: {"snapshot": (20, 1800)}}
+    assert plan_power_loss(state, found, random.Random(1)) == []
+
+
+def test_an_inode_reused_in_the_same_dir_and_synced_before_a_racing_listing_is_kept():
+    # The dump's writer reuses the inode the stand-in freed and syncs it while another
+    # thread's directory sync, listed before the new file existed, is still unlogged.
+    state = read_sync_log([
+        line(file=f"{D}/snapshot.writing.1", inode=20, length=900),
+        line(dir=D, entries={"snapshot": 21, "snapshot.tmp": 20}),
+        line(file=f"{D}/snapshot.writing.3", inode=20, length=1800),
+        line(dir=D, entries={"snapshot": 21, "journal": 22}),
+        line(dir=D, entries={"snapshot": 20, "journal": 22}),
+    ])
+    assert state.synced[20] == 1800
+
+
 def plan(log: list[str], found: dict, seed: int = 1) -> list[Remove | Cut]:
     return plan_power_loss(read_sync_log(log), found, random.Random(seed))
 
