@@ -13,6 +13,9 @@ again; the proxy tries the next endpoint when one refuses.
 - Every write is read-modify-write on the object's resourceVersion; a ``Conflict``
   (another instance wrote meanwhile) reads again and retries, so two instances starting
   or stopping at once both end as they meant. A missing object is created.
+- An address that is not on this machine yet (the bridge gateway before the kubelet
+  made the bridge: the listener binds it with IP_FREEBIND) is registered only once it
+  appears (:func:`wait_local`), so no proxy sends queries to an address nobody has.
 - Level-triggered while serving: every change of the object (another writer dropped
   the address, the endpoints controller deleted it when the Service was not there yet)
   puts the instance's addresses back (:meth:`EndpointsRegistration.on_change`).
@@ -23,6 +26,7 @@ The edits are pure (:func:`with_addresses`, :func:`without_addresses`).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Iterable
 
 from google.protobuf.message import Message
@@ -39,6 +43,8 @@ log = get_logger("services.dns.registration")
 UDP_PORT_NAME, TCP_PORT_NAME = "dns", "dns-tcp"
 #: Attempts of one read-modify-write before giving up (each Conflict reads again).
 MAX_ATTEMPTS = 20
+#: How often a missing listen address is looked for.
+LOCAL_POLL_INTERVAL = 0.5
 
 Address = tuple[str, int]
 
@@ -114,6 +120,28 @@ def with_addresses(endpoints: core_pb2.EndpointsObject,
     return result
 
 
+def is_local(ip: str) -> bool:
+    """Whether ``ip`` is an address of this machine (a plain bind, without IP_FREEBIND,
+    succeeds only then)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
+async def wait_local(ips: Iterable[str], *, interval: float = LOCAL_POLL_INTERVAL) -> None:
+    """Return once every ip is an address of this machine (polled)."""
+    missing = [ip for ip in ips if not is_local(ip)]
+    if missing:
+        log.info("waiting for the listen addresses to appear before registering",
+                 missing=missing)
+    while missing:
+        await asyncio.sleep(interval)
+        missing = [ip for ip in missing if not is_local(ip)]
+
+
 class EndpointsRegistration:
     """One instance's addresses in the Endpoints ``namespace/name`` (see the module)."""
 
@@ -134,7 +162,9 @@ class EndpointsRegistration:
         return f"{self.namespace}/{self.name}"
 
     async def register(self) -> None:
-        """Add this instance's addresses (create the object when missing)."""
+        """Add this instance's addresses (create the object when missing) once they are
+        on this machine."""
+        await wait_local(ip for ip, _ in self.addresses)
         self.active = True
         await self._edit(lambda ep: with_addresses(ep, self.addresses))
         self._log.info("registered in the DNS Service's endpoints")
@@ -197,4 +227,5 @@ class EndpointsRegistration:
 
 
 __all__ = ["TCP_PORT_NAME", "UDP_PORT_NAME", "EndpointsRegistration", "dns_ports",
-           "has_addresses", "parse_key", "with_addresses", "without_addresses"]
+           "has_addresses", "is_local", "parse_key", "wait_local", "with_addresses",
+           "without_addresses"]

@@ -11,8 +11,10 @@ server), never to the host's resolvers.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 import urllib.request
@@ -498,3 +500,35 @@ async def test_endpoints_controller_leaves_selectorless_and_external_name_alone(
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await api.endpoints.get("alias", ns)
         assert missing.value.code() == NOT_FOUND
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a bridge (netlink needs root)")
+async def test_an_address_is_registered_only_once_it_appears(api, ns, make_dns):
+    """What skiff up does: the instance listens on its node's bridge gateway before the
+    kubelet made the bridge; it registers that address only once the bridge has it."""
+    gateway, bridge = "10.244.254.1", "skb-dnstest"
+    service = await make_service(api, ns, "kube-dns", ports={"dns": 53})
+    port = free_port()
+    flags = ["--listen", f"{gateway}:{port}", "--register-endpoints", f"{ns}/kube-dns"]
+    server = await make_dns(extra_args=flags)
+    async def waiting() -> bool:
+        return "waiting for the listen addresses" in server.logs(200)
+    await wait_for(waiting, timeout=DEADLINE, what="the instance waiting for its address")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await api.endpoints.get("kube-dns", ns)
+    try:
+        await asyncio.to_thread(_ip, ["link", "add", bridge, "type", "bridge"],
+                                ["link", "set", bridge, "alias", "skiff:dnstest", "up"],
+                                ["addr", "add", f"{gateway}/32", "dev", bridge])
+        await endpoints_until(api, ns, "kube-dns",
+                              lambda found: found == {server.address, (gateway, port)})
+        reply = await dns.asyncquery.udp(dns.message.make_query(f"kube-dns.{ns}.{ZONE}", "A"),
+                                         gateway, port=port, timeout=5)
+        assert addresses(reply) == [service.spec.cluster_ip]  # answered on the bridge
+    finally:
+        await asyncio.to_thread(_ip, ["link", "del", bridge])
+
+
+def _ip(*commands: list[str]) -> None:
+    for argv in commands:
+        subprocess.run(["ip", *argv], check=True)
