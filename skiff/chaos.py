@@ -269,18 +269,22 @@ class ProcessTarget:
 
     async def stop(self) -> None:
         """Stop every process, then remove the nodes' containers and networks (kubelets
-        leave them running on purpose, for their successor to adopt)."""
+        leave them running on purpose, for their successor to adopt): the Docker
+        network, and what a kubelet's bridge plugin put into the kernel (links,
+        routes, its nftables table, DOCKER-USER entries: nothing for the docker plugin)."""
         for process in self._processes().values():
             process.stop()
         self.store.stop()
         import aiodocker
 
+        from skiff.kubelet import podnet
         from skiff.kubelet.containers import remove_node
 
         docker = aiodocker.Docker()
         try:
             for node in self._node_names:
                 await remove_node(docker, node)
+                await podnet.remove_pod_network(node)
         finally:
             await docker.close()
 

@@ -40,6 +40,7 @@ CONTROLLERS: dict[str, str] = {
     "namespace": "services.controller_manager.namespace:NamespaceController",
     "nodelifecycle": "services.controller_manager.node_lifecycle:NodeLifecycleController",
     "nodeipam": "services.controller_manager.nodeipam:NodeIpamController",
+    "servicelb": "services.controller_manager.service_lb:ServiceLBController",
 }
 
 

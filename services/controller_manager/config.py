@@ -8,12 +8,13 @@ import socket
 from dataclasses import dataclass, field
 
 from services.controller_manager.nodeipam import parse_cluster_cidr
+from services.controller_manager.service_lb import DEFAULT_LOAD_BALANCER_IP_RANGE, parse_ip_range
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
 from skiff.client.leaderelection import LeaderElectionConfig
 
 #: Every controller this daemon knows, in the order they are started.
 ALL_CONTROLLERS = ("replication", "deployment", "garbagecollector", "endpoints", "namespace",
-                   "nodelifecycle", "nodeipam")
+                   "nodelifecycle", "nodeipam", "servicelb")
 #: The pod network every node's podCIDR is cut from, and the size of each (Kubernetes'
 #: --cluster-cidr / --node-cidr-mask-size; DESIGN.md's default addresses).
 DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
@@ -26,7 +27,8 @@ class ControllerManagerConfig:
 
     Controllers read what concerns them: ``concurrent_syncs`` (workers per controller),
     ``node_monitor_grace_period`` and ``pod_eviction_timeout`` (node lifecycle),
-    ``allocate_node_cidrs``, ``cluster_cidr`` and ``node_cidr_mask_size`` (node IPAM).
+    ``allocate_node_cidrs``, ``cluster_cidr`` and ``node_cidr_mask_size`` (node IPAM),
+    ``load_balancer_ip_range`` (the service load-balancer controller's pool).
 
     ``allocate_node_cidrs`` is off unless asked for, as in kube-controller-manager: a
     controller-manager started on its own (tests, hosts whose kubelets pin their
@@ -45,6 +47,7 @@ class ControllerManagerConfig:
     allocate_node_cidrs: bool = False
     cluster_cidr: str = DEFAULT_CLUSTER_CIDR
     node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE
+    load_balancer_ip_range: str = DEFAULT_LOAD_BALANCER_IP_RANGE
     metrics_url: str | None = None
     log_level: str = "info"
 
@@ -68,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-cidr-mask-size", type=int, default=DEFAULT_NODE_CIDR_MASK_SIZE,
                    help=f"each node's podCIDR prefix length (default "
                         f"{DEFAULT_NODE_CIDR_MASK_SIZE})")
+    p.add_argument("--load-balancer-ip-range", default=DEFAULT_LOAD_BALANCER_IP_RANGE,
+                   help=f"where LoadBalancer Services' ingress IPs come from (default "
+                        f"{DEFAULT_LOAD_BALANCER_IP_RANGE})")
     p.add_argument("--concurrent-syncs", type=int, default=5)
     p.add_argument("--identity", default=f"{socket.gethostname()}_{os.getpid()}")
     p.add_argument("--listen-metrics-urls", dest="metrics_url", default=None)
@@ -90,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerManagerConfig:
         parser.error("--concurrent-syncs must be at least 1")
     try:
         parse_cluster_cidr(args.cluster_cidr, args.node_cidr_mask_size)
+        parse_ip_range(args.load_balancer_ip_range)
     except ValueError as e:
         parser.error(str(e))
     election = LeaderElectionConfig.from_args(args, name="kube-controller-manager")
@@ -101,5 +108,6 @@ def parse_args(argv: list[str] | None = None) -> ControllerManagerConfig:
         pod_eviction_timeout=args.pod_eviction_timeout,
         allocate_node_cidrs=args.allocate_node_cidrs == "true",
         cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
+        load_balancer_ip_range=args.load_balancer_ip_range,
         metrics_url=args.metrics_url,
         log_level=args.log_level)

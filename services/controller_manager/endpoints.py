@@ -14,7 +14,9 @@ endpoints (through shared informers).
   everything is sorted, so equal inputs give equal objects.
 - Invariants: the Endpoints is written only when its subsets or labels differ from
   the cached one; it is deleted with its Service; a Service without a selector is
-  left alone (its Endpoints are the user's).
+  left alone (its Endpoints are the user's: the cluster DNS's instances register in
+  ``kube-system/kube-dns``'s), and so is an ExternalName Service (an alias has no
+  endpoints; Kubernetes skips it too).
 
 Handlers only enqueue service keys: a pod change enqueues every service of its
 namespace whose selector matches the pod's old or new labels. :func:`desired_subsets`
@@ -38,10 +40,12 @@ from skiff.client.events import EventRecorder
 from skiff.client.informer import SharedInformerFactory
 from skiff.client.store import key_of, split_key
 
+EXTERNAL_NAME = "ExternalName"
 #: A pod's resolved ports: (name, port, protocol) per service port it serves.
 PortSet = tuple[tuple[str, int, str], ...]
 
-__all__ = ["EndpointsController", "desired_subsets", "pod_ready", "resolve_target_port"]
+__all__ = ["EndpointsController", "desired_subsets", "manages_endpoints", "pod_ready",
+           "resolve_target_port"]
 
 
 # ----------------------------------------------------------------- pure planning
@@ -128,6 +132,12 @@ def desired_subsets(service: core_pb2.Service,
     return subsets
 
 
+def manages_endpoints(service: core_pb2.Service) -> bool:
+    """Whether this controller writes the Service's Endpoints: it has a selector and is
+    no ExternalName alias (pure)."""
+    return bool(service.spec.selector) and service.spec.type != EXTERNAL_NAME
+
+
 def endpoints_changed(current: core_pb2.EndpointsObject | None, service: core_pb2.Service,
                       subsets: list[core_pb2.EndpointSubset]) -> bool:
     """Whether the stored Endpoints differ from what the service asks for (pure)."""
@@ -189,7 +199,7 @@ class EndpointsController(Controller):
         if service is None:
             await self._delete(namespace, name)
             return
-        if not service.spec.selector:  # type: ignore[attr-defined]
+        if not manages_endpoints(service):  # type: ignore[arg-type]
             return
         selector = selector_from_map(service.spec.selector)  # type: ignore[attr-defined]
         pods = [p for p in self.pods.store.by_index("namespace", namespace)

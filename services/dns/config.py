@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.dns.forwarder import parse_upstream, resolv_conf_upstreams
 from services.dns.records import DEFAULT_ZONE
+from services.dns.registration import parse_key
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
 
 #: Where it answers by default: loopback's DNS port. Deployed, it listens on each node's
@@ -33,6 +35,8 @@ class DnsConfig:
     health_listen: str | None = DEFAULT_HEALTH_LISTEN
     metrics_url: str | None = None
     log_level: str = "info"
+    #: (namespace, name) of the Endpoints this instance lists itself in, or None.
+    register_endpoints: tuple[str, str] | None = None
 
 
 def parse_listen(text: str) -> Address:
@@ -67,8 +71,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="host:port of the gRPC health service ('' for none)")
     p.add_argument("--listen-metrics-urls", dest="metrics_url", default=None,
                    help="serve Prometheus metrics at this http://host:port")
+    p.add_argument("--register-endpoints", metavar="NAMESPACE/NAME", default=None,
+                   help="once answering, add the --listen addresses to this Endpoints "
+                        "object (ports dns/UDP and dns-tcp/TCP), and take them out on a "
+                        "clean stop: the cluster DNS Service's (kube-system/kube-dns) "
+                        "answering instances")
     p.add_argument("--log-level", default="info")
     return p
+
+
+def check_registrable(listen: tuple[Address, ...]) -> None:
+    """Each listen host must be a unicast IPv4 address to go into an Endpoints object
+    (ValueError naming the flag)."""
+    for host, port in listen:
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"--listen {host}:{port}: --register-endpoints needs an "
+                             "IPv4 address to register, not a name") from None
+        if ip.is_unspecified or ip.is_multicast or port == 0:
+            raise ValueError(f"--listen {host}:{port}: --register-endpoints needs a "
+                             "specific address and port to register")
 
 
 def parse_args(argv: list[str] | None = None) -> DnsConfig:
@@ -82,6 +105,10 @@ def parse_args(argv: list[str] | None = None) -> DnsConfig:
             upstreams = tuple(parse_upstream(t) for t in args.upstream.split(",") if t.strip())
         else:
             upstreams = tuple(resolv_conf_upstreams(Path(args.resolv_conf)))
+        register = None
+        if args.register_endpoints is not None:
+            register = parse_key(args.register_endpoints)
+            check_registrable(listen)
     except ValueError as e:
         parser.error(str(e))
     domain = args.cluster_domain.strip().strip(".").lower()
@@ -92,4 +119,4 @@ def parse_args(argv: list[str] | None = None) -> DnsConfig:
     return DnsConfig(servers=servers, listen=listen, upstreams=upstreams,
                      zone=f"{domain}.", forward_timeout=args.forward_timeout,
                      health_listen=args.health_listen or None, metrics_url=args.metrics_url,
-                     log_level=args.log_level)
+                     log_level=args.log_level, register_endpoints=register)

@@ -10,7 +10,10 @@ upstream never delays the cluster's own names. Per-connection invariant (TCP): r
 are written in the order their queries came.
 
 Listening sockets use SO_REUSEPORT, so several instances on one machine may share an
-address (the kernel spreads queries among them).
+address (the kernel spreads queries among them), and IP_FREEBIND, so an instance may
+bind an address that is not there yet: ``skiff up`` starts one on its node's bridge
+gateway (10.244.N.1), which appears only once that node's kubelet made the bridge, and
+start-up must not race it.
 """
 
 from __future__ import annotations
@@ -56,14 +59,24 @@ class DnsServer:
     async def listen(self, address: Address) -> Address:
         """Serve UDP and TCP on ``address``; the bound address (port 0 picks one)."""
         loop = asyncio.get_running_loop()
-        host, port = address
-        tcp = await asyncio.start_server(self._serve_tcp, host, port, reuse_port=True)
+        family, sockaddr = await _resolve(address)
+        tcp_sock = listening_socket(family, socket.SOCK_STREAM, sockaddr)
+        try:
+            tcp_sock.listen(socket.SOMAXCONN)
+            tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
+        except BaseException:
+            tcp_sock.close()
+            raise
         bound = tcp.sockets[0].getsockname()[:2]
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, bound[1]), reuse_port=True)
-        sock = udp.get_extra_info("socket")
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        try:
+            udp_sock = listening_socket(family, socket.SOCK_DGRAM, (sockaddr[0], bound[1]))
+            with contextlib.suppress(OSError):
+                udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self),
+                                                         sock=udp_sock)
+        except BaseException:
+            tcp.close()
+            raise
         self._tcp.append(tcp)
         self._udp.append(udp)
         log.info("listening", address=f"{bound[0]}:{bound[1]}")
@@ -171,6 +184,40 @@ class DnsServer:
             return
         finally:
             writer.close()
+
+
+#: Linux's IP_FREEBIND and IPV6_FREEBIND (Python's socket module names neither).
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+
+
+def listening_socket(family: int, kind: int, sockaddr: tuple[str, int]) -> socket.socket:
+    """A non-blocking socket bound to ``sockaddr`` with SO_REUSEADDR (TCP),
+    SO_REUSEPORT and IP_FREEBIND (see the module); closed again if binding fails."""
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _resolve(address: Address) -> tuple[int, tuple[str, int]]:
+    """The family and socket address of ``HOST:PORT`` (a name is looked up once)."""
+    host, port = address
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    return family, (sockaddr[0], sockaddr[1])
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -16,15 +16,22 @@ Machine-wide parts of the ``bridge`` network, kept by :meth:`BridgeNetworkPlugin
 (idempotent, so a restarted kubelet adopts what it finds):
 
 - routes that keep the cluster ranges on the machine whatever else is installed: a
-  blackhole for the cluster CIDR and the Service CIDR (high metric: a specific route
-  wins) and the Service CIDR onto the node's bridge (so the host's own connections to
-  a ClusterIP pass its output hook, where the proxy translates them);
+  blackhole for the cluster CIDR, the Service CIDR and the load-balancer range (high
+  metric: a specific route wins), and the Service CIDR and the load-balancer range onto
+  the node's bridge (so the host's own connections to a ClusterIP or a LoadBalancer
+  ingress IP pass its output hook, where the proxy translates them);
 - per other node, ``podCIDR via InternalIP`` (flannel's host-gw, kindnet), from the
   Nodes informer (:func:`plan_node_routes`, pure);
 - nftables table ``ip skiff-node-<node>``: masquerade of pod traffic leaving the
-  cluster ranges (never pod to pod, never pod to Service);
+  cluster ranges (never pod to pod, never pod to a Service's cluster or load-balancer
+  IP);
 - ``DOCKER-USER`` ACCEPT entries for the podCIDR (Docker's FORWARD policy is DROP, and
-  with bridge-nf-call-iptables even bridged pod-to-pod traffic passes FORWARD).
+  with bridge-nf-call-iptables even bridged pod-to-pod traffic passes FORWARD). Service
+  and load-balancer IPs need none: FORWARD sees a packet after the proxy's DNAT (to a
+  pod IP), and the userspace proxy's redirect ends in INPUT, not FORWARD.
+
+Each pod's bridge port is in hairpin mode, so a pod whose Service sends it back to
+itself (nftables mode's DNAT to its own IP) gets the packet back through its port.
 
 Every mark is :mod:`skiff.kubelet.podnet`'s, which also removes it all (``skiff down``).
 """
@@ -196,11 +203,13 @@ class BridgeNetworkPlugin:
     plumbs_sandbox = True
 
     def __init__(self, *, node: str, root_dir: Path, cluster_cidr: str = podnet.CLUSTER_CIDR,
-                 service_cidr: str = podnet.SERVICE_CIDR) -> None:
+                 service_cidr: str = podnet.SERVICE_CIDR,
+                 load_balancer_cidr: str = podnet.LOAD_BALANCER_CIDR) -> None:
         self.node = node
         self.root_dir = root_dir
         self.cluster_cidr = cluster_cidr
         self.service_cidr = service_cidr
+        self.load_balancer_cidr = load_balancer_cidr
         self.bridge = podnet.bridge_name(node)
         self.alias = podnet.link_alias(node)
         self.pod_cidr = ""
@@ -249,17 +258,19 @@ class BridgeNetworkPlugin:
 
     async def _ensure_machine_routes(self, ipr: AsyncIPRoute, bridge: int) -> None:
         """The routes that keep the cluster ranges here (see the module)."""
-        for dst in (self.cluster_cidr, self.service_cidr):
+        for dst in (self.cluster_cidr, self.service_cidr, self.load_balancer_cidr):
             with contextlib.suppress(NetlinkError):  # EEXIST: another node's kubelet
                 await ipr.route("add", dst=dst, type="blackhole",
                                 priority=podnet.BLACKHOLE_METRIC, proto=podnet.ROUTE_PROTO)
         # Each bridge its own metric, so the nodes of one machine do not collide.
-        await ipr.route("replace", dst=self.service_cidr, oif=bridge, scope="link",
-                        priority=1000 + bridge % 1000, proto=podnet.ROUTE_PROTO)
+        for dst in (self.service_cidr, self.load_balancer_cidr):
+            await ipr.route("replace", dst=dst, oif=bridge, scope="link",
+                            priority=1000 + bridge % 1000, proto=podnet.ROUTE_PROTO)
 
     async def _ensure_rules(self) -> None:
         table = podnet.table_name(self.node)
-        excluded = f"{{ {self.cluster_cidr}, {self.service_cidr} }}"
+        excluded = (f"{{ {self.cluster_cidr}, {self.service_cidr}, "
+                    f"{self.load_balancer_cidr} }}")
         script = (
             f'table ip {table} {{}}\n'
             f'flush table ip {table}\n'

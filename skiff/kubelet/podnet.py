@@ -41,6 +41,10 @@ BLACKHOLE_METRIC = 4242
 SERVICE_CIDR = "10.96.0.0/12"
 #: The pod range of the whole cluster (the controller-manager cuts node CIDRs from it).
 CLUSTER_CIDR = "10.244.0.0/16"
+#: The range the controller-manager's load-balancer provider gives LoadBalancer Services
+#: their ingress IPs from (``--load-balancer-ip-range``); kept on the machine as the
+#: Service range is.
+LOAD_BALANCER_CIDR = "10.112.0.0/24"
 ALIAS_PREFIX = "skiff:"
 TABLE_PREFIX = "skiff-node-"
 COMMENT_PREFIX = "skiff node "

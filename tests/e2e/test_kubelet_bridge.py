@@ -67,6 +67,10 @@ def veths(node: str) -> list[str]:
                   if link.get("master") == bridge)
 
 
+def hairpin_mode(veth: str) -> str:
+    return Path(f"/sys/class/net/{veth}/brport/hairpin_mode").read_text().strip()
+
+
 #: The pod's own address, as a shell word (busybox ip: the first inet of eth0).
 OWN_IP_URL = "http://$(ip -o -4 addr show eth0 | sed 's/.*inet \\([0-9.]*\\).*/\\1/'):8080/"
 
@@ -137,9 +141,14 @@ async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, b
     node = bridge_nodes()
     await node.start()
     # No cluster address follows the host's default route: another node's pods (none
-    # here), a Service, this node's pods.
-    for address in ("10.244.127.9", "10.96.0.10", node.cidr.replace(".0/24", ".77")):
+    # here), a Service, a load balancer's ingress IP, this node's pods.
+    for address in ("10.244.127.9", "10.96.0.10", "10.112.0.9",
+                    node.cidr.replace(".0/24", ".77")):
         assert not _leaves_by_default(address), address
+    # Service and load-balancer IPs go onto the bridge (the proxy's output hook sees them).
+    bridge = podnet.bridge_name(node.name)
+    for address in ("10.96.0.10", "10.112.0.9"):
+        assert f"dev {bridge} " in _sh("ip", "route", "get", address), address
 
     served = http_server(body="served")
     # An httpGet probe aims at the pod IP, which only the plugin knows (not Docker).
@@ -163,6 +172,9 @@ async def test_pods_on_one_node_reach_each_other_and_a_restart_adopts(api, ns, b
     # The host reaches a pod.
     assert (await http_get(f"http://{web_ip}:8080/")).strip() == "served"
     assert len(veths(node.name)) == 3
+    # Hairpin on every pod's bridge port: a pod its Service sends back to itself.
+    for veth in veths(node.name):
+        assert hairpin_mode(veth) == "1", veth
 
     ips = {p: (await api.pods.get(p, ns)).status.pod_ip for p in ("web", "client", "self")}
     assert len(set(ips.values())) == 3

@@ -199,9 +199,9 @@ bad_restart_policies = st.one_of(
     st.text(min_size=1, max_size=12).filter(lambda s: s not in ("Always", "OnFailure",
                                                                 "Never")))
 bad_service_types = st.one_of(
-    st.sampled_from(["LoadBalancer", "externalname", "clusterip", "nodeport", "Cluster IP"]),
+    st.sampled_from(["loadbalancer", "externalname", "clusterip", "nodeport", "Cluster IP"]),
     st.text(min_size=1, max_size=12).filter(
-        lambda s: s not in ("ClusterIP", "NodePort", "ExternalName")))
+        lambda s: s not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")))
 bad_surges = st.one_of(
     st.sampled_from(["200x", "x%", "%", "1.5%", "-1%", "25 %", "abc", "%25", "1e2%", "0"]),
     st.from_regex(r"[0-9]{1,3}[a-z]{1,2}", fullmatch=True),

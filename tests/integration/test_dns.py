@@ -11,8 +11,10 @@ server), never to the host's resolvers.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 import urllib.request
@@ -402,3 +404,131 @@ async def post_ready(api: Client, ns: str, name: str, ip: str, *, ready: bool) -
     del current.status.conditions[:]
     current.status.conditions.add(type="Ready", status="True" if ready else "False")
     await api.pods.update_status(current)
+
+
+# ------------------------------------------------- registration in the Endpoints
+
+
+def registered(endpoints: core_pb2.EndpointsObject | None) -> set[tuple[str, int]]:
+    """(ip, port) of each ready address in a subset with the DNS ports dns/dns-tcp."""
+    found = set()
+    for subset in endpoints.subsets if endpoints is not None else ():
+        ports = {(p.name, p.protocol): p.port for p in subset.ports}
+        if set(ports) == {("dns", "UDP"), ("dns-tcp", "TCP")}:
+            assert ports["dns", "UDP"] == ports["dns-tcp", "TCP"]
+            found |= {(a.ip, ports["dns", "UDP"]) for a in subset.addresses}
+    return found
+
+
+async def endpoints_until(api: Client, ns: str, name: str,
+                          check: Callable[[set[tuple[str, int]]], bool]) -> None:
+    async def holds() -> bool:
+        try:
+            current = await api.endpoints.get(name, ns)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != NOT_FOUND:
+                raise
+            current = None
+        return check(registered(current))
+    await wait_for(holds, timeout=DEADLINE, interval=0.05, what=f"endpoints {ns}/{name}")
+
+
+async def test_instances_register_in_the_endpoints_and_leave_on_stop(
+        api, ns, make_dns, shared_cluster, tmp_path):
+    """Two instances on two loopback addresses list themselves in a selectorless
+    Service's Endpoints (made by the first, as nobody else does); the endpoints
+    controller leaves them alone; a stopped instance takes itself out, the other stays;
+    an instance whose entry someone removed puts it back."""
+    await make_service(api, ns, "kube-dns", ports={"dns": 53})
+    flag = ["--register-endpoints", f"{ns}/kube-dns"]
+    with running_controller_manager(tmp_path / "cm", [shared_cluster.apiserver.address],
+                                    ["endpoints"]):
+        first = await make_dns(host="127.0.0.2", extra_args=flag)
+        second = await make_dns(host="127.0.0.3", extra_args=flag)
+        both = {first.address, second.address}
+        await endpoints_until(api, ns, "kube-dns", lambda found: found == both)
+
+        first.stop()  # SIGTERM: a clean stop
+        await endpoints_until(api, ns, "kube-dns", lambda found: found == {second.address})
+        assert addresses(await ask(second, f"kube-dns.{ns}.{ZONE}"))  # still answering
+
+        # Someone takes the second out: it adds itself back.
+        current = await api.endpoints.get("kube-dns", ns)
+        del current.subsets[:]
+        await api.endpoints.update(current)
+        await endpoints_until(api, ns, "kube-dns", lambda found: found == {second.address})
+
+
+async def test_instance_listens_on_an_address_that_is_not_there_yet(api, ns, make_dns):
+    """IP_FREEBIND: skiff up starts an instance on its node's bridge gateway before the
+    kubelet made the bridge; it must come up (healthy means it listens) rather than fail."""
+    absent = "10.244.254.1"  # a cluster address no interface here has
+    server = await make_dns(extra_args=["--listen", f"{absent}:{free_port()}"])
+    assert server.alive
+    assert "cannot listen" not in server.logs(200)
+
+
+async def test_endpoints_controller_leaves_selectorless_and_external_name_alone(
+        api, ns, shared_cluster, tmp_path):
+    """A selectorless Service's Endpoints are its owner's; an ExternalName Service gets
+    none even with a selector (Kubernetes' endpoints controller skips it)."""
+    await make_service(api, ns, "own", ports={"dns": 53})
+    await set_endpoints(api, ns, "own", [("10.4.0.9", "")], port=("dns", 53))
+    alias = core_pb2.ServiceSpec(type="ExternalName", external_name="db.example.org",
+                                 selector={"app": "db"})
+    await api.services.create(core_pb2.Service(
+        metadata=meta_pb2.ObjectMeta(name="alias", namespace=ns), spec=alias))
+    selected = core_pb2.ServiceSpec(selector={"app": "db"})
+    selected.ports.add(name="pg", port=5432, protocol="TCP")
+    await api.services.create(core_pb2.Service(
+        metadata=meta_pb2.ObjectMeta(name="selected", namespace=ns), spec=selected))
+    await api.pods.create(pod("db-0", ns, labels={"app": "db"}, node="n1"))
+    await post_ready(api, ns, "db-0", "10.6.0.1", ready=True)
+    with running_controller_manager(tmp_path / "cm", [shared_cluster.apiserver.address],
+                                    ["endpoints"]):
+        async def selected_written() -> bool:
+            try:
+                return bool((await api.endpoints.get("selected", ns)).subsets)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != NOT_FOUND:
+                    raise
+                return False
+        # Once the controller wrote the selected Service's, it has seen the others too.
+        await wait_for(selected_written, timeout=DEADLINE, what="the selected endpoints")
+        own = await api.endpoints.get("own", ns)
+        assert [a.ip for a in own.subsets[0].addresses] == ["10.4.0.9"]
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await api.endpoints.get("alias", ns)
+        assert missing.value.code() == NOT_FOUND
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a bridge (netlink needs root)")
+async def test_an_address_is_registered_only_once_it_appears(api, ns, make_dns):
+    """What skiff up does: the instance listens on its node's bridge gateway before the
+    kubelet made the bridge; it registers that address only once the bridge has it."""
+    gateway, bridge = "10.244.254.1", "skb-dnstest"
+    service = await make_service(api, ns, "kube-dns", ports={"dns": 53})
+    port = free_port()
+    flags = ["--listen", f"{gateway}:{port}", "--register-endpoints", f"{ns}/kube-dns"]
+    server = await make_dns(extra_args=flags)
+    async def waiting() -> bool:
+        return "waiting for the listen addresses" in server.logs(200)
+    await wait_for(waiting, timeout=DEADLINE, what="the instance waiting for its address")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await api.endpoints.get("kube-dns", ns)
+    try:
+        await asyncio.to_thread(_ip, ["link", "add", bridge, "type", "bridge"],
+                                ["link", "set", bridge, "alias", "skiff:dnstest", "up"],
+                                ["addr", "add", f"{gateway}/32", "dev", bridge])
+        await endpoints_until(api, ns, "kube-dns",
+                              lambda found: found == {server.address, (gateway, port)})
+        reply = await dns.asyncquery.udp(dns.message.make_query(f"kube-dns.{ns}.{ZONE}", "A"),
+                                         gateway, port=port, timeout=5)
+        assert addresses(reply) == [service.spec.cluster_ip]  # answered on the bridge
+    finally:
+        await asyncio.to_thread(_ip, ["link", "del", bridge])
+
+
+def _ip(*commands: list[str]) -> None:
+    for argv in commands:
+        subprocess.run(["ip", *argv], check=True)

@@ -7,6 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.controller_manager.endpoints import (
     desired_subsets,
     endpoints_changed,
+    manages_endpoints,
     resolve_target_port,
 )
 from skiff.api.v1 import core_pb2, meta_pb2
@@ -114,3 +115,11 @@ def test_changed_compares_subsets_and_labels():
     assert endpoints_changed(current, svc, [])
     svc.metadata.labels["tier"] = "front"
     assert endpoints_changed(current, svc, subsets)
+
+
+def test_only_selector_services_that_are_no_alias_get_endpoints_from_the_controller():
+    selector = {"app": "db"}
+    assert manages_endpoints(core_pb2.Service(spec=core_pb2.ServiceSpec(selector=selector)))
+    assert not manages_endpoints(core_pb2.Service(spec=core_pb2.ServiceSpec()))
+    assert not manages_endpoints(core_pb2.Service(spec=core_pb2.ServiceSpec(
+        type="ExternalName", external_name="db.example.org", selector=selector)))

@@ -634,9 +634,11 @@ def test_headless_service_may_have_no_ports():
     (service(type="NodePort", ports=[{"port": 80, "name": "a", "nodePort": 30080},
                                      {"port": 81, "name": "b", "nodePort": 30080}]),
      "spec.ports[1].nodePort", 'Duplicate value: "30080"'),
-    (service(type="LoadBalancer"), "spec.type",
-     'Unsupported value: "LoadBalancer": supported values: "ClusterIP", "NodePort", '
-     '"ExternalName"'),
+    (service(type="loadbalancer"), "spec.type",
+     'Unsupported value: "loadbalancer": supported values: "ClusterIP", "NodePort", '
+     '"LoadBalancer", "ExternalName"'),
+    (service(type="LoadBalancer", ports=[{"port": 80, "nodePort": 30080}]),
+     "spec.ports[0].nodePort", "may not be used when `type` is 'LoadBalancer'"),
     (service(type="ExternalName", ports=[]), "spec.externalName", "required"),
     (service(type="ExternalName", externalName="Not_A.Name"), "spec.externalName",
      "RFC 1123 subdomain"),

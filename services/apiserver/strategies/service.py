@@ -4,8 +4,10 @@ A Service's clusterIP and nodePorts are allocated once (by the registry, not her
 then belong to the object: an update that leaves them empty keeps the old ones
 (:meth:`ServiceStrategy.prepare_for_update`, Kubernetes' ``patchAllocatedValues``), and
 an update that changes a set clusterIP is refused. Skiff serves IPv4 only, and the
-types ClusterIP, NodePort and ExternalName (the proxy implements no load balancers; an
-ExternalName Service is only a CNAME in the cluster DNS, with no cluster IP).
+types ClusterIP, NodePort, LoadBalancer (its address, ``status.loadBalancer.ingress``,
+comes from the controller-manager's load-balancer provider through UpdateStatus; no
+nodePorts are given to it) and ExternalName (only a CNAME in the cluster DNS, with no
+cluster IP).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.api.validation import Path
 
 EXTERNAL_NAME = "ExternalName"
-SERVICE_TYPES = ("ClusterIP", "NodePort", EXTERNAL_NAME)
+LOAD_BALANCER = "LoadBalancer"
+SERVICE_TYPES = ("ClusterIP", "NodePort", LOAD_BALANCER, EXTERNAL_NAME)
 SESSION_AFFINITIES = ("None", "ClientIP")
 EXTERNAL_TRAFFIC_POLICIES = ("Cluster", "Local")
 NODE_PORT_RANGE = (30000, 32767)
