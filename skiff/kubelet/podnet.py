@@ -8,7 +8,8 @@ without local state:
   carry the alias ``skiff:<node>``;
 - routes carry the routing protocol :data:`ROUTE_PROTO`;
 - the masquerade rules live in the nftables table ``ip skiff-node-<node>``
-  (the proxy's table ``ip skiff`` is never touched here);
+  (the proxy's table ``ip skiff-proxy-<node>`` is its own: a kubelet never touches
+  it; ``skiff down`` removes it with :func:`remove_proxy_tables`);
 - the ``DOCKER-USER`` entries carry the comment ``skiff node <node>``.
 
 :func:`remove_pod_network` removes one node's share (and the machine-wide routes when no
@@ -43,6 +44,8 @@ SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_CIDR = "10.244.0.0/16"
 ALIAS_PREFIX = "skiff:"
 TABLE_PREFIX = "skiff-node-"
+#: The proxy's tables (services/proxy/nftables_rules.py names them).
+PROXY_TABLE_PREFIX = "skiff-proxy-"
 COMMENT_PREFIX = "skiff node "
 #: Linux's IFNAMSIZ less the terminating NUL.
 IFNAME_MAX = 15
@@ -190,17 +193,25 @@ async def remove_docker_user_rules(node: str | None) -> int:
     return len(rules)
 
 
-async def remove_tables(node: str | None) -> int:
+async def remove_tables(node: str | None, prefix: str = TABLE_PREFIX) -> int:
+    """Delete the ``ip`` table ``<prefix><node>``, or every one named ``<prefix>*``
+    without ``node``; how many."""
     if shutil.which("nft") is None:
         return 0
     listing = json.loads(await run_command("nft", "-j", "list", "tables", "ip"))
     names = [item["table"]["name"] for item in listing.get("nftables", [])
              if "table" in item]
-    wanted = [n for n in names if (n == table_name(node) if node is not None
-                                   else n.startswith(TABLE_PREFIX))]
+    wanted = [n for n in names if (n == f"{prefix}{node}" if node is not None
+                                   else n.startswith(prefix))]
     for name in wanted:
         await run_command("nft", "delete", "table", "ip", name, check=False)
     return len(wanted)
+
+
+async def remove_proxy_tables(node: str | None) -> int:
+    """Delete the proxy's table of ``node`` (every proxy's without one): what a
+    proxy stopped with SIGTERM leaves for its successor to adopt."""
+    return await remove_tables(node, PROXY_TABLE_PREFIX)
 
 
 async def skiff_links(ipr: AsyncIPRoute) -> list[tuple[int, str, str]]:
