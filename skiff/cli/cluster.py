@@ -316,7 +316,7 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
     where = "" if data_dir == default_data_dir() else f" --data-dir {data_dir}"
 
     def line(command: str, comment: str) -> str:
-        return f"  {command:<46}# {comment}"
+        return f"  {command:<45} # {comment}"
 
     lines = [f"Skiff is up: {settings.nodes} node(s) Ready ({nodes}); data and logs in "
              f"{data_dir}.",

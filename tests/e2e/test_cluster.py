@@ -91,7 +91,8 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
     data_dir = tmp_path / "data"
     try:
         started = time.monotonic()
-        up = _skiff("up", "--nodes", "2", "--data-dir", str(data_dir), "--timeout", "200",
+        up = _skiff("up", "--nodes", "2", "--network-plugin", "bridge",
+                    "--data-dir", str(data_dir), "--timeout", "200",
                     timeout=240, env=FAST_NODE_FAILURE)
         assert up.returncode == 0, f"skiff up failed:\n{up.stdout}\n{up.stderr}"
         print(f"skiff up took {time.monotonic() - started:.1f}s:\n{up.stdout}")
