@@ -255,6 +255,15 @@ async def start_and_wait(data_dir: Path, settings: ClusterSettings, *, demo: boo
                                         guestbook=bool(settings.cluster_dns))
 
 
+def check_privileges(settings: ClusterSettings, euid: int | None = None) -> None:
+    """The bridge network plugin (bridges, veths, routes, nftables) and the DNS programs
+    (port 53) need root; UpFailed says so before anything starts."""
+    if settings.network_plugin == "bridge" and (os.geteuid() if euid is None else euid):
+        raise UpFailed("the bridge network plugin needs root (it makes bridges, veths, "
+                       "routes and nftables rules, and the cluster DNS listens on port 53): "
+                       "run skiff up as root, or with --network-plugin docker")
+
+
 def build_images() -> None:
     """Build the local images that are missing. Done here, before any kubelet starts, so
     that the kubelets of several nodes do not race to build the same images and a build
@@ -290,6 +299,7 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
         password.write_text(secrets.token_hex(24))
         password.chmod(0o600)
     try:
+        check_privileges(settings)
         if settings.etcd_servers:
             asyncio.run(check_etcd(settings.etcd_servers))
         ensure_docker(data_dir, deadline)

@@ -348,3 +348,10 @@ def test_usage_names_the_guestbook_curls_and_the_network(tmp_path):
     assert "bridge plugin, proxy userspace" in text and "cluster DNS 10.96.0.10" in text
     docker = cluster.usage(tmp_path, ClusterSettings(network_plugin="docker"), None)
     assert "docker plugin" in docker and "cluster DNS" not in docker
+
+
+def test_the_bridge_plugin_needs_root():
+    cluster.check_privileges(ClusterSettings(), euid=0)
+    cluster.check_privileges(ClusterSettings(network_plugin="docker"), euid=1000)
+    with pytest.raises(cluster.UpFailed, match="--network-plugin docker"):
+        cluster.check_privileges(ClusterSettings(), euid=1000)
