@@ -51,6 +51,8 @@ IDENTITY_LABEL, IDENTITY_VALUE = "apiserver.kubernetes.io/identity", "kube-apise
 ENDPOINT_ANNOTATION = "apiserver.skiff.io/endpoint"
 #: The labels Kubernetes gives its ``kubernetes`` Service.
 SERVICE_LABELS = {"component": "apiserver", "provider": "kubernetes"}
+#: How long a stopping apiserver tries to take itself out (supervisord waits 10 s).
+LEAVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class LeaseEndpointReconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         try:
-            async with asyncio.timeout(self.timing.renew_interval):
+            async with asyncio.timeout(LEAVE_SECONDS):
                 with contextlib.suppress(errors.NotFound):
                     await self._registries["Lease"].delete(meta_pb2.DeleteRequest(
                         namespace=KUBE_SYSTEM, name=self.name))
