@@ -443,7 +443,7 @@ def _remove_pod_networks(nodes: list[str]) -> None:
     nftables tables (``skiff-node-<node>``, ``skiff-proxy-<node>``) and DOCKER-USER
     entries, and Skiff's routes (proto 147) once no Skiff bridge is left on the machine
     (kubelets and proxies leave all of it on SIGTERM, for the next ones to adopt)."""
-    from skiff.kubelet.podnet import remove_pod_network, remove_proxy_tables
+    from skiff.kubelet.podnet import remove_machine_wide, remove_pod_network, remove_proxy_tables
 
     async def remove() -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -451,6 +451,9 @@ def _remove_pod_networks(nodes: list[str]) -> None:
             removed = await remove_pod_network(node)
             removed["tables"] += await remove_proxy_tables(node)
             for what, count in removed.items():
+                totals[what] = totals.get(what, 0) + count
+        if nodes:
+            for what, count in (await remove_machine_wide()).items():
                 totals[what] = totals.get(what, 0) + count
         return totals
 

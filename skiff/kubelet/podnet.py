@@ -168,14 +168,16 @@ async def docker_user_exists() -> bool:
     return await proc.wait() == 0
 
 
-def docker_user_rules(listing: str, node: str | None) -> list[list[str]]:
-    """The ``-A DOCKER-USER ...`` lines of ``iptables -S DOCKER-USER`` that are Skiff's
-    (of ``node``, or of any node), as the arguments that delete them (pure)."""
+def docker_user_rules(listing: str, node: str | None,
+                      prefix: str = COMMENT_PREFIX) -> list[list[str]]:
+    """The ``-A DOCKER-USER ...`` lines of ``iptables -S DOCKER-USER`` whose comment
+    starts with ``prefix`` (those of ``node``, or of any node), as the arguments that
+    delete them (pure)."""
     found = []
     for line in listing.splitlines():
         if not line.startswith("-A DOCKER-USER "):
             continue
-        match = re.search(r'--comment "?(' + re.escape(COMMENT_PREFIX) + r'[^"]*)"?', line)
+        match = re.search(r'--comment "?(' + re.escape(prefix) + r'[^"]*)"?', line)
         if not match or (node is not None and match.group(1) != docker_user_comment(node)):
             continue
         args = re.findall(r'"[^"]*"|\S+', line)[1:]
@@ -183,11 +185,11 @@ def docker_user_rules(listing: str, node: str | None) -> list[list[str]]:
     return found
 
 
-async def remove_docker_user_rules(node: str | None) -> int:
+async def remove_docker_user_rules(node: str | None, prefix: str = COMMENT_PREFIX) -> int:
     if not await docker_user_exists():
         return 0
     listing = await run_command("iptables", "-w", "-S", "DOCKER-USER")
-    rules = docker_user_rules(listing, node)
+    rules = docker_user_rules(listing, node, prefix)
     for rule in rules:
         await run_command("iptables", "-w", "-D", *rule, check=False)
     return len(rules)
@@ -212,6 +214,23 @@ async def remove_proxy_tables(node: str | None) -> int:
     """Delete the proxy's table of ``node`` (every proxy's without one): what a
     proxy stopped with SIGTERM leaves for its successor to adopt."""
     return await remove_tables(node, PROXY_TABLE_PREFIX)
+
+
+async def remove_machine_wide() -> dict[str, int]:
+    """Once no link of Skiff's is left on the machine: Skiff's routes (proto 147) and
+    every ``DOCKER-USER`` entry whose comment starts with ``skiff`` (the proxies' shared
+    ``skiff cluster traffic`` ones too, which a killed proxy leaves). Nothing while
+    some node's bridge remains: they are still its."""
+    async def routes() -> int | None:
+        async with AsyncIPRoute() as ipr:
+            if await skiff_links(ipr):
+                return None
+            return await remove_routes(ipr, shared=True)
+
+    removed = await netlink(routes())
+    if removed is None:
+        return {"routes": 0, "docker_user": 0}
+    return {"routes": removed, "docker_user": await remove_docker_user_rules(None, "skiff")}
 
 
 async def skiff_links(ipr: AsyncIPRoute) -> list[tuple[int, str, str]]:

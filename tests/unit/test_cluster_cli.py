@@ -355,3 +355,18 @@ def test_the_bridge_plugin_needs_root():
     cluster.check_privileges(ClusterSettings(network_plugin="docker"), euid=1000)
     with pytest.raises(cluster.UpFailed, match="--network-plugin docker"):
         cluster.check_privileges(ClusterSettings(), euid=1000)
+
+
+def test_skiff_down_finds_every_docker_user_entry_of_skiffs():
+    from skiff.kubelet import podnet
+
+    listing = "\n".join([
+        "-N DOCKER-USER",
+        '-A DOCKER-USER -s 10.244.1.0/24 -m comment --comment "skiff node n1" -j ACCEPT',
+        '-A DOCKER-USER -d 10.96.0.0/12 -m comment --comment "skiff cluster traffic" -j ACCEPT',
+        '-A DOCKER-USER -s 10.1.0.0/16 -m comment --comment "someone else" -j ACCEPT',
+        "-A DOCKER-USER -j RETURN",
+    ])
+    assert [r[-3] for r in podnet.docker_user_rules(listing, None, "skiff")] == [
+        "skiff node n1", "skiff cluster traffic"]
+    assert len(podnet.docker_user_rules(listing, None)) == 1
