@@ -76,6 +76,7 @@ from skiff.cli.layout import (
 )
 from skiff.cli.workloads import (
     DEMO,
+    DEMO_NAMESPACE,
     Deadline,
     DemoEndpoints,
     ServiceAnswers,
@@ -250,7 +251,7 @@ async def start_and_wait(data_dir: Path, settings: ClusterSettings, *, demo: boo
         if not demo:
             return None
         await apply_demo(client)
-        await wait_available(client, DEMO, "default", deadline)
+        await wait_available(client, DEMO, DEMO_NAMESPACE, deadline)
         return await check_demo_answers(client, LocalNode(1).address, deadline,
                                         guestbook=bool(settings.cluster_dns))
 
