@@ -252,8 +252,10 @@ async def start_and_wait(data_dir: Path, settings: ClusterSettings, *, demo: boo
             return None
         await apply_demo(client)
         await wait_available(client, DEMO, DEMO_NAMESPACE, deadline)
+        # Only the bridge plugin's kubelets route the service range on the machine.
+        bridge = settings.network_plugin == "bridge"
         return await check_demo_answers(client, LocalNode(1).address, deadline,
-                                        guestbook=bool(settings.cluster_dns))
+                                        guestbook=bridge, cluster_ip=bridge)
 
 
 def check_privileges(settings: ClusterSettings, euid: int | None = None) -> None:
@@ -340,7 +342,8 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
                   f"{DEMO}", "", "Try:",
                   line(_curl(demo.node_port_url),
                        f"the {DEMO} Service's NodePort (answered: {demo.answer})"),
-                  line(_curl(demo.cluster_ip_url), "its cluster IP, through the proxy")]
+                  *([line(_curl(demo.cluster_ip_url), "its cluster IP, through the proxy")]
+                    if demo.cluster_ip_url else [])]
         if demo.guestbook is not None:
             lines += guestbook_lines(demo.guestbook, line)
     else:
@@ -365,9 +368,11 @@ def network_summary(settings: ClusterSettings) -> str:
 def guestbook_lines(answers: ServiceAnswers, line: Callable[[str, str], str]) -> list[str]:
     """The guestbook's curls: its frontend through a NodePort and through its cluster
     IP from the host, each answer crossing both tiers (pure)."""
-    return [line(_curl(answers.node_port_url),
-                 f"the guestbook: frontend -> backend by name (answered: {answers.answer})"),
-            line(_curl(answers.cluster_ip_url), "the guestbook's frontend by cluster IP")]
+    lines = [line(_curl(answers.node_port_url),
+                  f"the guestbook: frontend -> backend by name (answered: {answers.answer})")]
+    if answers.cluster_ip_url:
+        lines.append(line(_curl(answers.cluster_ip_url), "the guestbook's frontend by cluster IP"))
+    return lines
 
 
 # ------------------------------------------------------------------ down

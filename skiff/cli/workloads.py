@@ -9,7 +9,9 @@
   backend by Service name.
 - The checks: real GETs through each Service's NodePort on the first node and through
   its cluster IP from the host, until a pod answers (the proxies may not have the
-  endpoints yet when a Deployment turns available).
+  endpoints yet when a Deployment turns available). Cluster IPs are tried only where
+  the service range has a route of its own on the machine (the ``bridge`` plugin's
+  kubelets keep one): elsewhere a packet to one could leave by the default route.
 
 Every wait polls with the one deadline of ``skiff up``, never a fixed sleep.
 """
@@ -140,6 +142,7 @@ class ServiceAnswers:
     """Where a demo Service answered a real GET, and what it said."""
 
     node_port_url: str
+    #: Empty when the cluster IP was not tried (see the module).
     cluster_ip_url: str
     answer: str
 
@@ -153,10 +156,10 @@ class DemoEndpoints(ServiceAnswers):
 
 
 async def _answers(client: Client, name: str, namespace: str, node_address: str,
-                   path: str, accept: Callable[[str], bool],
-                   deadline: Deadline) -> ServiceAnswers:
-    """GET ``path`` through the Service's NodePort on ``node_address`` and through its
-    cluster IP until an answer is one ``accept`` takes."""
+                   path: str, accept: Callable[[str], bool], deadline: Deadline, *,
+                   cluster_ip: bool) -> ServiceAnswers:
+    """GET ``path`` through the Service's NodePort on ``node_address`` and (with
+    ``cluster_ip``) through its cluster IP until an answer is one ``accept`` takes."""
     service = await client.services.get(name, namespace)
     port = service.spec.ports[0]
     node_port_url = f"http://{node_address}:{port.node_port}{path}"
@@ -172,6 +175,8 @@ async def _answers(client: Client, name: str, namespace: str, node_address: str,
     answer = await wait_for(lambda: answered_by_a_pod(node_port_url),
                             timeout=deadline.left(), interval=0.2,
                             what=f"GET {node_port_url}")
+    if not cluster_ip:
+        return ServiceAnswers(node_port_url, "", answer)
     await wait_for(lambda: answered_by_a_pod(cluster_ip_url), timeout=deadline.left(),
                    interval=0.2, what=f"GET {cluster_ip_url}")
     return ServiceAnswers(node_port_url, cluster_ip_url, answer)
@@ -185,16 +190,18 @@ def crossed_both_tiers(body: str) -> bool:
 
 
 async def check_demo_answers(client: Client, node_address: str, deadline: Deadline, *,
-                             guestbook: bool) -> DemoEndpoints:
+                             guestbook: bool, cluster_ip: bool) -> DemoEndpoints:
     """``hello`` answers /hostname from one of its pods; with ``guestbook``, the
-    guestbook's frontend answers with its backend's answer inside (both tiers)."""
+    guestbook's frontend answers with its backend's answer inside (both tiers). With
+    ``cluster_ip``, each through its cluster IP from the host too."""
     hello = await _answers(client, DEMO, DEMO_NAMESPACE, node_address, "/hostname",
-                           lambda body: body.startswith(f"{DEMO}-"), deadline)
+                           lambda body: body.startswith(f"{DEMO}-"), deadline,
+                           cluster_ip=cluster_ip)
     book = None
     if guestbook:
         for name in (BACKEND, FRONTEND):
             await wait_available(client, name, GUESTBOOK_NAMESPACE, deadline)
         book = await _answers(client, FRONTEND, GUESTBOOK_NAMESPACE, node_address, "/",
-                              crossed_both_tiers, deadline)
+                              crossed_both_tiers, deadline, cluster_ip=cluster_ip)
     return DemoEndpoints(hello.node_port_url, hello.cluster_ip_url, hello.answer,
                          guestbook=book)

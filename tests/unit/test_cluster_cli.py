@@ -370,3 +370,9 @@ def test_skiff_down_finds_every_docker_user_entry_of_skiffs():
     assert [r[-3] for r in podnet.docker_user_rules(listing, None, "skiff")] == [
         "skiff node n1", "skiff cluster traffic"]
     assert len(podnet.docker_user_rules(listing, None)) == 1
+
+
+def test_without_a_checked_cluster_ip_no_curl_to_it_is_printed(tmp_path):
+    demo = DemoEndpoints("http://127.0.0.1:30080/hostname", "", "hello-abc-123")
+    text = cluster.usage(tmp_path, ClusterSettings(network_plugin="docker"), demo)
+    assert "curl 127.0.0.1:30080/hostname" in text and "through the proxy" not in text
