@@ -13,9 +13,10 @@ from prometheus_client import REGISTRY
 from services.apiserver.admission import Chain
 from services.apiserver.admission.default_tolerations import DefaultTolerationSeconds
 from services.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
-from services.apiserver.admission.service_allocation import ServiceAllocation
+from services.apiserver.admission.service_allocation import ServiceAllocation, first_address
 from services.apiserver.cacher import Cacher
 from services.apiserver.config import APIServerConfig, parse_args
+from services.apiserver.endpoint_reconciler import LeaseEndpointReconciler
 from services.apiserver.metrics import WatchCacheCollector
 from services.apiserver.registry import Registry
 from services.apiserver.server import add_servicer
@@ -58,6 +59,12 @@ class APIServer:
         self.registries: dict[str, Registry] = {
             k.kind: Registry(k, STRATEGIES[k.kind], self.storage, self.cachers[k.kind],
                              admission) for k in KINDS}
+        self.endpoints = (None if config.endpoint_reconciler_type == "none" else
+                          LeaseEndpointReconciler(
+                              self.registries, ip=config.advertised_ip,
+                              port=config.listen_port,
+                              service_ip=first_address(config.ranges.cluster_ips),
+                              timing=config.lease_timing))
 
     async def _namespace(self, name: str) -> core_pb2.Namespace | None:
         """A namespace as the store holds it now (a linearizable read)."""
@@ -82,8 +89,15 @@ class APIServer:
     async def start(self) -> None:
         await asyncio.gather(*(c.start() for c in self.cachers.values()))
         await self.ensure_system_namespaces()
+        if self.endpoints is not None:
+            await self.endpoints.start()
         self._leader_follower = asyncio.create_task(self._follow_store_leader(),
                                                     name="follow-store-leader")
+
+    async def leave(self) -> None:
+        """Take this apiserver out of the ``kubernetes`` Endpoints (a clean stop)."""
+        if self.endpoints is not None:
+            await self.endpoints.stop()
 
     async def stop(self) -> None:
         if self._leader_follower is not None:
@@ -149,6 +163,8 @@ async def serve(config: APIServerConfig) -> None:
 
     await wait_for_signal()
     log.info("stopping")
+    # Out of the kubernetes Endpoints first, while still serving: clients move on.
+    await api.leave()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
     await api.stop()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from dataclasses import dataclass, field
 
 from services.apiserver.admission.default_tolerations import DEFAULT_SECONDS
-from services.apiserver.admission.service_allocation import Ranges
+from services.apiserver.admission.service_allocation import DEFAULT_CLUSTER_IPS, Ranges
+from services.apiserver.endpoint_reconciler import LeaseTiming
 from services.apiserver.storage import endpoint_address
+
+#: --endpoint-reconciler-type's values (Kubernetes' less master-count).
+RECONCILER_TYPES = ("lease", "none")
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,22 @@ class APIServerConfig:
     default_not_ready_toleration_seconds: int = DEFAULT_SECONDS
     default_unreachable_toleration_seconds: int = DEFAULT_SECONDS
     log_level: str = "info"
+    #: The address other components reach this apiserver at (the ``kubernetes``
+    #: Endpoints); empty: the --listen host.
+    advertise_address: str = ""
+    #: ``lease``: keep the ``kubernetes`` Service and its Endpoints; ``none``: do not.
+    endpoint_reconciler_type: str = "lease"
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def advertised_ip(self) -> str:
+        """--advertise-address, else the --listen host (0.0.0.0: loopback)."""
+        host = self.advertise_address or self.listen.rpartition(":")[0].strip("[]")
+        return "127.0.0.1" if host in ("", "0.0.0.0") else host
 
 
 def _endpoint(text: str) -> str:
@@ -48,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:6443", help="host:port for gRPC clients")
     p.add_argument("--listen-metrics-urls", dest="metrics_url", default=None,
                    help="http://host:port for Prometheus /metrics")
-    p.add_argument("--service-cluster-ip-range", default="127.10.0.0/16")
+    p.add_argument("--service-cluster-ip-range", default=str(DEFAULT_CLUSTER_IPS),
+                   help="CIDR of Service cluster IPs (default %(default)s); its first "
+                        "address is the kubernetes Service's")
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--watch-cache-size", type=int, default=10_000)
     p.add_argument("--bookmark-interval", type=float, default=1.0, help="seconds")
@@ -62,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
                    default=DEFAULT_SECONDS,
                    help="tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute "
                         "toleration added to pods that have none")
+    p.add_argument("--advertise-address", default="",
+                   help="the IPv4 address the kubernetes Service's Endpoints give for "
+                        "this apiserver (default: the --listen host)")
+    p.add_argument("--endpoint-reconciler-type", choices=RECONCILER_TYPES, default="lease",
+                   help="lease: keep the kubernetes Service and its Endpoints (the live "
+                        "apiservers, each renewing a Lease in kube-system); none: do not")
+    p.add_argument("--identity-lease-duration-seconds", type=int, default=15,
+                   help="seconds this apiserver's Lease lasts unrenewed before the others "
+                        "drop it from the Endpoints")
+    p.add_argument("--identity-lease-renew-interval-seconds", type=float, default=5.0,
+                   help="seconds between renewals of this apiserver's Lease")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -76,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> APIServerConfig:
         parser.error(str(e))
     if not endpoints:
         parser.error("--store-endpoints: at least one endpoint is required")
+    _check_lease_flags(parser, args)
     for flag in ("default_not_ready_toleration_seconds",
                  "default_unreachable_toleration_seconds"):
         if getattr(args, flag) < 0:
@@ -86,4 +121,25 @@ def parse_args(argv: list[str] | None = None) -> APIServerConfig:
         bookmark_interval=args.bookmark_interval, store_timeout=args.store_timeout,
         default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
-        log_level=args.log_level)
+        log_level=args.log_level, advertise_address=args.advertise_address,
+        endpoint_reconciler_type=args.endpoint_reconciler_type,
+        lease_timing=LeaseTiming(duration=args.identity_lease_duration_seconds,
+                                 renew_interval=args.identity_lease_renew_interval_seconds))
+
+
+def _check_lease_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--advertise-address (or the --listen host) is an IPv4 address; the lease's
+    renewals come well within its duration."""
+    host = args.advertise_address or args.listen.rpartition(":")[0]
+    if args.endpoint_reconciler_type == "lease" and host not in ("", "0.0.0.0"):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            flag = "--advertise-address" if args.advertise_address else "--listen's host"
+            parser.error(f"{flag}: {host!r} is not an IPv4 address (the kubernetes "
+                         "Endpoints need one: set --advertise-address)")
+    if args.identity_lease_duration_seconds <= 0:
+        parser.error("--identity-lease-duration-seconds must be positive")
+    if not 0 < args.identity_lease_renew_interval_seconds < args.identity_lease_duration_seconds:
+        parser.error("--identity-lease-renew-interval-seconds must be positive and less "
+                     "than --identity-lease-duration-seconds")

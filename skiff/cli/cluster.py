@@ -3,23 +3,27 @@
 ``skiff up`` makes sure a Docker engine answers (starting Debian's dockerd when it is
 installed but not running), builds the local images, renders
 ``deploy/supervisord.conf.tmpl`` into the data directory for N nodes, starts supervisord
-with it, and waits (polling with one deadline, never a fixed sleep) until every daemon
-is healthy and every node is Ready. Then it applies ``examples/`` (the code path of
-``skiffctl apply -f examples/``), waits until the ``hello`` Deployment is available,
-checks that its NodePort answers an HTTP GET, and prints how to use the cluster.
+with it, and waits (polling with one deadline, never a fixed sleep) until the store and
+the apiserver are healthy. With the ``bridge`` network plugin (the default) it then
+creates the cluster DNS Service ``kube-system/kube-dns`` (10.96.0.10), waits until
+every kubelet, proxy and DNS program is healthy and every node is Ready, applies
+``examples/`` (the code path of ``skiffctl apply -f examples/``), checks that the
+``hello`` Service and the two-tier guestbook answer real GETs through a NodePort and
+through their cluster IPs from the host, and prints how to use the cluster.
 
-``skiff down`` stops supervisord and removes the nodes' pod containers and networks;
-``skiff status`` shows each process, its health, who leads the store, the scheduler
-and the controller-manager, and each node's Ready condition.
+``skiff down`` stops supervisord and removes the nodes' pod containers, their pod
+network and their proxies' rules (:func:`_remove_pod_networks`); ``skiff status`` shows
+each process, its health, who leads the store, the scheduler and the
+controller-manager, and each node's Ready condition.
 
 ``skiff up --etcd-servers URLS`` (kube-apiserver's flag) runs the cluster on an
 existing etcd instead of Skiff's own store: no store replicas are started, the
 apiserver is given those endpoints, ``skiff status`` shows the etcd members' health,
 and ``skiff down`` (``--purge`` too) never touches etcd or its data.
 
-What decides the layout (ports, addresses) is pure and lives at the top
-(:class:`ClusterSettings`, :func:`render_config`) so unit tests render it for N nodes
-without starting anything.
+What decides the layout (ports, addresses, flags) is pure and lives in
+:mod:`skiff.cli.layout`; what ``skiff up`` creates in the cluster and checks, in
+:mod:`skiff.cli.workloads`.
 """
 
 from __future__ import annotations
@@ -33,12 +37,8 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from string import Template
-from typing import TypeVar
 
 import grpc
 
@@ -52,143 +52,46 @@ from skiff.cli.external_etcd import (
     parse_etcd_servers,
     parse_etcd_url,
 )
+from skiff.cli.layout import (
+    APISERVER,
+    CLUSTER_CIDR,
+    CLUSTER_DNS,
+    CLUSTER_DOMAIN,
+    CONTROLLER_MANAGER_METRICS_PORT,
+    HOST,
+    LEADER_LEASES,
+    LEASE_NAMESPACE,
+    NETWORK_PLUGINS,
+    NODE_CIDR_MASK_SIZE,
+    PROXY_MODES,
+    REPLICAS,
+    SCHEDULER_METRICS_PORT,
+    SERVICE_CIDR,
+    ClusterSettings,
+    LocalNode,
+    default_data_dir,
+    render_config,
+    render_programs,
+    settings_from_env,
+)
+from skiff.cli.workloads import (
+    DEMO,
+    DEMO_NAMESPACE,
+    Deadline,
+    DemoEndpoints,
+    ServiceAnswers,
+    UpFailed,
+    apply_demo,
+    check_demo_answers,
+    ensure_kube_dns,
+    http_get,
+    wait_available,
+)
 from skiff.client import Client
 from skiff.health import grpc_healthy, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-EXAMPLES = REPO / "examples"
-HOST = "127.0.0.1"
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StoreReplica:
-    """One replica's name and its ports, by DESIGN.md's defaults."""
-
-    index: int
-
-    @property
-    def name(self) -> str:
-        return f"store-{self.index}"
-
-    @property
-    def client_port(self) -> int:
-        return 2379 + 100 * self.index
-
-    @property
-    def endpoint(self) -> str:
-        return f"{HOST}:{self.client_port}"
-
-    def fields(self) -> dict[str, object]:
-        return {"name": self.name, "host": HOST, "client_port": self.client_port,
-                "peer_port": self.client_port + 1, "metrics_port": self.client_port + 2}
-
-
-REPLICAS = [StoreReplica(i) for i in range(3)]
-#: The apiserver's gRPC port (DESIGN.md) and its metrics port.
-APISERVER_PORT = 6443
-APISERVER_METRICS_PORT = 6444
-APISERVER = f"{HOST}:{APISERVER_PORT}"
-SCHEDULER_METRICS_PORT = 10259
-CONTROLLER_MANAGER_METRICS_PORT = 10257
-#: The pods' network the controller-manager cuts one podCIDR per node from (node IPAM).
-CLUSTER_CIDR, NODE_CIDR_MASK_SIZE = "10.244.0.0/16", 24
-#: The cluster's DNS domain, and the cluster DNS Service's IP(s) the kubelets give
-#: ClusterFirst pods (none until the cluster DNS is deployed: pods get Default then).
-CLUSTER_DOMAIN = "cluster.local"
-CLUSTER_DNS: tuple[str, ...] = ()
-#: The kubelet's network plugins (services/kubelet/network_plugin.py).
-NETWORK_PLUGINS = ("docker", "bridge")
-#: The Leases the scheduler and the controller-manager elect their leader on.
-LEADER_LEASES = {"scheduler": "kube-scheduler", "controller-manager": "kube-controller-manager"}
-LEASE_NAMESPACE = "kube-system"
-#: The demo's Deployment and Service (examples/deployment.yaml), in namespace default.
-DEMO = "hello"
-DEMO_NAMESPACE = "default"
-
-
-@dataclass(frozen=True)
-class LocalNode:
-    """One local node's kubelet and proxy: node N (from 1) gets the kubelet port
-    10250+2(N-1) (its metrics the next port), the proxy's health port 10356+2(N-1) (its
-    metrics the next) and the pod subnet 10.244.N-1.0/24. The first node's InternalIP
-    is 127.0.0.1; further nodes take 127.0.1.N, as DESIGN.md's multi-node layout says."""
-
-    index: int
-
-    @property
-    def name(self) -> str:
-        return f"node-{self.index}"
-
-    @property
-    def address(self) -> str:
-        return HOST if self.index == 1 else f"127.0.1.{self.index}"
-
-    def fields(self) -> dict[str, object]:
-        port = 10250 + 2 * (self.index - 1)
-        proxy = 10356 + 2 * (self.index - 1)
-        return {"node": self.name, "host": HOST, "address": self.address, "port": port,
-                "metrics_port": port + 1, "pod_cidr": f"10.244.{self.index - 1}.0/24",
-                "proxy_health_port": proxy, "proxy_metrics_port": proxy + 1}
-
-    @property
-    def kubelet_endpoint(self) -> str:
-        return f"{self.address}:{self.fields()['port']}"
-
-    @property
-    def proxy_endpoint(self) -> str:
-        return f"{HOST}:{self.fields()['proxy_health_port']}"
-
-
-def _env_number(name: str, default: float, kind: Callable[[str], T]) -> T:
-    """$name as a number of type ``kind``, else ``default``."""
-    value = os.environ.get(name, "").strip()
-    return kind(value) if value else kind(str(default))
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """What varies between local clusters: how many nodes, and how fast a silent node
-    is noticed and its pods moved (the defaults are Kubernetes'; a test of node
-    failure shortens them to finish in seconds rather than minutes)."""
-
-    nodes: int = 1
-    #: The controller-manager's --node-monitor-grace-period: silence before Unknown.
-    node_monitor_grace_period: float = 40.0
-    #: The controller-manager's --node-monitor-period: how often nodes are looked at.
-    node_monitor_period: float = 5.0
-    #: The apiserver's --default-{not-ready,unreachable}-toleration-seconds.
-    default_toleration_seconds: int = 300
-    #: Client URLs of an existing etcd to run on (kube-apiserver's --etcd-servers);
-    #: empty: Skiff's own three store replicas. Normalized by :func:`parse_etcd_servers`.
-    etcd_servers: tuple[str, ...] = ()
-    #: The kubelets' --network-plugin: ``docker`` or ``bridge`` (Skiff's own bridge).
-    network_plugin: str = "docker"
-
-    def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ValueError("a cluster needs at least one node")
-        if self.node_monitor_grace_period <= 0 or self.node_monitor_period <= 0:
-            raise ValueError("node monitor periods must be positive")
-        if self.default_toleration_seconds < 0:
-            raise ValueError("toleration seconds must not be negative")
-        for url in self.etcd_servers:
-            parse_etcd_url(url)
-        if self.network_plugin not in NETWORK_PLUGINS:
-            raise ValueError(f"unknown network plugin {self.network_plugin!r} "
-                             f"(one of {', '.join(NETWORK_PLUGINS)})")
-
-    @property
-    def heartbeat_interval(self) -> float:
-        """How often kubelets renew their Lease and post status: Kubernetes' 10 s, or a
-        quarter of the grace period when that is shorter, so a node is declared
-        silent only after several heartbeats in a row were missed, never after one."""
-        return max(0.5, min(10.0, self.node_monitor_grace_period / 4))
-
-    @property
-    def node_list(self) -> list[LocalNode]:
-        return [LocalNode(i) for i in range(1, self.nodes + 1)]
+__all__ = ["CLUSTER_DNS", "ClusterSettings", "DemoEndpoints", "UpFailed", "main",
+           "render_config", "render_programs"]
 
 
 def _etcd_servers_flag(text: str) -> tuple[str, ...]:
@@ -199,79 +102,6 @@ def _etcd_servers_flag(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def settings_from_env() -> ClusterSettings:
-    """The settings' defaults: $SKIFF_NODES, $SKIFF_NODE_MONITOR_GRACE_PERIOD,
-    $SKIFF_NODE_MONITOR_PERIOD, $SKIFF_DEFAULT_TOLERATION_SECONDS, $SKIFF_ETCD_SERVERS
-    (flags override)."""
-    base = ClusterSettings()
-    return ClusterSettings(
-        nodes=_env_number("SKIFF_NODES", base.nodes, int),
-        node_monitor_grace_period=_env_number(
-            "SKIFF_NODE_MONITOR_GRACE_PERIOD", base.node_monitor_grace_period, float),
-        node_monitor_period=_env_number(
-            "SKIFF_NODE_MONITOR_PERIOD", base.node_monitor_period, float),
-        default_toleration_seconds=_env_number(
-            "SKIFF_DEFAULT_TOLERATION_SECONDS", base.default_toleration_seconds, int),
-        etcd_servers=parse_etcd_servers(os.environ.get("SKIFF_ETCD_SERVERS", "")),
-        network_plugin=os.environ.get("SKIFF_NETWORK_PLUGIN", "").strip()
-        or base.network_plugin)
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("SKIFF_DATA_DIR", "data")).resolve()
-
-
-def _number(value: float) -> str:
-    """A flag's value without a needless ``.0`` (``40`` rather than ``40.0``)."""
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
-    """The [program:...] sections of every daemon (pure: reads only the templates)."""
-    initial = ",".join(f"{r.name}=http://{HOST}:{r.client_port + 1}" for r in REPLICAS)
-    common = {"data_dir": data_dir, "python": sys.executable, "repo": REPO,
-              "initial_cluster": initial}
-
-    def render(template: str, **fields: object) -> str:
-        return Template((DEPLOY / template).read_text()).substitute(common, **fields)
-
-    # On an existing etcd, Skiff runs no store of its own.
-    stores = ([] if settings.etcd_servers
-              else [render("store.program.tmpl", **r.fields()) for r in REPLICAS])
-    apiserver = render(
-        "apiserver.program.tmpl", host=HOST, port=APISERVER_PORT,
-        metrics_port=APISERVER_METRICS_PORT,
-        store_endpoints=",".join(settings.etcd_servers
-                                 or [r.endpoint for r in REPLICAS]),
-        toleration_seconds=settings.default_toleration_seconds)
-    scheduler = render("scheduler.program.tmpl", host=HOST, apiserver=APISERVER,
-                       metrics_port=SCHEDULER_METRICS_PORT)
-    controller_manager = render(
-        "controller-manager.program.tmpl", host=HOST, apiserver=APISERVER,
-        metrics_port=CONTROLLER_MANAGER_METRICS_PORT,
-        node_monitor_grace_period=_number(settings.node_monitor_grace_period),
-        node_monitor_period=_number(settings.node_monitor_period),
-        cluster_cidr=CLUSTER_CIDR, node_cidr_mask_size=NODE_CIDR_MASK_SIZE)
-    heartbeat = _number(settings.heartbeat_interval)
-    dns_flag = f" --cluster-dns {','.join(CLUSTER_DNS)}" if CLUSTER_DNS else ""
-    nodes = [render(name, apiserver=APISERVER, heartbeat=heartbeat,
-                    cluster_domain=CLUSTER_DOMAIN, cluster_dns_flag=dns_flag,
-                    network_plugin=settings.network_plugin, cluster_cidr=CLUSTER_CIDR,
-                    **node.fields())
-             for node in settings.node_list
-             for name in ("kubelet.program.tmpl", "proxy.program.tmpl")]
-    return "\n".join((*stores, apiserver, scheduler, controller_manager, *nodes))
-
-
-def render_config(data_dir: Path, settings: ClusterSettings | None = None) -> Path:
-    """Write supervisord.conf for this data directory; returns its path."""
-    settings = settings or settings_from_env()
-    config = Template((DEPLOY / "supervisord.conf.tmpl").read_text()).substitute(
-        data_dir=data_dir, programs=render_programs(data_dir, settings))
-    path = data_dir / "supervisord.conf"
-    path.write_text(config)
-    return path
-
 
 def supervisorctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["supervisorctl", "-c", str(config), *args], capture_output=True,
@@ -280,21 +110,6 @@ def supervisorctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _running(config: Path) -> bool:
     return config.exists() and supervisorctl(config, "pid").stdout.strip().isdigit()
-
-
-class Deadline:
-    """One time budget shared by the successive waits of ``skiff up``."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return max(0.1, self._end - time.monotonic())
-
-
-class UpFailed(Exception):
-    """``skiff up`` cannot go on; the message says what to do."""
 
 
 # ------------------------------------------------------------------ Docker
@@ -374,15 +189,22 @@ async def check_etcd(urls: tuple[str, ...], timeout: float = 3.0) -> None:
 # ------------------------------------------------------------------ waiting
 
 
-async def wait_healthy(settings: ClusterSettings, deadline: Deadline) -> None:
-    """Every daemon that serves gRPC health says SERVING (an existing etcd was checked
-    before anything started: :func:`check_etcd`)."""
+async def wait_apiserver(settings: ClusterSettings, deadline: Deadline) -> None:
+    """The store (an existing etcd was checked before anything started:
+    :func:`check_etcd`) and the apiserver say SERVING."""
     for replica in [] if settings.etcd_servers else REPLICAS:
         await wait_for(lambda r=replica: grpc_healthy(r.endpoint), timeout=deadline.left(),
                        what=f"{replica.name} healthy")
     await wait_for(lambda: grpc_healthy(APISERVER), timeout=deadline.left(),
                    what="apiserver healthy")
+
+
+async def wait_nodes_healthy(settings: ClusterSettings, deadline: Deadline) -> None:
+    """Every node's kubelet, proxy and DNS program says SERVING."""
     for node in settings.node_list:
+        if settings.cluster_dns:
+            await wait_for(lambda n=node: grpc_healthy(n.dns_endpoint),
+                           timeout=deadline.left(), what=f"dns of {node.name} healthy")
         await wait_for(lambda n=node: grpc_healthy(n.kubelet_endpoint),
                        timeout=deadline.left(), what=f"kubelet of {node.name} healthy")
         await wait_for(lambda n=node: grpc_healthy(n.proxy_endpoint),
@@ -412,74 +234,6 @@ async def wait_nodes_ready(client: Client, settings: ClusterSettings,
                    what=f"nodes {', '.join(sorted(wanted))} Ready")
 
 
-async def apply_demo(client: Client) -> None:
-    """``skiffctl apply -f examples/``, through skiffctl's own apply code."""
-    from skiff.api.manifest import ManifestError
-    from skiff.cli.skiffctl.apply import run_apply
-    from skiff.cli.skiffctl.common import CommandError, Context
-
-    ctx = Context(client=client)
-    try:
-        status = await run_apply(ctx, argparse.Namespace(filename=[str(EXAMPLES)],
-                                                         recursive=False))
-    except (CommandError, ManifestError) as e:
-        raise UpFailed(f"examples/: {e}") from None
-    if status:
-        raise UpFailed("applying examples/ failed (see above)")
-
-
-async def wait_demo_available(client: Client, deadline: Deadline) -> None:
-    """The demo Deployment rolled out and all its replicas available."""
-    from skiff.cli.skiffctl.rollout import rollout_status
-
-    async def available() -> bool:
-        deploy = await client.deployments.get(DEMO, DEMO_NAMESPACE)
-        done = rollout_status(deploy)[1]
-        return done and deploy.status.available_replicas >= deploy.spec.replicas
-
-    await wait_for(available, timeout=deadline.left(), interval=0.2,
-                   what=f"deployment {DEMO} available")
-
-
-async def http_get(url: str, timeout: float = 2.0) -> str:
-    """GET ``url`` (in a thread: urllib blocks); the body, stripped."""
-    def get() -> str:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return reply.read().decode().strip()
-
-    return await asyncio.to_thread(get)
-
-
-@dataclass(frozen=True)
-class DemoEndpoints:
-    """Where the demo Service answers, each checked with a real GET."""
-
-    node_port_url: str
-    cluster_ip_url: str
-    answer: str
-
-
-async def check_demo_answers(client: Client, deadline: Deadline) -> DemoEndpoints:
-    """GET /hostname through the Service's NodePort on the first node and through its
-    cluster IP until a pod of the demo answers (the proxies may not have the endpoints
-    yet when the Deployment turns available)."""
-    service = await client.services.get(DEMO, DEMO_NAMESPACE)
-    port = service.spec.ports[0]
-    node_port_url = f"http://{LocalNode(1).address}:{port.node_port}/hostname"
-    cluster_ip_url = f"http://{service.spec.cluster_ip}:{port.port}/hostname"
-
-    async def answered_by_a_pod(url: str) -> str:
-        body = await http_get(url)
-        return body if body.startswith(f"{DEMO}-") else ""
-
-    answer = await wait_for(lambda: answered_by_a_pod(node_port_url),
-                            timeout=deadline.left(), interval=0.2,
-                            what=f"GET {node_port_url}")
-    await wait_for(lambda: answered_by_a_pod(cluster_ip_url), timeout=deadline.left(),
-                   interval=0.2, what=f"GET {cluster_ip_url}")
-    return DemoEndpoints(node_port_url, cluster_ip_url, answer)
-
-
 def _curl(url: str) -> str:
     """``http://127.0.0.1:30080/hostname`` -> ``curl 127.0.0.1:30080/hostname``."""
     return "curl " + url.removeprefix("http://").replace(":80/", "/")
@@ -488,14 +242,29 @@ def _curl(url: str) -> str:
 async def start_and_wait(data_dir: Path, settings: ClusterSettings, *, demo: bool,
                          deadline: Deadline) -> DemoEndpoints | None:
     """The asynchronous part of ``skiff up`` once supervisord runs."""
-    await wait_healthy(settings, deadline)
+    await wait_apiserver(settings, deadline)
     async with Client(APISERVER) as client:
+        if settings.cluster_dns:
+            await ensure_kube_dns(client)
+        await wait_nodes_healthy(settings, deadline)
         await wait_nodes_ready(client, settings, deadline)
         if not demo:
             return None
         await apply_demo(client)
-        await wait_demo_available(client, deadline)
-        return await check_demo_answers(client, deadline)
+        await wait_available(client, DEMO, DEMO_NAMESPACE, deadline)
+        # Only the bridge plugin's kubelets route the service range on the machine.
+        bridge = settings.network_plugin == "bridge"
+        return await check_demo_answers(client, LocalNode(1).address, deadline,
+                                        guestbook=bridge, cluster_ip=bridge)
+
+
+def check_privileges(settings: ClusterSettings, euid: int | None = None) -> None:
+    """The bridge network plugin (bridges, veths, routes, nftables) and the DNS programs
+    (port 53) need root; UpFailed says so before anything starts."""
+    if settings.network_plugin == "bridge" and (os.geteuid() if euid is None else euid):
+        raise UpFailed("the bridge network plugin needs root (it makes bridges, veths, "
+                       "routes and nftables rules, and the cluster DNS listens on port 53): "
+                       "run skiff up as root, or with --network-plugin docker")
 
 
 def build_images() -> None:
@@ -533,6 +302,7 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
         password.write_text(secrets.token_hex(24))
         password.chmod(0o600)
     try:
+        check_privileges(settings)
         if settings.etcd_servers:
             asyncio.run(check_etcd(settings.etcd_servers))
         ensure_docker(data_dir, deadline)
@@ -559,19 +329,23 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
     where = "" if data_dir == default_data_dir() else f" --data-dir {data_dir}"
 
     def line(command: str, comment: str) -> str:
-        return f"  {command:<46}# {comment}"
+        return f"  {command:<45} # {comment}"
 
     lines = [f"Skiff is up: {settings.nodes} node(s) Ready ({nodes}); data and logs in "
              f"{data_dir}.",
              f"  apiserver (gRPC, skiff.api.v1): {APISERVER}",
              (f"  etcd (existing, not managed):   {store}" if settings.etcd_servers
-              else f"  store (etcd v3 API):            {store}")]
+              else f"  store (etcd v3 API):            {store}"),
+             f"  network: {network_summary(settings)}"]
     if demo is not None:
         lines += [f"  demo: examples/ applied; deployment {DEMO} available behind service "
                   f"{DEMO}", "", "Try:",
                   line(_curl(demo.node_port_url),
                        f"the {DEMO} Service's NodePort (answered: {demo.answer})"),
-                  line(_curl(demo.cluster_ip_url), "its cluster IP, through the proxy")]
+                  *([line(_curl(demo.cluster_ip_url), "its cluster IP, through the proxy")]
+                    if demo.cluster_ip_url else [])]
+        if demo.guestbook is not None:
+            lines += guestbook_lines(demo.guestbook, line)
     else:
         lines += ["", "Try:", line("skiffctl apply -f examples/", "the demo (--no-demo)")]
     lines += [line("skiffctl get nodes,po -o wide", "nodes and pods"),
@@ -580,6 +354,25 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
               line(f"skiff status{where}", "processes, health, leaders, nodes"),
               line(f"skiff down{where} [--purge]", "stop (--purge: and delete the data)")]
     return "\n".join(lines)
+
+
+def network_summary(settings: ClusterSettings) -> str:
+    """One line on the cluster's network: plugin, proxy mode, ranges, DNS (pure)."""
+    text = (f"{settings.network_plugin} plugin, proxy {settings.proxy_mode}; pods "
+            f"{CLUSTER_CIDR} (a /{NODE_CIDR_MASK_SIZE} per node), services {SERVICE_CIDR}")
+    if settings.cluster_dns:
+        text += f", cluster DNS {','.join(settings.cluster_dns)} ({CLUSTER_DOMAIN})"
+    return text
+
+
+def guestbook_lines(answers: ServiceAnswers, line: Callable[[str, str], str]) -> list[str]:
+    """The guestbook's curls: its frontend through a NodePort and through its cluster
+    IP from the host, each answer crossing both tiers (pure)."""
+    lines = [line(_curl(answers.node_port_url),
+                  f"the guestbook: frontend -> backend by name (answered: {answers.answer})")]
+    if answers.cluster_ip_url:
+        lines.append(line(_curl(answers.cluster_ip_url), "the guestbook's frontend by cluster IP"))
+    return lines
 
 
 # ------------------------------------------------------------------ down
@@ -619,6 +412,11 @@ def configured_nodes(config_text: str) -> list[str]:
     return re.findall(r"^\[program:kubelet-(.+)\]$", config_text, flags=re.M)
 
 
+def configured_dns(config_text: str) -> list[str]:
+    """The nodes a supervisord configuration runs DNS programs for (pure)."""
+    return re.findall(r"^\[program:dns-(.+)\]$", config_text, flags=re.M)
+
+
 def _configured_nodes(config: Path) -> list[str]:
     return configured_nodes(config.read_text()) if config.exists() else []
 
@@ -647,15 +445,21 @@ async def _remove_pod_containers(nodes: list[str]) -> int:
 
 
 def _remove_pod_networks(nodes: list[str]) -> None:
-    """The local nodes' ``bridge`` pod network: bridges, veths, nftables tables and
-    DOCKER-USER entries, and Skiff's routes once no Skiff bridge is left on the machine
-    (kubelets leave all of it on SIGTERM, for the next kubelet to adopt)."""
-    from skiff.kubelet.podnet import remove_pod_network
+    """The local nodes' ``bridge`` pod network and their proxies' rules: bridges, veths,
+    nftables tables (``skiff-node-<node>``, ``skiff-proxy-<node>``) and DOCKER-USER
+    entries, and Skiff's routes (proto 147) once no Skiff bridge is left on the machine
+    (kubelets and proxies leave all of it on SIGTERM, for the next ones to adopt)."""
+    from skiff.kubelet.podnet import remove_machine_wide, remove_pod_network, remove_proxy_tables
 
     async def remove() -> dict[str, int]:
         totals: dict[str, int] = {}
         for node in nodes:
-            for what, count in (await remove_pod_network(node)).items():
+            removed = await remove_pod_network(node)
+            removed["tables"] += await remove_proxy_tables(node)
+            for what, count in removed.items():
+                totals[what] = totals.get(what, 0) + count
+        if nodes:
+            for what, count in (await remove_machine_wide()).items():
                 totals[what] = totals.get(what, 0) + count
         return totals
 
@@ -747,10 +551,11 @@ async def _nodes(client: Client) -> list[str]:
     return lines or ["no nodes registered"]
 
 
-async def status_report(nodes: list[LocalNode], etcd_servers: tuple[str, ...] = ()
-                        ) -> list[str]:
-    """Health of every daemon, who leads what, and each node's Ready condition; of the
-    existing etcd's members instead of the store replicas when it runs on one."""
+async def status_report(nodes: list[LocalNode], etcd_servers: tuple[str, ...] = (),
+                        dns_nodes: Collection[str] = ()) -> list[str]:
+    """Health of every daemon (the DNS programs of ``dns_nodes`` too), who leads what,
+    and each node's Ready condition; of the existing etcd's members instead of the
+    store replicas when it runs on one."""
     if etcd_servers:
         lines = [f"etcd {url}: {await _store_status(parse_etcd_url(url))}"
                  for url in etcd_servers]
@@ -768,6 +573,9 @@ async def status_report(nodes: list[LocalNode], etcd_servers: tuple[str, ...] = 
                      f"{await _grpc_status(node.kubelet_endpoint)}")
         lines.append(f"proxy-{node.name} {node.proxy_endpoint}: "
                      f"{await _grpc_status(node.proxy_endpoint)}")
+        if node.name in dns_nodes:
+            lines.append(f"dns-{node.name} {node.gateway}:53 (health "
+                         f"{node.dns_endpoint}): {await _grpc_status(node.dns_endpoint)}")
     if apiserver != "healthy":
         return [*lines, "leaders and nodes: unknown (the apiserver does not answer)"]
     # Short retries: status should answer quickly even when parts are down.
@@ -790,8 +598,9 @@ def status(data_dir: Path) -> int:
     print(supervisorctl(config, "status").stdout.rstrip())
     nodes = [LocalNode(int(name.removeprefix("node-"))) for name in _configured_nodes(config)
              if name.removeprefix("node-").isdigit()]
-    etcd = configured_etcd_servers(config.read_text())
-    print("\n".join(asyncio.run(status_report(nodes, etcd))))
+    text = config.read_text()
+    etcd = configured_etcd_servers(text)
+    print("\n".join(asyncio.run(status_report(nodes, etcd, configured_dns(text)))))
     return 0
 
 
@@ -836,9 +645,14 @@ def _parser() -> argparse.ArgumentParser:
                                 "($SKIFF_ETCD_SERVERS)")
     up_parser.add_argument("--network-plugin", choices=NETWORK_PLUGINS,
                            default=env.network_plugin,
-                           help="the kubelets' pod network: docker (a Docker network per "
-                                "node) or bridge (Skiff's own bridge, veths and routes) "
-                                "($SKIFF_NETWORK_PLUGIN, docker)")
+                           help="the kubelets' pod network: bridge (Skiff's own bridge, "
+                                "veths and routes, and a cluster DNS per node) or docker (a "
+                                "Docker network per node, no cluster DNS) "
+                                "($SKIFF_NETWORK_PLUGIN, bridge)")
+    up_parser.add_argument("--proxy-mode", choices=PROXY_MODES, default=env.proxy_mode,
+                           help="the proxies' data path: userspace (their asyncio load "
+                                "balancer) or nftables (DNAT in the kernel) "
+                                "($SKIFF_PROXY_MODE, userspace)")
     down_parser = commands.add_parser("down", parents=[data_dir], help="stop the cluster")
     down_parser.add_argument("--purge", action="store_true", help="also delete the data")
     commands.add_parser("status", parents=[data_dir],
@@ -855,7 +669,8 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
                            node_monitor_period=args.node_monitor_period,
                            default_toleration_seconds=args.default_toleration_seconds,
                            etcd_servers=args.etcd_servers,
-                           network_plugin=args.network_plugin)
+                           network_plugin=args.network_plugin,
+                           proxy_mode=args.proxy_mode)
 
 
 def main(argv: list[str] | None = None) -> None:

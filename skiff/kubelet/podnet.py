@@ -8,7 +8,8 @@ without local state:
   carry the alias ``skiff:<node>``;
 - routes carry the routing protocol :data:`ROUTE_PROTO`;
 - the masquerade rules live in the nftables table ``ip skiff-node-<node>``
-  (the proxy's table ``ip skiff`` is never touched here);
+  (the proxy's table ``ip skiff-proxy-<node>`` is its own: a kubelet never touches
+  it; ``skiff down`` removes it with :func:`remove_proxy_tables`);
 - the ``DOCKER-USER`` entries carry the comment ``skiff node <node>``.
 
 :func:`remove_pod_network` removes one node's share (and the machine-wide routes when no
@@ -47,6 +48,8 @@ CLUSTER_CIDR = "10.244.0.0/16"
 LOAD_BALANCER_CIDR = "10.112.0.0/24"
 ALIAS_PREFIX = "skiff:"
 TABLE_PREFIX = "skiff-node-"
+#: The proxy's tables (services/proxy/nftables_rules.py names them).
+PROXY_TABLE_PREFIX = "skiff-proxy-"
 COMMENT_PREFIX = "skiff node "
 #: Linux's IFNAMSIZ less the terminating NUL.
 IFNAME_MAX = 15
@@ -169,14 +172,16 @@ async def docker_user_exists() -> bool:
     return await proc.wait() == 0
 
 
-def docker_user_rules(listing: str, node: str | None) -> list[list[str]]:
-    """The ``-A DOCKER-USER ...`` lines of ``iptables -S DOCKER-USER`` that are Skiff's
-    (of ``node``, or of any node), as the arguments that delete them (pure)."""
+def docker_user_rules(listing: str, node: str | None,
+                      prefix: str = COMMENT_PREFIX) -> list[list[str]]:
+    """The ``-A DOCKER-USER ...`` lines of ``iptables -S DOCKER-USER`` whose comment
+    starts with ``prefix`` (those of ``node``, or of any node), as the arguments that
+    delete them (pure)."""
     found = []
     for line in listing.splitlines():
         if not line.startswith("-A DOCKER-USER "):
             continue
-        match = re.search(r'--comment "?(' + re.escape(COMMENT_PREFIX) + r'[^"]*)"?', line)
+        match = re.search(r'--comment "?(' + re.escape(prefix) + r'[^"]*)"?', line)
         if not match or (node is not None and match.group(1) != docker_user_comment(node)):
             continue
         args = re.findall(r'"[^"]*"|\S+', line)[1:]
@@ -184,27 +189,52 @@ def docker_user_rules(listing: str, node: str | None) -> list[list[str]]:
     return found
 
 
-async def remove_docker_user_rules(node: str | None) -> int:
+async def remove_docker_user_rules(node: str | None, prefix: str = COMMENT_PREFIX) -> int:
     if not await docker_user_exists():
         return 0
     listing = await run_command("iptables", "-w", "-S", "DOCKER-USER")
-    rules = docker_user_rules(listing, node)
+    rules = docker_user_rules(listing, node, prefix)
     for rule in rules:
         await run_command("iptables", "-w", "-D", *rule, check=False)
     return len(rules)
 
 
-async def remove_tables(node: str | None) -> int:
+async def remove_tables(node: str | None, prefix: str = TABLE_PREFIX) -> int:
+    """Delete the ``ip`` table ``<prefix><node>``, or every one named ``<prefix>*``
+    without ``node``; how many."""
     if shutil.which("nft") is None:
         return 0
     listing = json.loads(await run_command("nft", "-j", "list", "tables", "ip"))
     names = [item["table"]["name"] for item in listing.get("nftables", [])
              if "table" in item]
-    wanted = [n for n in names if (n == table_name(node) if node is not None
-                                   else n.startswith(TABLE_PREFIX))]
+    wanted = [n for n in names if (n == f"{prefix}{node}" if node is not None
+                                   else n.startswith(prefix))]
     for name in wanted:
         await run_command("nft", "delete", "table", "ip", name, check=False)
     return len(wanted)
+
+
+async def remove_proxy_tables(node: str | None) -> int:
+    """Delete the proxy's table of ``node`` (every proxy's without one): what a
+    proxy stopped with SIGTERM leaves for its successor to adopt."""
+    return await remove_tables(node, PROXY_TABLE_PREFIX)
+
+
+async def remove_machine_wide() -> dict[str, int]:
+    """Once no link of Skiff's is left on the machine: Skiff's routes (proto 147) and
+    every ``DOCKER-USER`` entry whose comment starts with ``skiff`` (the proxies' shared
+    ``skiff cluster traffic`` ones too, which a killed proxy leaves). Nothing while
+    some node's bridge remains: they are still its."""
+    async def routes() -> int | None:
+        async with AsyncIPRoute() as ipr:
+            if await skiff_links(ipr):
+                return None
+            return await remove_routes(ipr, shared=True)
+
+    removed = await netlink(routes())
+    if removed is None:
+        return {"routes": 0, "docker_user": 0}
+    return {"routes": removed, "docker_user": await remove_docker_user_rules(None, "skiff")}
 
 
 async def skiff_links(ipr: AsyncIPRoute) -> list[tuple[int, str, str]]:

@@ -1,13 +1,18 @@
 """The local cluster end to end, as a user runs it.
 
 ``python -m skiff.cli.cluster up --nodes 2`` as a subprocess (with a short node monitor
-grace period and short default tolerations, so that a node failure plays out in seconds),
-then through the real apiserver, proxies and Docker: the demo's ``hello`` Service answers
+grace period and short default tolerations, so that a node failure plays out in seconds;
+the default network plugin, bridge, with a cluster DNS per node), then through the real
+apiserver, proxies, DNS programs and Docker: the ``kubernetes`` Service (10.96.0.1)
+lists the apiserver and ``kube-dns`` (10.96.0.10) both DNS programs; the guestbook's
+frontend answers through its NodePort on both nodes and its cluster IP with its
+backend's answer (found by Service name); the demo's ``hello`` Service answers
 from every replica on its NodePort and its cluster IP; a deleted pod is replaced; a
 rolling update keeps the Service answering (no failed request: the Deployment has
 maxUnavailable 0 and a readiness probe); scaling to 5 and back; a node whose kubelet is
 stopped goes Unknown and its pods come back on the other node; ``skiff down --purge``
-leaves no container of the cluster's nodes behind.
+leaves no container of the cluster's nodes behind, nor their bridges, veths, nftables
+tables (``skiff-node-<node>``, ``skiff-proxy-<node>``) or routes.
 
 It uses the cluster's default ports (6443, 2379, 30080, ...), so nothing else may run a
 local cluster on this machine meanwhile. Teardown always runs ``down --purge``.
@@ -43,6 +48,11 @@ NODES = ("node-1", "node-2")
 NODE_PORT_URL = "http://127.0.0.1:30080/hostname"
 #: Node 2's NodePort listens on its own address (DESIGN.md: node N is 127.0.1.N).
 NODE_2_PORT_URL = "http://127.0.1.2:30080/hostname"
+#: The guestbook's frontend (examples/guestbook.yaml), on both nodes.
+GUESTBOOK_URLS = ("http://127.0.0.1:30081/", "http://127.0.1.2:30081/")
+#: Each node's pod CIDR and bridge gateway, where its DNS program answers.
+POD_CIDRS = {"node-1": "10.244.0.0/24", "node-2": "10.244.1.0/24"}
+GATEWAYS = {"node-1": "10.244.0.1", "node-2": "10.244.1.1"}
 HELLO = "hello"
 #: Short enough that a stopped kubelet's pods move within ~15 s, long enough that a
 #: busy 2-core machine never misses that many heartbeats (one every 2 s) in a row.
@@ -80,9 +90,12 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
     """``skiff up --nodes 2`` into a fresh data directory; ``down --purge`` after, always."""
     data_dir = tmp_path / "data"
     try:
-        up = _skiff("up", "--nodes", "2", "--data-dir", str(data_dir), "--timeout", "200",
+        started = time.monotonic()
+        up = _skiff("up", "--nodes", "2", "--network-plugin", "bridge",
+                    "--data-dir", str(data_dir), "--timeout", "200",
                     timeout=240, env=FAST_NODE_FAILURE)
         assert up.returncode == 0, f"skiff up failed:\n{up.stdout}\n{up.stderr}"
+        print(f"skiff up took {time.monotonic() - started:.1f}s:\n{up.stdout}")
         yield Cluster(data_dir, up.stdout)
     finally:
         if failed(request) and data_dir.exists():
@@ -199,6 +212,48 @@ async def node_ready_status(api: Client, name: str) -> str:
     return next((c.status for c in node.status.conditions if c.type == "Ready"), "")
 
 
+def _kernel_leftovers() -> list[str]:
+    """What of the cluster's nodes is in the kernel: their nftables tables, links with
+    their alias, and Skiff's (proto 147) routes to their pod CIDRs."""
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                            check=False).stdout.split()
+    links = subprocess.run(["ip", "-d", "-o", "link", "show"], capture_output=True,
+                           text=True, check=False).stdout.splitlines()
+    routes = subprocess.run(["ip", "route", "show", "proto", "147"], capture_output=True,
+                            text=True, check=False).stdout.splitlines()
+    left = [t for t in tables for n in NODES if t in (f"skiff-node-{n}", f"skiff-proxy-{n}")]
+    left += [line for line in links for n in NODES
+             if f"alias skiff:{n}" in line or f"skb-{n}:" in line]
+    left += [r for r in routes for cidr in POD_CIDRS.values() if r.startswith(cidr)]
+    return left
+
+
+async def check_cluster_services(api: Client, up_output: str) -> None:
+    """The kubernetes and kube-dns Services and their Endpoints, and the guestbook's
+    answers crossing both tiers, on both nodes and by cluster IP from the host."""
+    kubernetes = await api.services.get("kubernetes", "default")
+    assert kubernetes.spec.cluster_ip == "10.96.0.1"
+    endpoints = await api.endpoints.get("kubernetes", "default")
+    assert [(a.ip, p.port) for s in endpoints.subsets for a in s.addresses
+            for p in s.ports] == [("127.0.0.1", 6443)]
+    dns = await api.services.get("kube-dns", "kube-system")
+    assert dns.spec.cluster_ip == "10.96.0.10"
+
+    async def both_dns_registered() -> bool:
+        listed = await api.endpoints.get("kube-dns", "kube-system")
+        return {a.ip for s in listed.subsets for a in s.addresses} == set(GATEWAYS.values())
+
+    await wait_for(both_dns_registered, timeout=30, interval=0.2,
+                   what="both DNS programs in the kube-dns Endpoints")
+
+    assert "curl 127.0.0.1:30081/ " in up_output
+    frontend = await api.services.get("frontend", "guestbook")
+    urls = (*GUESTBOOK_URLS, f"http://{frontend.spec.cluster_ip}/")
+    for url in urls:
+        answer = await http_get(url)
+        assert answer.startswith("frontend-") and " -> backend-" in answer, (url, answer)
+
+
 # ------------------------------------------------------------------ the test
 
 
@@ -213,6 +268,8 @@ async def test_local_cluster_end_to_end(cluster: Cluster, api: Client) -> None:
     assert "curl 127.0.0.1:30080/hostname" in cluster.up_output
     for node in NODES:
         assert await node_ready_status(api, node) == "True"
+    await check_cluster_services(api, cluster.up_output)
+    step("kubernetes, kube-dns and the guestbook answered")
     service = await api.services.get(HELLO, "default")
     cluster_ip_url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/hostname"
     urls = (NODE_PORT_URL, NODE_2_PORT_URL, cluster_ip_url)
@@ -304,6 +361,7 @@ async def test_local_cluster_end_to_end(cluster: Cluster, api: Client) -> None:
         networks = {n["Name"] for n in await docker.networks.list()}
     assert left == [], [c["Names"] for c in left]
     assert not networks & {f"skiff-{n}" for n in NODES}
+    assert _kernel_leftovers() == []
     step("down --purge: nothing left")
 
 

@@ -9,6 +9,7 @@ The objects come from Kubernetes-style YAML read by ``skiff.api.manifest``.
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,7 +202,8 @@ def _node_defaults(obj: core_pb2.Node) -> None:
 def _service_defaults(obj: core_pb2.Service) -> None:
     spec = obj.spec
     assert spec.type == "ClusterIP" and spec.session_affinity == "None"
-    assert spec.cluster_ip.startswith("127.10.") and list(spec.cluster_ips) == [spec.cluster_ip]
+    assert ipaddress.IPv4Address(spec.cluster_ip) in ipaddress.IPv4Network("10.96.0.0/12")
+    assert list(spec.cluster_ips) == [spec.cluster_ip]
     assert spec.ports[0].protocol == "TCP" and spec.ports[0].target_port.int_val == 80
 
 

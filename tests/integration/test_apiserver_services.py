@@ -1,7 +1,8 @@
-"""Services: cluster IPs from 127.10.0.0/16 and NodePorts from 30000-32767, allocated
+"""Services: cluster IPs from 10.96.0.0/12 and NodePorts from 30000-32767, allocated
 once and unique across apiservers (each reserved under its own key in the very
 transaction that writes the Service), requested values checked, freed on delete,
-clusterIP immutable; ExternalName Services hold none.
+clusterIP immutable; ExternalName Services hold none. Dynamic cluster IPs come from
+the range's upper band, so a static low address (.10, the cluster DNS's) stays free.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from skiff.testing.processes import APIServer
 
 pytestmark = ON_BOTH_BACKENDS
 
-CLUSTER_IPS = ipaddress.IPv4Network("127.10.0.0/16")
+CLUSTER_IPS = ipaddress.IPv4Network("10.96.0.0/12")
+#: The low addresses dynamic allocation leaves alone (a /12 keeps 256).
+STATIC_BAND = 256
 IP_KEYS = "/registry/ranges/serviceips/"
 PORT_KEYS = "/registry/ranges/servicenodeports/"
 
 
 def _free_looking_ip() -> str:
     """An address in the range that the allocator is unlikely to have handed out."""
-    return str(CLUSTER_IPS.network_address + random.randrange(40000, 65000))
+    return str(CLUSTER_IPS.network_address + random.randrange(400000, 1000000))
 
 
 def _free_looking_port() -> int:
@@ -43,8 +46,8 @@ async def test_cluster_ips_and_node_ports_are_allocated_from_their_ranges(
     store = api_cluster.store.endpoints[0]
     plain = await api.services.create(service("plain", ns))
     ip = ipaddress.IPv4Address(plain.spec.cluster_ip)
-    assert ip in CLUSTER_IPS and ip not in (CLUSTER_IPS.network_address,
-                                            CLUSTER_IPS.broadcast_address)
+    assert ip in CLUSTER_IPS and ip != CLUSTER_IPS.broadcast_address
+    assert int(ip) - int(CLUSTER_IPS.network_address) >= STATIC_BAND
     assert list(plain.spec.cluster_ips) == [plain.spec.cluster_ip]
     assert plain.spec.ports[0].node_port == 0
 
@@ -85,10 +88,12 @@ async def test_requested_values_are_checked_and_freed_on_delete(
         service("second", ns, cluster_ip="10.0.0.5")), "spec.clusterIP")
     assert "not in the valid range" in details
     await fails(INVALID_ARGUMENT, api.services.create(
-        service("second", ns, cluster_ip="127.10.0.300")), "spec.clusterIP")
+        service("second", ns, cluster_ip="10.96.0.300")), "spec.clusterIP")
     await fails(INVALID_ARGUMENT, api.services.create(
         service("second", ns, type="NodePort", node_port=40000)), "spec.ports[0].nodePort")
     assert not await api.services.exists("second", ns)
+    await fails(INVALID_ARGUMENT, api.services.create(
+        service("second", ns, cluster_ip=str(CLUSTER_IPS.network_address))), "spec.clusterIP")
     assert IP_KEYS + "10.0.0.5" not in await store_keys(store, IP_KEYS)
 
     # Deleting the service frees both: another may now ask for them.
@@ -158,7 +163,7 @@ async def test_external_name_services_hold_no_cluster_ip(api: Client, ns: str, s
 async def test_services_created_at_once_on_two_apiservers_get_distinct_values(
         ns: str, api_cluster, tmp_path, count: int):
     # A /24 and 300 node ports: random picks by two apiservers collide often.
-    flags = ["--service-cluster-ip-range", "127.10.0.0/24",
+    flags = ["--service-cluster-ip-range", "10.96.0.0/24",
              "--service-node-port-range", "30000-30299"]
     servers = [APIServer(tmp_path / f"a{i}", api_cluster.store.endpoints,
                          name=f"apiserver-{i}", extra_args=flags) for i in range(2)]
@@ -173,8 +178,9 @@ async def test_services_created_at_once_on_two_apiservers_get_distinct_values(
         ips = [s.spec.cluster_ip for s in created]
         ports = [s.spec.ports[0].node_port for s in created]
         assert len(set(ips)) == count and len(set(ports)) == count
-        assert all(ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("127.10.0.0/24")
-                   for ip in ips)
+        # Dynamic picks stay off the /24's static band (its first 16 addresses).
+        assert all(ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("10.96.0.0/24")
+                   and int(ip.rpartition(".")[2]) >= 16 for ip in ips)
         assert all(30000 <= p <= 30299 for p in ports)
         # What each apiserver answered is what is stored, and what the other one lists.
         for client in clients:
@@ -195,3 +201,18 @@ async def test_services_created_at_once_on_two_apiservers_get_distinct_values(
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_a_static_low_address_is_honoured(api: Client, ns: str):
+    # Somewhere in the static band other than .1 (the kubernetes Service's) and .10.
+    ip = str(CLUSTER_IPS.network_address + random.randrange(20, STATIC_BAND - 1))
+    created = await api.services.create(service("static", ns, cluster_ip=ip))
+    assert created.spec.cluster_ip == ip
+    await fails(INVALID_ARGUMENT, api.services.create(service("again", ns, cluster_ip=ip)),
+                "spec.clusterIP")
+    await api.services.delete("static", ns)
+    kubernetes = await api.services.get("kubernetes", "default")
+    assert kubernetes.spec.cluster_ip == "10.96.0.1"
+    details = await fails(INVALID_ARGUMENT, api.services.create(
+        service("taken", ns, cluster_ip="10.96.0.1")), "spec.clusterIP")
+    assert "already allocated" in details

@@ -1,5 +1,6 @@
-"""``skiff`` (skiff/cli/cluster.py): the supervisord configuration rendered for N nodes,
-the flags and environment variables of ``skiff up``, and what it prints. Nothing starts."""
+"""``skiff`` (skiff/cli/cluster.py, skiff/cli/layout.py): the supervisord configuration
+rendered for N nodes, the flags and environment variables of ``skiff up``, and what it
+prints. Nothing starts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from skiff.cli import cluster
 from skiff.cli.cluster import ClusterSettings, DemoEndpoints
+from skiff.cli.workloads import ServiceAnswers, crossed_both_tiers, kube_dns_service
 
 
 def _programs(path: Path) -> dict[str, list[str]]:
@@ -26,13 +28,13 @@ def _flag(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
 
-def test_config_for_three_nodes_has_a_kubelet_and_a_proxy_each(tmp_path):
+def test_config_for_three_nodes_has_a_kubelet_a_proxy_and_a_dns_each(tmp_path):
     programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=3)))
 
     assert set(programs) == {
         "store-0", "store-1", "store-2", "apiserver", "scheduler", "controller-manager",
-        "kubelet-node-1", "proxy-node-1", "kubelet-node-2", "proxy-node-2",
-        "kubelet-node-3", "proxy-node-3"}
+        "kubelet-node-1", "proxy-node-1", "dns-node-1", "kubelet-node-2", "proxy-node-2",
+        "dns-node-2", "kubelet-node-3", "proxy-node-3", "dns-node-3"}
     kubelets = {name: argv for name, argv in programs.items() if name.startswith("kubelet-")}
     # Distinct ports, addresses and pod subnets: nodes never collide.
     assert {(_flag(a, "--address"), _flag(a, "--port")) for a in kubelets.values()} == {
@@ -41,6 +43,10 @@ def test_config_for_three_nodes_has_a_kubelet_and_a_proxy_each(tmp_path):
         "10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]
     assert _flag(programs["proxy-node-3"], "--node-address") == "127.0.1.3"
     assert _flag(programs["proxy-node-3"], "--health-listen") == "127.0.0.1:10360"
+    # Every daemon's health and metrics ports differ.
+    ports = [_flag(a, f).rpartition(":")[2] for a in programs.values()
+             for f in ("--health-listen", "--listen-metrics-urls") if f in a]
+    assert len(ports) == len(set(ports))
     assert cluster.configured_nodes((tmp_path / "supervisord.conf").read_text()) == [
         "node-1", "node-2", "node-3"]
 
@@ -51,11 +57,12 @@ def test_kubelets_get_a_root_dir_each_and_the_cluster_domain(tmp_path, monkeypat
     assert [_flag(a, "--root-dir") for a in kubelets] == [
         str(tmp_path / "kubelet-node-1"), str(tmp_path / "kubelet-node-2")]
     assert {_flag(a, "--cluster-domain") for a in kubelets} == {"cluster.local"}
-    # No cluster DNS is deployed yet: ClusterFirst pods fall back to Default.
-    assert not any("--cluster-dns" in a for a in kubelets)
-    monkeypatch.setattr(cluster, "CLUSTER_DNS", ("10.96.0.10",))
-    programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=1)))
-    assert _flag(programs["kubelet-node-1"], "--cluster-dns") == "10.96.0.10"
+    assert {_flag(a, "--cluster-dns") for a in kubelets} == {"10.96.0.10"}
+    # The docker plugin has no cluster DNS: ClusterFirst pods fall back to Default.
+    docker = _programs(cluster.render_config(
+        tmp_path, ClusterSettings(nodes=2, network_plugin="docker")))
+    assert not any("--cluster-dns" in a for a in docker.values())
+    assert not [name for name in docker if name.startswith("dns-")]
 
 
 def test_the_controller_manager_allocates_node_cidrs_around_the_kubelets_subnets(tmp_path):
@@ -161,12 +168,12 @@ def test_ready_condition():
 
 
 def test_usage_names_the_curl_that_answered(tmp_path):
-    demo = DemoEndpoints("http://127.0.0.1:30080/hostname", "http://127.10.0.7:80/hostname",
+    demo = DemoEndpoints("http://127.0.0.1:30080/hostname", "http://10.96.0.7:80/hostname",
                          "hello-abc-123")
     text = cluster.usage(tmp_path, ClusterSettings(nodes=2), demo)
 
     assert "curl 127.0.0.1:30080/hostname" in text
-    assert "curl 127.10.0.7/hostname" in text
+    assert "curl 10.96.0.7/hostname" in text
     assert "hello-abc-123" in text and "node-1, node-2" in text
     without = cluster.usage(tmp_path, ClusterSettings(), None)
     assert "curl 127" not in without and "skiffctl apply -f examples/" in without
@@ -202,7 +209,7 @@ def test_on_an_existing_etcd_no_store_runs_and_the_apiserver_is_given_it(tmp_pat
 
     assert not [name for name in programs if name.startswith("store")]
     assert set(programs) == {"apiserver", "scheduler", "controller-manager",
-                             "kubelet-node-1", "proxy-node-1"}
+                             "kubelet-node-1", "proxy-node-1", "dns-node-1"}
     assert _flag(programs["apiserver"], "--store-endpoints") == ",".join(ETCD)
     assert cluster.configured_etcd_servers(config.read_text()) == ETCD
     # The apiserver takes them as they are written.
@@ -264,13 +271,108 @@ def test_usage_names_the_existing_etcd(tmp_path):
 
 
 def test_the_kubelets_network_plugin_and_state_directory(tmp_path):
-    docker = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=2)))
+    docker = _programs(cluster.render_config(
+        tmp_path, ClusterSettings(nodes=2, network_plugin="docker")))
     assert _flag(docker["kubelet-node-2"], "--network-plugin") == "docker"
-    bridge = _programs(cluster.render_config(
-        tmp_path, ClusterSettings(nodes=2, network_plugin="bridge")))
+    bridge = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=2)))
     argv = bridge["kubelet-node-2"]
     assert _flag(argv, "--network-plugin") == "bridge"
     assert _flag(argv, "--cluster-cidr") == "10.244.0.0/16"
     assert _flag(argv, "--root-dir") == str(tmp_path / "kubelet-node-2")
     with pytest.raises(ValueError, match="unknown network plugin 'flannel'"):
         ClusterSettings(network_plugin="flannel")
+
+
+def test_proxies_get_the_mode_the_ranges_and_their_nodes_bridge(tmp_path, monkeypatch):
+    programs = _programs(cluster.render_config(tmp_path, ClusterSettings(nodes=2)))
+    proxy = programs["proxy-node-2"]
+    assert _flag(proxy, "--proxy-mode") == "userspace"
+    assert _flag(proxy, "--cluster-cidr") == "10.244.0.0/16"
+    assert _flag(proxy, "--service-cluster-ip-range") == "10.96.0.0/12"
+    assert _flag(proxy, "--pod-bridge-interface") == "skb-node-2"
+    assert _flag(programs["apiserver"], "--service-cluster-ip-range") == "10.96.0.0/12"
+    nft = _programs(cluster.render_config(tmp_path, ClusterSettings(proxy_mode="nftables")))
+    assert _flag(nft["proxy-node-1"], "--proxy-mode") == "nftables"
+    # The docker plugin has no bridge of Skiff's for the proxy to know.
+    docker = _programs(cluster.render_config(tmp_path, ClusterSettings(network_plugin="docker")))
+    assert "--pod-bridge-interface" not in docker["proxy-node-1"]
+    assert _flag(docker["proxy-node-1"], "--proxy-mode") == "userspace"
+
+    monkeypatch.setenv("SKIFF_PROXY_MODE", "nftables")
+    parser = cluster._parser()
+    assert cluster.settings_from_args(parser.parse_args(["up"])).proxy_mode == "nftables"
+    args = parser.parse_args(["up", "--proxy-mode", "userspace"])
+    assert cluster.settings_from_args(args).proxy_mode == "userspace"
+    with pytest.raises(ValueError, match="unknown proxy mode 'ipvs'"):
+        ClusterSettings(proxy_mode="ipvs")
+
+
+def test_each_node_runs_a_dns_on_its_bridge_gateway(tmp_path):
+    config = cluster.render_config(tmp_path, ClusterSettings(nodes=2))
+    programs = _programs(config)
+    for index, node in ((1, "node-1"), (2, "node-2")):
+        dns = programs[f"dns-{node}"]
+        pod_cidr = ipaddress.ip_network(_flag(programs[f"kubelet-{node}"], "--pod-cidr"))
+        # The first address of the node's podCIDR: the gateway on its bridge.
+        assert _flag(dns, "--listen") == f"{pod_cidr.network_address + 1}:53"
+        assert _flag(dns, "--register-endpoints") == "kube-system/kube-dns"
+        assert _flag(dns, "--cluster-domain") == "cluster.local"
+        assert cluster.LocalNode(index).gateway == str(pod_cidr.network_address + 1)
+    assert cluster.configured_dns(config.read_text()) == ["node-1", "node-2"]
+
+
+def test_the_kube_dns_service_is_selectorless_at_the_tenth_address():
+    service = kube_dns_service()
+    assert (service.metadata.namespace, service.metadata.name) == ("kube-system", "kube-dns")
+    assert service.spec.cluster_ip == "10.96.0.10" and not service.spec.selector
+    assert [(p.name, p.port, p.protocol) for p in service.spec.ports] == [
+        ("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")]
+    network = ipaddress.ip_network(cluster.SERVICE_CIDR)
+    assert ipaddress.ip_address(service.spec.cluster_ip) == network.network_address + 10
+
+
+def test_a_guestbook_answer_crosses_both_tiers():
+    assert crossed_both_tiers("frontend-1-a -> backend-2-b: hello from the backend")
+    assert not crossed_both_tiers("frontend-1-a -> backend unreachable: bad address")
+    assert not crossed_both_tiers("hello-1-a")
+
+
+def test_usage_names_the_guestbook_curls_and_the_network(tmp_path):
+    book = ServiceAnswers("http://127.0.0.1:30081/", "http://10.96.12.7:80/",
+                          "frontend-x -> backend-y: hello from the backend")
+    demo = DemoEndpoints("http://127.0.0.1:30080/hostname", "http://10.96.0.77:80/hostname",
+                         "hello-abc-123", guestbook=book)
+    text = cluster.usage(tmp_path, ClusterSettings(nodes=2), demo)
+    assert "curl 127.0.0.1:30081/ " in text and "curl 10.96.12.7/ " in text
+    assert "frontend-x -> backend-y" in text
+    assert "bridge plugin, proxy userspace" in text and "cluster DNS 10.96.0.10" in text
+    docker = cluster.usage(tmp_path, ClusterSettings(network_plugin="docker"), None)
+    assert "docker plugin" in docker and "cluster DNS" not in docker
+
+
+def test_the_bridge_plugin_needs_root():
+    cluster.check_privileges(ClusterSettings(), euid=0)
+    cluster.check_privileges(ClusterSettings(network_plugin="docker"), euid=1000)
+    with pytest.raises(cluster.UpFailed, match="--network-plugin docker"):
+        cluster.check_privileges(ClusterSettings(), euid=1000)
+
+
+def test_skiff_down_finds_every_docker_user_entry_of_skiffs():
+    from skiff.kubelet import podnet
+
+    listing = "\n".join([
+        "-N DOCKER-USER",
+        '-A DOCKER-USER -s 10.244.1.0/24 -m comment --comment "skiff node n1" -j ACCEPT',
+        '-A DOCKER-USER -d 10.96.0.0/12 -m comment --comment "skiff cluster traffic" -j ACCEPT',
+        '-A DOCKER-USER -s 10.1.0.0/16 -m comment --comment "someone else" -j ACCEPT',
+        "-A DOCKER-USER -j RETURN",
+    ])
+    assert [r[-3] for r in podnet.docker_user_rules(listing, None, "skiff")] == [
+        "skiff node n1", "skiff cluster traffic"]
+    assert len(podnet.docker_user_rules(listing, None)) == 1
+
+
+def test_without_a_checked_cluster_ip_no_curl_to_it_is_printed(tmp_path):
+    demo = DemoEndpoints("http://127.0.0.1:30080/hostname", "", "hello-abc-123")
+    text = cluster.usage(tmp_path, ClusterSettings(network_plugin="docker"), demo)
+    assert "curl 127.0.0.1:30080/hostname" in text and "through the proxy" not in text

@@ -1,7 +1,7 @@
 """Service cluster IPs and NodePorts: allocated from their ranges, unique across apiservers.
 
 Every address and port handed out is reserved under a key of its own
-(``/registry/ranges/serviceips/127.10.3.7``, ``/registry/ranges/servicenodeports/30080``)
+(``/registry/ranges/serviceips/10.96.3.7``, ``/registry/ranges/servicenodeports/30080``)
 that must be absent in the same store transaction that writes the Service, as
 Kubernetes' IPAddress objects do. Two apiservers picking the same address at once
 therefore cannot both succeed: the loser's transaction fails on the reservation and
@@ -10,7 +10,11 @@ deleted Service, or one that stops being a NodePort, frees its keys in its own
 transaction.
 
 Candidates are drawn at random among the values not already in use according to the
-watch cache (a hint: the store decides).
+watch cache (a hint: the store decides). As Kubernetes' allocator does (its
+ServiceIPStaticSubrange), a dynamically allocated cluster IP comes from the upper band
+of the range while it has room, so the low addresses stay free for Services that ask
+for them: ``.1`` is the ``kubernetes`` Service, ``.10`` the cluster DNS. The lower band
+is ``size/16`` addresses, at least 16 and at most 256 (none for a range under 16).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ NODE_PORT_PREFIX = "/registry/ranges/servicenodeports/"
 HEADLESS = "None"
 NODE_PORT = "NodePort"
 EXTERNAL_NAME = "ExternalName"
-DEFAULT_CLUSTER_IPS = ipaddress.IPv4Network("127.10.0.0/16")
+DEFAULT_CLUSTER_IPS = ipaddress.IPv4Network("10.96.0.0/12")
 DEFAULT_NODE_PORTS = range(30000, 32768)
 
 
@@ -43,9 +47,23 @@ class Ranges:
 
     @classmethod
     def parse(cls, cidr: str, ports: str) -> Ranges:
-        """``127.10.0.0/16`` and ``30000-32767`` as given on the command line."""
+        """``10.96.0.0/12`` and ``30000-32767`` as given on the command line."""
         low, _, high = ports.partition("-")
         return cls(ipaddress.IPv4Network(cidr), range(int(low), int(high or low) + 1))
+
+
+def static_band_size(size: int) -> int:
+    """How many addresses at the bottom of a range of ``size`` dynamic allocation keeps
+    off while the rest has room (Kubernetes' ``calculateRangeOffset``; pure)."""
+    low, high, step = 16, 256, 16
+    if size < low:
+        return 0
+    return max(low, min(size // step, high))
+
+
+def first_address(network: ipaddress.IPv4Network) -> str:
+    """The range's first usable address: the ``kubernetes`` Service's (pure)."""
+    return str(network.network_address + 1)
 
 
 def ip_key(ip: str) -> str:
@@ -144,26 +162,34 @@ class ServiceAllocation:
                 attrs.absent.append(key)
 
     def _in_ip_range(self, ip: str) -> bool:
+        network = self.ranges.cluster_ips
         try:
-            return ipaddress.IPv4Address(ip) in self.ranges.cluster_ips
+            address = ipaddress.IPv4Address(ip)
         except ValueError:
             return False
+        # The network and broadcast addresses are never handed out (Kubernetes').
+        return (address in network and address != network.network_address
+                and (network.num_addresses < 4 or address != network.broadcast_address))
 
     def _pick_ip(self) -> str:
         network = self.ranges.cluster_ips
         used = {ip for s in self._in_use() for ip in _cluster_ips(s)}
         first, size = int(network.network_address), network.num_addresses
         # Skip the network and broadcast addresses, as Kubernetes' allocator does.
-        for _ in range(64):
-            candidate = str(ipaddress.IPv4Address(first + self._rng.randrange(1, size - 1)))
-            if candidate not in used:
+        offset = max(1, static_band_size(size))
+        for low, high in ((offset, size - 1), (1, offset)):
+            if high <= low:
+                continue
+            for _ in range(64):
+                candidate = str(ipaddress.IPv4Address(first + self._rng.randrange(low, high)))
+                if candidate not in used:
+                    return candidate
+            free = (str(ipaddress.IPv4Address(first + i)) for i in range(low, high))
+            candidate = next((ip for ip in free if ip not in used), None)
+            if candidate is not None:
                 return candidate
-        free = (str(ip) for ip in network.hosts() if str(ip) not in used)
-        candidate = next(free, None)
-        if candidate is None:
-            raise errors.Forbidden("Internal error: failed to allocate a serviceIP: "
-                                   "range is full")
-        return candidate
+        raise errors.Forbidden("Internal error: failed to allocate a serviceIP: "
+                               "range is full")
 
     def _pick_node_port(self, taken: set[int]) -> int:
         used = {p.node_port for s in self._in_use() for p in s.spec.ports} | taken
