@@ -1,4 +1,5 @@
-"""Services: cluster IPs from 10.96.0.0/12 and NodePorts from 30000-32767, allocated
+"""Services: cluster IPs from 10.96.0.0/12 and NodePorts (NodePort and LoadBalancer
+Services) from 30000-32767, allocated
 once and unique across apiservers (each reserved under its own key in the very
 transaction that writes the Service), requested values checked, freed on delete,
 clusterIP immutable; ExternalName Services hold none. Dynamic cluster IPs come from
@@ -62,6 +63,12 @@ async def test_cluster_ips_and_node_ports_are_allocated_from_their_ranges(
 
     headless = await api.services.create(service("headless", ns, cluster_ip="None"))
     assert headless.spec.cluster_ip == "None"
+
+    # A LoadBalancer is reached through node ports too, as in Kubernetes.
+    balanced = await api.services.create(service("balanced", ns, type="LoadBalancer"))
+    lb_port = balanced.spec.ports[0].node_port
+    assert 30000 <= lb_port <= 32767 and lb_port not in ports
+    ports.append(lb_port)
 
     # Each value is reserved in the store under its own key.
     reserved = set(await store_keys(store, IP_KEYS)) | set(await store_keys(store, PORT_KEYS))

@@ -637,8 +637,8 @@ def test_headless_service_may_have_no_ports():
     (service(type="loadbalancer"), "spec.type",
      'Unsupported value: "loadbalancer": supported values: "ClusterIP", "NodePort", '
      '"LoadBalancer", "ExternalName"'),
-    (service(type="LoadBalancer", ports=[{"port": 80, "nodePort": 30080}]),
-     "spec.ports[0].nodePort", "may not be used when `type` is 'LoadBalancer'"),
+    (service(type="ClusterIP", ports=[{"port": 80, "nodePort": 30080}]),
+     "spec.ports[0].nodePort", "may not be used when `type` is 'ClusterIP'"),
     (service(type="ExternalName", ports=[]), "spec.externalName", "required"),
     (service(type="ExternalName", externalName="Not_A.Name"), "spec.externalName",
      "RFC 1123 subdomain"),

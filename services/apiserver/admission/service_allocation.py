@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.apiserver.admission import CREATE, DELETE, UPDATE, Attributes
+from services.apiserver.strategies.service import WITH_NODE_PORTS
 from skiff.api import errors
 from skiff.api.errors import FieldError
 from skiff.api.v1 import core_pb2
@@ -32,7 +33,6 @@ from skiff.api.v1 import core_pb2
 IP_PREFIX = "/registry/ranges/serviceips/"
 NODE_PORT_PREFIX = "/registry/ranges/servicenodeports/"
 HEADLESS = "None"
-NODE_PORT = "NodePort"
 EXTERNAL_NAME = "ExternalName"
 DEFAULT_CLUSTER_IPS = ipaddress.IPv4Network("10.96.0.0/12")
 DEFAULT_NODE_PORTS = range(30000, 32768)
@@ -108,7 +108,7 @@ class ServiceAllocation:
         elif attrs.operation == UPDATE:
             old: core_pb2.Service = attrs.old  # type: ignore[assignment]
             held = set(reserved_keys(old))
-            if service.spec.type != NODE_PORT:
+            if service.spec.type not in WITH_NODE_PORTS:
                 for port in service.spec.ports:
                     port.node_port = 0
             self._allocate(attrs, service, old_keys=held)
@@ -137,7 +137,7 @@ class ServiceAllocation:
         if spec.cluster_ip != HEADLESS:
             del spec.cluster_ips[:]
             spec.cluster_ips.append(spec.cluster_ip)
-        if spec.type == NODE_PORT:
+        if spec.type in WITH_NODE_PORTS:
             taken = {p.node_port for p in spec.ports if p.node_port}
             for i, port in enumerate(spec.ports):
                 if not port.node_port:

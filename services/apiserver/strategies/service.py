@@ -29,6 +29,8 @@ SERVICE_TYPES = ("ClusterIP", "NodePort", LOAD_BALANCER, EXTERNAL_NAME)
 SESSION_AFFINITIES = ("None", "ClientIP")
 EXTERNAL_TRAFFIC_POLICIES = ("Cluster", "Local")
 NODE_PORT_RANGE = (30000, 32767)
+#: The types whose ports get node ports (a LoadBalancer's too, as in Kubernetes).
+WITH_NODE_PORTS = ("NodePort", LOAD_BALANCER)
 DEFAULT_CLIENT_IP_TIMEOUT = 10800  # three hours, as Kubernetes
 MAX_CLIENT_IP_TIMEOUT = 86400
 HEADLESS = "None"
@@ -50,7 +52,7 @@ def default_service_spec(spec: core_pb2.ServiceSpec) -> None:
         client_ip = spec.session_affinity_config.client_ip
         if not client_ip.HasField("timeout_seconds"):
             client_ip.timeout_seconds = DEFAULT_CLIENT_IP_TIMEOUT
-    if spec.type == "NodePort" and not spec.external_traffic_policy:
+    if spec.type in WITH_NODE_PORTS and not spec.external_traffic_policy:
         spec.external_traffic_policy = "Cluster"
     if spec.cluster_ip and not spec.cluster_ips:
         spec.cluster_ips.append(spec.cluster_ip)
@@ -116,7 +118,7 @@ def _validate_port_name(name: str, field: Path, *, names: set[str],
 
 def _validate_node_port(port: core_pb2.ServicePort, field: Path, service_type: str, *,
                         seen: set[tuple[int, str]]) -> list[FieldError]:
-    if service_type != "NodePort":
+    if service_type not in WITH_NODE_PORTS:
         return _err(field, f"may not be used when `type` is '{service_type}'")
     low, high = NODE_PORT_RANGE
     if not low <= port.node_port <= high:
@@ -132,9 +134,9 @@ def _validate_node_port(port: core_pb2.ServicePort, field: Path, service_type: s
 def _validate_cluster_ip(spec: core_pb2.ServiceSpec) -> list[FieldError]:
     """clusterIP: empty (to be allocated), "None" (headless) or an IPv4 address."""
     errors = _cluster_ip_errors(_SPEC.child("clusterIP"), spec.cluster_ip)
-    if spec.cluster_ip == HEADLESS and spec.type == "NodePort":
+    if spec.cluster_ip == HEADLESS and spec.type in WITH_NODE_PORTS:
         errors += _err(_SPEC.child("clusterIP"),
-                       "may not be set to 'None' for NodePort services")
+                       f"may not be set to 'None' for {spec.type} services")
     ips = _SPEC.child("clusterIPs")
     if len(spec.cluster_ips) > 1:
         errors += _err(ips, "must have at most 1 items (IPv4 only)")
@@ -185,7 +187,7 @@ def _validate_traffic_policy(spec: core_pb2.ServiceSpec) -> list[FieldError]:
     field = _SPEC.child("externalTrafficPolicy")
     if not spec.external_traffic_policy:
         return []
-    if spec.type != "NodePort":
+    if spec.type not in WITH_NODE_PORTS:
         return _err(field, "may only be set for externally-accessible services")
     return validation.one_of(field, spec.external_traffic_policy,
                              EXTERNAL_TRAFFIC_POLICIES)
