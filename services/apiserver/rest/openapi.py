@@ -250,11 +250,12 @@ def _ref_property(name: str, description: str = "") -> dict[str, Any]:
 # ---- message -> schema ----
 
 _T = FieldDescriptor
-_SCALARS: Mapping[int, dict[str, str]] = {
-    **dict.fromkeys((_T.TYPE_INT32, _T.TYPE_SINT32, _T.TYPE_SFIXED32, _T.TYPE_UINT32,
-                     _T.TYPE_FIXED32), {"type": "integer", "format": "int32"}),
-    **dict.fromkeys((_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64, _T.TYPE_UINT64,
-                     _T.TYPE_FIXED64), {"type": "integer", "format": "int64"}),
+_INT32 = (_T.TYPE_INT32, _T.TYPE_SINT32, _T.TYPE_SFIXED32, _T.TYPE_UINT32, _T.TYPE_FIXED32)
+_INT64 = (_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64, _T.TYPE_UINT64, _T.TYPE_FIXED64)
+# Copied on use (_value_schema), so sharing one dict per format is safe.
+_SCALARS: Mapping[int, Mapping[str, str]] = {
+    **{t: {"type": "integer", "format": "int32"} for t in _INT32},
+    **{t: {"type": "integer", "format": "int64"} for t in _INT64},
     _T.TYPE_DOUBLE: {"type": "number", "format": "double"},
     _T.TYPE_FLOAT: {"type": "number", "format": "float"},
     _T.TYPE_BOOL: {"type": "boolean"},
