@@ -315,3 +315,46 @@ def test_apply_patch_errors() -> None:
     with pytest.raises(p.PatchError) as e:
         p.apply_patch(p.MERGE_PATCH, {}, b"{not json")
     assert e.value.code == 400 and "invalid JSON" in e.value.message
+
+
+# ---- a patch kubectl 1.32 computed from these schemas ----
+
+
+def test_the_three_way_patch_kubectl_apply_sent() -> None:
+    """Recorded: ``kubectl apply`` (1.32) against a server serving openapi.py's documents,
+    re-applying a Deployment that drops container b and a label, adds container c first,
+    changes env, and switches the strategy to Recreate. kubectl found the merge keys and
+    retainKeys in the schema (the $setElementOrder, $patch and $retainKeys below are its
+    own); applying its patch must give what Kubernetes gives."""
+    live = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "uid": "u1",
+                     "resourceVersion": "5", "labels": {"app": "web", "old": "yes"}},
+        "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "containers": [
+                    {"name": "a", "image": "nginx:1", "imagePullPolicy": "IfNotPresent",
+                     "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                     "ports": [{"containerPort": 80}]},
+                    {"name": "b", "image": "busybox"}],
+                "tolerations": [{"key": "k", "operator": "Exists"}]}}},
+        "status": {"replicas": 2},
+    }
+    sent = (b'{"metadata":{"labels":{"old":null}},"spec":{"replicas":3,"strategy":'
+            b'{"$retainKeys":["type"],"rollingUpdate":null,"type":"Recreate"},"template":'
+            b'{"spec":{"$setElementOrder/containers":[{"name":"c"},{"name":"a"}],"containers":'
+            b'[{"image":"redis","name":"c"},{"$setElementOrder/env":[{"name":"B"},{"name":"C"}],'
+            b'"env":[{"name":"C","value":"3"},{"$patch":"delete","name":"A"}],"image":"nginx:2",'
+            b'"name":"a"},{"$patch":"delete","name":"b"}],"tolerations":null}}}}')
+    result = p.apply_patch(p.STRATEGIC_MERGE_PATCH, live, sent, lookup("deploy"))
+    assert result["metadata"]["labels"] == {"app": "web"}
+    assert result["spec"]["strategy"] == {"type": "Recreate"}
+    assert result["spec"]["replicas"] == 3
+    assert result["spec"]["template"]["spec"] == {"containers": [
+        {"name": "c", "image": "redis"},
+        {"name": "a", "image": "nginx:2", "imagePullPolicy": "IfNotPresent",
+         "env": [{"name": "B", "value": "2"}, {"name": "C", "value": "3"}],
+         "ports": [{"containerPort": 80}]}]}
+    assert result["status"] == {"replicas": 2}
