@@ -205,3 +205,9 @@ def test_the_filled_objects_are_full() -> None:
     assert container["ports"][0]["hostIP"] == "x"
     assert container["livenessProbe"]["httpGet"]["port"] == 8080
     assert pod["status"]["podIPs"] == [{"ip": "x"}]
+
+
+def test_warning_header_is_kubernetes_quoted() -> None:
+    assert fv.warning_header('unknown field "spec.foo"') == \
+        '299 - "unknown field \\"spec.foo\\""'
+    assert fv.StrictDecodingError(["x"]).code == 400

@@ -311,7 +311,7 @@ def test_apply_patch_by_content_type() -> None:
 def test_apply_patch_errors() -> None:
     with pytest.raises(p.PatchError) as e:
         p.apply_patch(p.APPLY_PATCH, {}, b"{}")
-    assert e.value.code == 415
+    assert (e.value.code, e.value.reason) == (415, "UnsupportedMediaType")
     with pytest.raises(p.PatchError) as e:
         p.apply_patch(p.MERGE_PATCH, {}, b"{not json")
     assert e.value.code == 400 and "invalid JSON" in e.value.message

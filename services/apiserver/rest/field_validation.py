@@ -43,6 +43,8 @@ class MalformedJSON(ValueError):
 class StrictDecodingError(ValueError):
     """Unknown or duplicate fields under ``fieldValidation=Strict`` (a 400 BadRequest)."""
 
+    code, reason = 400, "BadRequest"
+
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
         super().__init__(str(self))
@@ -63,6 +65,12 @@ def parse_directive(value: str | None) -> str:
         raise InvalidDirective(f'fieldValidation: Unsupported value: "{value}": supported '
                                f'values: "Ignore", "Strict", "Warn"')
     return value
+
+
+def warning_header(warning: str) -> str:
+    """A ``Warning`` header value as Kubernetes writes it: ``299 - "<quoted text>"``."""
+    quoted = warning.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{quoted}"'
 
 
 # ---- paths ----

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -412,10 +412,6 @@ def _meta_schemas() -> dict[str, dict[str, Any]]:
 # ---- the documents ----
 
 
-def group_version_of(kind: Kind) -> str:
-    return kind.api_version
-
-
 def gv_path(group_version: str) -> str:
     """The document's path under /openapi/v3: ``api/v1`` or ``apis/apps/v1``."""
     return f"apis/{group_version}" if "/" in group_version else f"api/{group_version}"
@@ -491,7 +487,7 @@ def _content(schema_ref: str, *types: str) -> dict[str, Any]:
 
 
 def _operation(action: str, kind: Kind, gvk_: dict[str, str], *, response: str,
-               parameters: list[dict[str, Any]] = (), body: dict[str, Any] | None = None,
+               parameters: Sequence[dict[str, Any]] = (), body: dict[str, Any] | None = None,
                description: str = "") -> dict[str, Any]:
     op: dict[str, Any] = {
         "description": description or f"{action} {gvk_['kind']}",

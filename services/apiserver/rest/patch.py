@@ -55,11 +55,18 @@ _SET_ELEMENT_ORDER = "$setElementOrder"
 
 
 class PatchError(ValueError):
-    """A patch that is malformed (code 400) or does not apply (code 422)."""
+    """A patch that is malformed (code 400), does not apply (422) or is of a type not
+    served (415); ``reason`` is the Status reason Kubernetes gives with that code."""
+
+    _REASONS = {400: "BadRequest", 415: "UnsupportedMediaType", 422: "Invalid"}
 
     def __init__(self, message: str, *, code: int = 422) -> None:
         super().__init__(message)
         self.message, self.code = message, code
+
+    @property
+    def reason(self) -> str:
+        return self._REASONS.get(self.code, "BadRequest")
 
 
 def _bad_request(message: str) -> PatchError:
