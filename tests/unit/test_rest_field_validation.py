@@ -211,3 +211,26 @@ def test_warning_header_is_kubernetes_quoted() -> None:
     assert fv.warning_header('unknown field "spec.foo"') == \
         '299 - "unknown field \\"spec.foo\\""'
     assert fv.StrictDecodingError(["x"]).code == 400
+
+
+def test_a_patch_that_brings_an_unknown_field() -> None:
+    stored = json.loads(json.dumps(SAMPLE))
+    body = b'{"spec":{"replicas":4,"paused":true,"pausd":true}}'
+    with pytest.raises(fv.StrictDecodingError, match=r'unknown field "spec\.pausd"'):
+        fv.patch_and_validate("application/merge-patch+json", stored, body, DEPLOYMENT,
+                              fv.STRICT)
+    patched, warnings = fv.patch_and_validate("application/strategic-merge-patch+json",
+                                              stored, body, DEPLOYMENT, "")
+    assert warnings == ['unknown field "spec.pausd"']
+    assert patched["spec"]["replicas"] == 4 and "pausd" not in patched["spec"]
+    assert stored == SAMPLE
+
+
+def test_a_patch_with_a_duplicate_field() -> None:
+    body = b'{"spec":{"replicas":4,"replicas":5}}'
+    patched, warnings = fv.patch_and_validate("application/merge-patch+json", SAMPLE, body,
+                                              DEPLOYMENT, fv.WARN)
+    assert warnings == ['duplicate field "spec.replicas"'] and patched["spec"]["replicas"] == 5
+    ops = b'[{"op":"add","path":"/spec/paused","value":true}]'
+    assert fv.patch_and_validate("application/json-patch+json", SAMPLE, ops, DEPLOYMENT,
+                                 fv.STRICT)[1] == []

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.apiserver.rest import openapi
+from services.apiserver.rest import openapi, patch
 from skiff.api.kinds import Kind
 
 IGNORE, WARN, STRICT = "Ignore", "Warn", "Strict"
@@ -196,3 +196,25 @@ def check_body(raw: bytes | str, target: Kind | str | Mapping[str, Any],
     """:func:`load_json` then :func:`validate`: a raw JSON request body, checked."""
     body, duplicates = load_json(raw)
     return validate(body, target, directive, duplicates=duplicates)
+
+
+def patch_and_validate(content_type: str, original: Mapping[str, Any], body: bytes | str,
+                       kind: Kind, directive: str) -> tuple[Any, list[str]]:
+    """Apply a PATCH body (``patch.apply_patch``) and check the result like a body.
+
+    The original (stored, so known fields only) plus the patch: what is unknown in the
+    result came with the patch. Duplicates are looked for in merge and strategic merge
+    patch bodies, whose shape is the object's. Raises ``patch.PatchError`` for a patch
+    that does not apply and :class:`StrictDecodingError` under Strict (Kubernetes
+    answers that one with 422 Invalid for a strategic merge patch, 400 otherwise).
+    """
+    directive = parse_directive(directive)
+    media = content_type.split(";", 1)[0].strip().lower()
+    duplicates: list[str] = []
+    if directive != IGNORE and media in (patch.MERGE_PATCH, patch.STRATEGIC_MERGE_PATCH):
+        try:
+            _, duplicates = load_json(body)
+        except MalformedJSON:
+            pass  # apply_patch below answers it, as a 400 PatchError
+    patched = patch.apply_patch(content_type, original, body, kind)
+    return validate(patched, kind, directive, duplicates=duplicates)
