@@ -157,7 +157,9 @@ def _condition_true(conditions: Iterable[JSON], type_: str) -> bool:
 
 
 @dataclass
-class _PodSummary:
+class PodSummary:
+    """A pod's STATUS (``reason``), ready containers and restarts, as kubectl counts."""
+
     reason: str
     ready: int = 0
     restarts: int = 0
@@ -169,7 +171,7 @@ class _PodSummary:
             self.last_restart = finished
 
 
-def _init_containers(pod: JSON, summary: _PodSummary) -> bool:
+def _init_containers(pod: JSON, summary: PodSummary) -> bool:
     """Fold the init containers into ``summary``; True while the pod is initializing."""
     total = len(_get(pod, "spec", "initContainers", default=[]))
     for i, status in enumerate(_get(pod, "status", "initContainerStatuses", default=[])):
@@ -189,7 +191,7 @@ def _init_containers(pod: JSON, summary: _PodSummary) -> bool:
     return False
 
 
-def _app_containers(pod: JSON, summary: _PodSummary) -> None:
+def _app_containers(pod: JSON, summary: PodSummary) -> None:
     """Fold the containers (last first, as kubectl) into ``summary``."""
     summary.restarts, summary.last_restart = 0, None
     has_running = False
@@ -210,10 +212,10 @@ def _app_containers(pod: JSON, summary: _PodSummary) -> None:
         summary.reason = "Running" if _condition_true(conditions, "Ready") else "NotReady"
 
 
-def pod_status(pod: JSON) -> _PodSummary:
+def pod_status(pod: JSON) -> PodSummary:
     """A pod's READY count, STATUS and RESTARTS as kubectl computes them."""
     phase = _get(pod, "status", "phase", default="")
-    summary = _PodSummary(reason=_get(pod, "status", "reason", default="") or phase)
+    summary = PodSummary(reason=_get(pod, "status", "reason", default="") or phase)
     conditions = _get(pod, "status", "conditions", default=[])
     for c in conditions:
         if c.get("type") == "PodScheduled" and c.get("reason") == "SchedulingGated":
