@@ -18,6 +18,12 @@ event loop never blocks on the kernel.
   next full write.
 - :meth:`NftablesApplier.cleanup` deletes the table and Skiff's DOCKER-USER entries.
 
+One applier owns one table (``table``: ``skiff-proxy-<node>`` for a node's proxy, from
+:func:`~services.proxy.nftables_rules.table_name`); it writes only rulesets built for
+that table. A fresh applier knows nothing of what is installed, so its first write
+replaces the whole table in one transaction: a restarted proxy adopts its table
+without duplicating anything.
+
 DOCKER-USER: Docker sets FORWARD's policy to DROP and its isolation chains drop traffic
 between bridges; an ``accept`` in our own nftables table does not override a drop in
 iptables-nft's filter table (an accept only ends the current table), so on a Docker host
@@ -64,7 +70,7 @@ class ApplyResult:
 
 
 class NftablesApplier:
-    """Owns ``table ip skiff`` on this host (or in the namespace ``wrap`` enters).
+    """Owns ``table ip <table>`` on this host (or in the namespace ``wrap`` enters).
 
     Invariant: ``_installed`` is the ruleset the kernel accepted last, or None when
     unknown (never written, or the last write failed); None makes the next write a full
@@ -72,8 +78,9 @@ class NftablesApplier:
     ``_installed``, which must not change under it.
     """
 
-    def __init__(self, *, wrap: Sequence[str] = (), nft: str = "nft",
+    def __init__(self, *, table: str = TABLE, wrap: Sequence[str] = (), nft: str = "nft",
                  iptables: str = "iptables") -> None:
+        self.table = table
         self._wrap = tuple(wrap)
         self._nft = nft
         self._iptables = iptables
@@ -95,6 +102,9 @@ class NftablesApplier:
             return await self._apply(ruleset)
 
     async def _apply(self, ruleset: Ruleset) -> ApplyResult:
+        if ruleset.table != self.table:
+            raise ValueError(f"a ruleset for table {ruleset.table!r} given to the applier "
+                             f"of {self.table!r}")
         started = time.perf_counter()
         full = self._installed is None
         # A whole 1,000-service table is over a megabyte of text: written off the loop
@@ -134,21 +144,22 @@ class NftablesApplier:
             return await self._apply(ruleset)
 
     async def list_table(self) -> list[dict[str, Any]] | None:
-        """The kernel's objects in Skiff's table (``nft -j``), or None if there is none."""
-        code, out, err = await self._run(self._nft, "-j", "list", "table", FAMILY, TABLE)
+        """The kernel's objects in the table (``nft -j``), or None if there is none."""
+        code, out, err = await self._run(self._nft, "-j", "list", "table", FAMILY,
+                                         self.table)
         if code != 0:
             if "No such file or directory" in err:
                 return None
-            raise NftablesError(f"nft list table {FAMILY} {TABLE}: {err.strip()}")
+            raise NftablesError(f"nft list table {FAMILY} {self.table}: {err.strip()}")
         # A 1,000-service table is megabytes of JSON: parse it off the event loop.
         listing = await asyncio.to_thread(json.loads, out)
         return [o for o in listing.get("nftables", []) if "metainfo" not in o]
 
     async def cleanup(self, cluster_cidrs: Sequence[str] = ()) -> None:
-        """Delete Skiff's table and its DOCKER-USER entries for ``cluster_cidrs``."""
+        """Delete the table and its DOCKER-USER entries for ``cluster_cidrs``."""
         async with self._lock:
-            await self._nft_script(f"add table {FAMILY} {TABLE}\n"
-                                   f"delete table {FAMILY} {TABLE}\n")
+            await self._nft_script(f"add table {FAMILY} {self.table}\n"
+                                   f"delete table {FAMILY} {self.table}\n")
             self._installed = None
         await self.remove_docker_user(cluster_cidrs)
 

@@ -9,7 +9,7 @@ from services.proxy.loadbalancer import (
     affinity_timeout,
     backends_for_port,
 )
-from services.proxy.proxier import PortPlan, node_internal_ip, plan_service
+from services.proxy.proxier import node_internal_ip, plan_service
 from skiff.api.v1 import core_pb2, meta_pb2
 
 
