@@ -330,7 +330,8 @@ class NetnsProxy:
     """A skiff-proxy process inside ``node.node``, its apiserver relayed in."""
 
     def __init__(self, base: Path, node: Node, apiserver: APIServer, mode: str,
-                 name: str = "n-test") -> None:
+                 name: str = "n-test", bridge: str = BRIDGE, health_port: int = 10256
+                 ) -> None:
         self.node, self.mode, self.node_name = node, mode, name
         self.table = f"skiff-proxy-{name}"
         host, port = apiserver.address.rsplit(":", 1)
@@ -339,7 +340,7 @@ class NetnsProxy:
         listener.listen(64)
         self.relay_port = listener.getsockname()[1]
         self.api_relay = Relay(listener, lambda: asyncio.open_connection(host, int(port)))
-        self.health_port = 10256
+        self.health_port = health_port
         health = socket.socket()
         health.bind(("127.0.0.1", free_port()))
         health.listen(16)
@@ -350,11 +351,11 @@ class NetnsProxy:
         argv = ["ip", "netns", "exec", node.node, sys.executable, "-m", "services.proxy",
                 "--server", f"127.0.0.1:{self.relay_port}", "--node-name", name,
                 "--node-address", NODE_LOOPBACK, "--proxy-mode", mode,
-                "--pod-bridge-interface", BRIDGE, "--cluster-cidr", "10.244.0.0/16",
+                "--pod-bridge-interface", bridge, "--cluster-cidr", "10.244.0.0/16",
                 "--service-cluster-ip-range", "10.96.0.0/12", "--udp-timeout", "5s",
                 "--health-listen", f"127.0.0.1:{self.health_port}", "--connect-timeout",
                 "0.5"]
-        self.process = Process(base, f"proxy-{mode}", argv)
+        self.process = Process(base, f"proxy-{name}-{mode}", argv)
 
     async def start(self) -> None:
         await self.api_relay.start()
@@ -377,8 +378,10 @@ async def make_proxy(node: Node, apiserver: APIServer, tmp_path: Path, request
                      ) -> AsyncIterator[Callable[[str], Awaitable[NetnsProxy]]]:
     made: list[NetnsProxy] = []
 
-    async def make(mode: str) -> NetnsProxy:
-        proxy = NetnsProxy(tmp_path / f"proxy{len(made)}", node, apiserver, mode)
+    async def make(mode: str, name: str = "n-test", bridge: str = BRIDGE,
+                   health_port: int = 10256) -> NetnsProxy:
+        proxy = NetnsProxy(tmp_path / f"proxy{len(made)}", node, apiserver, mode, name,
+                           bridge, health_port)
         made.append(proxy)
         await proxy.start()
         return proxy
@@ -528,6 +531,50 @@ async def test_a_clean_stop_removes_the_table_and_a_restart_adopts_it(
     again.stop()  # SIGTERM: a clean stop
     assert not [t for t in node.tables() if t.startswith("skiff")]
     assert await tcp_ask(node.client, ip, 80) not in both
+
+
+async def test_two_nodes_sharing_one_kernel_each_serve_their_own_pods(
+        node: Node, services: Client, ns: str, make_proxy) -> None:
+    # A second node's bridge and pod in the same kernel (one machine, two nodes).
+    other_pod = f"{node.node}-b"
+    sh("ip", "netns", "add", other_pod)
+    try:
+        n = node.node
+        sh("ip", "-n", n, "link", "add", "skb-u", "type", "bridge")
+        sh("ip", "-n", n, "addr", "add", "10.244.8.1/24", "dev", "skb-u")
+        sh("ip", "-n", n, "link", "set", "skb-u", "up")
+        sh("ip", "-n", n, "link", "add", "vb0", "type", "veth", "peer", "name", "eth0",
+           "netns", other_pod)
+        sh("ip", "-n", n, "link", "set", "vb0", "master", "skb-u", "up")
+        sh("ip", "-n", other_pod, "addr", "add", "10.244.8.20/24", "dev", "eth0")
+        sh("ip", "-n", other_pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", other_pod, "route", "add", "default", "via", "10.244.8.1")
+
+        both = list(PODS.values())
+        sticky = await make_service(services, ns, "sticky", affinity="ClientIP")
+        await set_endpoints(services, ns, "sticky", both)
+        ip = sticky.spec.cluster_ip
+        a = await make_proxy("nftables", "n-a", BRIDGE, 10256)
+        b = await make_proxy("nftables", "n-b", "skb-u", 10257)
+        assert {a.table, b.table} <= set(node.tables())
+        for where in (node.client, other_pod, node.node):
+            await wait_for(lambda w=where: _in(tcp_ask(w, ip, 80), both), timeout=DEADLINE,
+                           what=f"{ip}:80 from {where}")
+
+        def affinity_of(proxy: NetnsProxy) -> str:
+            return sh("ip", "netns", "exec", n, "nft", "list", "table", "ip",
+                      proxy.table).stdout
+        # ClientIP affinity is recorded in the table that served the pod: each pod
+        # went through its own node's proxy, not the other's.
+        assert CLIENT in affinity_of(a) and CLIENT not in affinity_of(b)
+        assert "10.244.8.20" in affinity_of(b) and "10.244.8.20" not in affinity_of(a)
+        # One node's proxy stopping cleanly leaves the other's table and service.
+        a.stop()
+        assert a.table not in node.tables() and b.table in node.tables()
+        assert await tcp_ask(other_pod, ip, 80) in both
+        assert await tcp_ask(node.node, ip, 80) in both
+    finally:
+        sh("ip", "netns", "delete", other_pod, check=False)
 
 
 async def _in(answer: Awaitable[str], allowed: list[str]) -> bool:
