@@ -21,14 +21,18 @@ plays the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import hashlib
 import os
+import random
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -199,13 +203,26 @@ async def spread(ask: Callable[[], Awaitable[str]], count: int) -> Counter[str]:
 # ---------------------------------------------------------------------- the node
 
 SERVER = r"""
-import socket, sys, threading
+import hashlib, random, socket, sys, threading
 ip, tcp_port, udp_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def pattern(size, seed):
+    block = random.Random(seed).randbytes(1 << 20)
+    return (block * (size // len(block) + 1))[:size]
 def serve_conn(c):
     with c:
         c.sendall(ip.encode() + b"\n")
         f = c.makefile("rb")
         for line in f:
+            verb, _, arg = line.decode().strip().partition(" ")
+            if verb == "send":  # N bytes, then close: the EOF has to reach the client
+                c.sendall(pattern(int(arg), 1))
+                return
+            if verb == "sink":  # read to EOF (the client's half-close), then answer
+                digest, size = hashlib.sha256(), 0
+                while chunk := f.read1(1 << 18):
+                    digest.update(chunk); size += len(chunk)
+                c.sendall(f"{size} {digest.hexdigest()}\n".encode())
+                return
             c.sendall(ip.encode() + b":" + line)
 def serve_tcp():
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -348,18 +365,26 @@ class NetnsProxy:
         self.health_address = f"127.0.0.1:{health.getsockname()[1]}"
         self.health_relay = Relay(
             health, lambda: tcp_connect(node.node, "127.0.0.1", self.health_port))
+        metrics = socket.socket()
+        metrics.bind(("127.0.0.1", free_port()))
+        metrics.listen(16)
+        metrics.setblocking(False)
+        self.metrics_url = f"http://127.0.0.1:{metrics.getsockname()[1]}"
+        self.metrics_relay = Relay(
+            metrics, lambda: tcp_connect(node.node, "127.0.0.1", health_port + 1000))
         argv = ["ip", "netns", "exec", node.node, sys.executable, "-m", "services.proxy",
                 "--server", f"127.0.0.1:{self.relay_port}", "--node-name", name,
                 "--node-address", NODE_LOOPBACK, "--proxy-mode", mode,
                 "--pod-bridge-interface", bridge, "--cluster-cidr", "10.244.0.0/16",
                 "--service-cluster-ip-range", "10.96.0.0/12", "--udp-timeout", "5s",
                 "--health-listen", f"127.0.0.1:{self.health_port}", "--connect-timeout",
-                "0.5"]
+                "0.5", "--listen-metrics-urls", f"http://127.0.0.1:{health_port + 1000}"]
         self.process = Process(base, f"proxy-{name}-{mode}", argv)
 
     async def start(self) -> None:
         await self.api_relay.start()
         await self.health_relay.start()
+        await self.metrics_relay.start()
         self.process.start()
         await wait_for(lambda: grpc_healthy(self.health_address), timeout=DEADLINE,
                        what="proxy healthy")
@@ -371,6 +396,13 @@ class NetnsProxy:
         self.process.stop()
         self.api_relay.close()
         self.health_relay.close()
+        self.metrics_relay.close()
+
+    async def scrape(self) -> str:
+        def get() -> str:
+            with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=5) as reply:
+                return str(reply.read().decode())
+        return await asyncio.to_thread(get)
 
 
 @pytest.fixture
@@ -575,6 +607,111 @@ async def test_two_nodes_sharing_one_kernel_each_serve_their_own_pods(
         assert await tcp_ask(node.node, ip, 80) in both
     finally:
         sh("ip", "netns", "delete", other_pod, check=False)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _pattern(size: int, seed: int) -> bytes:
+    block = random.Random(seed).randbytes(1 << 20)
+    return (block * (size // len(block) + 1))[:size]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def test_userspace_round_robin_fails_over_and_counts(
+        node: Node, services: Client, ns: str, make_proxy) -> None:
+    pod1, pod2 = PODS.values()
+    svc = await make_service(services, ns, "flaky")
+    ip = svc.spec.cluster_ip
+    obj = core_pb2.EndpointsObject(metadata=meta_pb2.ObjectMeta(name="flaky", namespace=ns))
+    # pod1 and pod2 answer on 8080; pod1 refuses on 8081; 10.244.7.13 is no one (its
+    # connects time out after the proxy's --connect-timeout, 0.5 s).
+    good = obj.subsets.add()
+    good.addresses.extend(core_pb2.EndpointAddress(ip=i) for i in (pod1, pod2, "10.244.7.13"))
+    good.ports.add(name="p", port=TCP_PORT, protocol="TCP")
+    refusing = obj.subsets.add()
+    refusing.addresses.add(ip=pod1)
+    refusing.ports.add(name="p", port=TCP_PORT + 1, protocol="TCP")
+    await services.endpoints.create(obj)
+    proxy = await make_proxy("userspace")
+    await wait_for(lambda: _in(tcp_ask(node.client, ip, 80), [pod1, pod2]),
+                   timeout=DEADLINE, what="service reachable")
+    seen = await spread(lambda: tcp_ask(node.client, ip, 80), 16)
+    # Every connection got an answer, round robin over the two that work.
+    assert seen == {pod1: 8, pod2: 8}, seen
+
+    labels = {"namespace": ns, "service": "flaky", "port": "p"}
+
+    async def counted() -> bool:
+        text = await proxy.scrape()
+        return (metric(text, "skiff_proxy_connections_total", **labels) >= 17
+                and metric(text, "skiff_proxy_backend_errors_total", **labels) >= 8
+                and metric(text, "skiff_proxy_bytes_total", direction="to_client",
+                           **labels) >= 17 * len(pod1))
+    await wait_for(counted, timeout=DEADLINE, what="connections, errors and bytes counted")
+
+
+async def test_userspace_large_transfers_intact_with_bounded_memory(
+        node: Node, services: Client, ns: str, make_proxy) -> None:
+    pod1 = PODS["pod1"]
+    svc = await make_service(services, ns, "bulk")
+    ip = svc.spec.cluster_ip
+    await set_endpoints(services, ns, "bulk", [pod1])
+    proxy = await make_proxy("userspace")
+    await wait_for(lambda: _in(tcp_ask(node.client, ip, 80), [pod1]), timeout=DEADLINE,
+                   what="service reachable")
+    pid = proxy.process.pid
+    assert pid is not None
+    baseline = peak = rss_kib(pid)
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, rss_kib(pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        # Download 64 MiB through a slow reader: only back-pressure keeps the proxy
+        # from buffering what the faster backend sends.
+        size = 64 << 20
+        conn = await connect(node.client, ip, 80)
+        conn.writer.write(f"send {size}\n".encode())
+        digest, got = hashlib.sha256(), 0
+        while chunk := await asyncio.wait_for(conn.reader.read(64 * 1024), DEADLINE):
+            digest.update(chunk)
+            got += len(chunk)
+            await asyncio.sleep(0.0005)  # the slowness under test, not a wait
+        conn.close()
+        assert got == size
+        assert digest.hexdigest() == hashlib.sha256(_pattern(size, 1)).hexdigest()
+        # Upload 16 MiB, then half-close: the backend answers only after our EOF.
+        payload = _pattern(16 << 20, 2)
+        conn = await connect(node.client, ip, 80)
+        conn.writer.write(b"sink\n")
+        conn.writer.write(payload)
+        await conn.writer.drain()
+        conn.writer.write_eof()
+        answer = (await asyncio.wait_for(conn.reader.readline(), DEADLINE)).decode().split()
+        conn.close()
+        assert answer == [str(len(payload)), hashlib.sha256(payload).hexdigest()]
+    finally:
+        sampling = False
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    growth_mib = (peak - baseline) / 1024
+    assert growth_mib < 8, f"proxy RSS grew by {growth_mib:.1f} MiB"
 
 
 async def _in(answer: Awaitable[str], allowed: list[str]) -> bool:
