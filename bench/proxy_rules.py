@@ -37,6 +37,9 @@ Services with ``--endpoints`` endpoints each, created through the API, then
   load balancer has it as soon as the proxy's informer does);
 - ``daemon.<mode>.rss_mib``: the proxy's resident memory after the changes.
 
+Debugging: ``BENCH_KEEP_DIR`` keeps the daemons' logs there, ``BENCH_PROXY_LOG`` sets
+the proxy's log level (info).
+
 Target: an Endpoints change in the kernel within p99 200 ms at 1,000 Services x 3, and
 the proxy within 150 MiB. Figures taken while other work runs on the machine are noisy:
 ``host.loadavg_at_start``.
@@ -335,10 +338,25 @@ class Monitor:
         self._new = asyncio.Event()
 
     async def start(self) -> None:
+        # Line-buffered: into a pipe nft's stdio would hold events until 4 KiB pile up.
         self.process = await asyncio.create_subprocess_exec(
-            "nft", "monitor", stdout=asyncio.subprocess.PIPE,
+            "stdbuf", "-oL", "nft", "monitor", stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL)
         self._reader = asyncio.create_task(self._read())
+        # nft monitor subscribes only after reading the whole ruleset (seconds, for a
+        # 1,000-Service table): events before that are lost. Ready once it reports one.
+        for attempt in range(60):
+            probe = f"skiff-bench-probe{attempt}"
+            await nft("add", "table", "ip", probe)
+            try:
+                await self.wait(probe, 0, timeout=1.0)
+                break
+            except TimeoutError:
+                continue
+            finally:
+                await nft("delete", "table", "ip", probe)
+        else:
+            raise RuntimeError("nft monitor reported nothing within a minute")
 
     async def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -368,6 +386,11 @@ class Monitor:
             self.process.kill()
 
 
+async def nft(*argv: str) -> None:
+    process = await asyncio.create_subprocess_exec("nft", *argv)
+    await process.wait()
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -379,7 +402,7 @@ async def measure_daemon(mode: str, base: Path, server: str, client: Client,
                          services: list[core_pb2.Service], args: argparse.Namespace
                          ) -> dict[str, Any]:
     proxy = Proxy(base / f"proxy-{mode}", [server], node_name=f"bench-{mode}",
-                  node_address="127.0.1.9", log_level="warning",
+                  node_address="127.0.1.9", log_level=os.environ.get("BENCH_PROXY_LOG", "info"),
                   extra_args=["--proxy-mode", mode])
     monitor = Monitor()
     started = time.perf_counter()

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -54,6 +55,8 @@ log = get_logger("services.proxy.nftables")
 DOCKER_USER = "DOCKER-USER"
 #: Marks the DOCKER-USER entries that are Skiff's, so cleanup removes only those.
 COMMENT = "skiff cluster traffic"
+#: The longest an nft or iptables command may take (a whole 1,000-Service table: ~1 s).
+COMMAND_TIMEOUT = 120.0
 
 
 class NftablesError(RuntimeError):
@@ -205,18 +208,24 @@ class NftablesApplier:
             raise NftablesError(f"nft -f: {err.strip()[:2000]}")
 
     async def _run(self, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        # A worker thread runs the command and waits for it: under uvloop an asyncio
+        # subprocess's exit was now and then never delivered (the daemon forks nft
+        # while gRPC's threads run), and a write then hung for good.
+        return await asyncio.to_thread(self._run_blocking, (*self._wrap, *argv), stdin)
+
+    @staticmethod
+    def _run_blocking(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self._wrap, *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None
-                else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            done = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                                  errors="replace", timeout=COMMAND_TIMEOUT,
+                                  stdin=None if stdin is not None else subprocess.DEVNULL)
         except FileNotFoundError as err:
             raise NftablesError(f"{err.filename or argv[0]} not found: the proxy's kernel "
                                 "rules need nft (Debian: nftables) and iptables") from None
-        out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-        assert process.returncode is not None
-        return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            raise NftablesError(f"{' '.join(argv[:4])}: no answer in {COMMAND_TIMEOUT}s"
+                                ) from None
+        return done.returncode, done.stdout, done.stderr
 
 
 def _docker_user_specs(cluster_cidrs: Sequence[str]) -> list[tuple[str, ...]]:
