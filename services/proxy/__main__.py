@@ -16,6 +16,7 @@ from pathlib import Path
 
 from services.proxy import metrics as proxy_metrics
 from services.proxy.config import ProxyConfig, parse_args
+from services.proxy.conntrack import clear_udp_flows
 from services.proxy.nftables import NftablesApplier
 from services.proxy.nftables_rules import NFTABLES, ServicePort, Settings, table_name
 from services.proxy.proxier import Proxier
@@ -75,7 +76,8 @@ async def serve(config: ProxyConfig) -> None:
 
     def make_syncer(ports: Callable[[], Iterable[ServicePort]]) -> RulesSyncer:
         return RulesSyncer(applier, settings, ports, min_sync_period=config.min_sync_period,
-                           sync_period=config.sync_period)
+                           sync_period=config.sync_period,
+                           clear_flows=clear_udp_flows if config.mode == NFTABLES else None)
 
     proxier = Proxier(factory, node_name=config.node_name, settings=settings,
                       syncer_factory=make_syncer, node_address=config.node_address,

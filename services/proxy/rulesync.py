@@ -14,6 +14,10 @@ compares the kernel's table with what it wrote and replaces it whole if they dif
 (someone deleted it, flushed a chain). The first write of a process replaces the whole
 table in one transaction: a restarted proxy adopts its table, nothing is duplicated.
 :meth:`cleanup` deletes the table (a clean stop).
+
+With ``clear_flows`` (nftables mode), after a write that removed UDP endpoints their
+conntrack flows are deleted (:mod:`services.proxy.conntrack`), so that clients keeping
+their source port are sent to a current endpoint too.
 """
 
 from __future__ import annotations
@@ -23,8 +27,15 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from services.proxy.conntrack import stale_udp_endpoints, udp_endpoints
 from services.proxy.nftables import NftablesApplier, NftablesError
-from services.proxy.nftables_rules import Ruleset, ServicePort, Settings, build_ruleset
+from services.proxy.nftables_rules import (
+    Endpoint,
+    Ruleset,
+    ServicePort,
+    Settings,
+    build_ruleset,
+)
 from skiff.logging import get_logger
 
 log = get_logger("services.proxy.rulesync")
@@ -42,7 +53,8 @@ class RulesSyncer:
 
     def __init__(self, applier: NftablesApplier, settings: Settings,
                  ports: Callable[[], Iterable[ServicePort]], *, min_sync_period: float,
-                 sync_period: float) -> None:
+                 sync_period: float,
+                 clear_flows: Callable[[set[Endpoint]], int] | None = None) -> None:
         self.applier = applier
         self.settings = settings
         self._ports = ports
@@ -53,6 +65,8 @@ class RulesSyncer:
         self.synced = asyncio.Event()  # set once the first write succeeded
         self.writes = 0
         self.last_error: str | None = None
+        self._clear_flows = clear_flows
+        self._udp_written: dict[str, frozenset[Endpoint]] = {}
 
     def request(self) -> None:
         """The service ports changed: write the table soon (coalesced)."""
@@ -103,7 +117,24 @@ class RulesSyncer:
             log.info("kernel rules written", table=self.applier.table, full=result.full,
                      commands=result.commands, ports=len(ports), checked=check,
                      ms=round((time.perf_counter() - started) * 1000, 1))
+        await self._clear_stale_flows(ports)
         return True
+
+    async def _clear_stale_flows(self, ports: list[ServicePort]) -> None:
+        if self._clear_flows is None:
+            return
+        written = udp_endpoints(ports)
+        stale = stale_udp_endpoints(self._udp_written, written)
+        self._udp_written = written
+        if not stale:
+            return
+        try:
+            deleted = await asyncio.to_thread(self._clear_flows, stale)
+        except Exception as err:  # netlink refused: the flows expire on their own
+            log.warning("clearing UDP flows failed", endpoints=len(stale), error=str(err))
+            return
+        log.info("UDP flows to removed endpoints cleared", endpoints=len(stale),
+                 flows=deleted)
 
     async def cleanup(self) -> None:
         """Delete the table (a clean stop); errors are logged, not raised."""

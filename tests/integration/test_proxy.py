@@ -510,24 +510,39 @@ async def test_a_deleted_backend_gets_no_new_connections_and_established_ones_li
         mode: str, node: Node, services: Client, ns: str, make_proxy) -> None:
     pod1, pod2 = PODS.values()
     web = await make_service(services, ns, "churn")
-    ip = web.spec.cluster_ip
+    dns = await make_service(services, ns, "dns", protocol="UDP")
+    ip, udp_ip = web.spec.cluster_ip, dns.spec.cluster_ip
     await set_endpoints(services, ns, "churn", [pod1, pod2])
+    await set_endpoints(services, ns, "dns", [pod1, pod2], protocol="UDP")
     await make_proxy(mode)
     await wait_for(lambda: _in(tcp_ask(node.client, ip, 80), [pod1, pod2]),
                    timeout=DEADLINE, what="service reachable")
     live = [await connect(node.client, ip, 80) for _ in range(8)]
     on_pod1 = [c for c in live if c.backend == pod1]
     assert on_pod1, "no connection reached pod1"
+    # A UDP client that keeps its source port keeps its backend (one flow, one session).
+    udp_client = socket_in(node.client, socket.SOCK_DGRAM)
+    first = await udp_ask(node.client, udp_ip, 53, sock=udp_client)
+    assert first in (pod1, pod2)
+    assert {await udp_ask(node.client, udp_ip, 53, sock=udp_client) for _ in range(5)} \
+        == {first}
+    other = pod2 if first == pod1 else pod1
 
     await set_endpoints(services, ns, "churn", [pod2])
+    await set_endpoints(services, ns, "dns", [other], protocol="UDP")
     loop = asyncio.get_running_loop()
     changed = loop.time()
-    # Within a second, new connections go to pod2 only (polled, with that deadline).
+    # Within a second, new connections go to pod2 only (polled, with that deadline),
+    # and the UDP client's next datagrams to the remaining backend.
     while loop.time() - changed < 1.0:
-        if set(await spread(lambda: tcp_ask(node.client, ip, 80), 6)) == {pod2}:
+        if (set(await spread(lambda: tcp_ask(node.client, ip, 80), 6)) == {pod2}
+                and await udp_ask(node.client, udp_ip, 53, sock=udp_client) == other):
             break
-    assert loop.time() - changed < 1.0, "pod1 still got new connections after 1 s"
+    assert loop.time() - changed < 1.0, "the removed backend still served after 1 s"
     assert set(await spread(lambda: tcp_ask(node.client, ip, 80), 12)) == {pod2}
+    assert {await udp_ask(node.client, udp_ip, 53, sock=udp_client) for _ in range(5)} \
+        == {other}
+    udp_client.close()
     # The established connections to pod1 still work both ways.
     for i, conn in enumerate(on_pod1):
         assert await conn.echo(f"x{i}") == f"{pod1}:x{i}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from services.proxy.conntrack import stale_udp_endpoints, udp_endpoints
 from services.proxy.nftables import ApplyResult, NftablesError
 from services.proxy.nftables_rules import Endpoint, Ruleset, ServicePort, Settings
 from services.proxy.rulesync import RulesSyncer
@@ -81,6 +82,50 @@ async def test_nothing_is_written_before_the_caches_are_ready_and_failures_are_r
         await until(lambda: syncer.synced.is_set())
         assert len(applier.written) == 1 and syncer.last_error is None
         assert applier.checked >= 1  # the retry after a failure checks the table whole
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def udp(key_port: int, *ips: str) -> ServicePort:
+    return ServicePort(namespace="ns", name="dns", protocol="UDP", cluster_ip="10.96.0.10",
+                       port=key_port, endpoints=tuple(Endpoint(ip, 53) for ip in ips))
+
+
+def test_stale_udp_endpoints_are_those_gone_from_every_udp_port():
+    before = udp_endpoints([udp(53, "10.244.0.2", "10.244.0.3"), udp(54, "10.244.0.4"),
+                            port(1)])
+    assert set(before) == {"ns/dns/udp/53", "ns/dns/udp/54"}  # TCP ports are not kept
+    after = udp_endpoints([udp(53, "10.244.0.3"), udp(55, "10.244.0.4")])
+    # .2 left; .4 left port 54 but still serves port 55 (same ip and port): not stale.
+    assert stale_udp_endpoints(before, after) == {Endpoint("10.244.0.2", 53)}
+    assert stale_udp_endpoints(before, {}) == {Endpoint("10.244.0.2", 53),
+                                                Endpoint("10.244.0.3", 53),
+                                                Endpoint("10.244.0.4", 53)}
+    assert stale_udp_endpoints({}, after) == set()
+
+
+async def test_flows_of_removed_udp_endpoints_are_cleared_after_the_write():
+    current = [udp(53, "10.244.0.2", "10.244.0.3")]
+    cleared: list[set[Endpoint]] = []
+
+    def clear(endpoints: set[Endpoint]) -> int:
+        cleared.append(endpoints)
+        return len(endpoints)
+
+    applier = FakeApplier()
+    syncer = RulesSyncer(applier, SETTINGS, lambda: current, min_sync_period=0.01,  # type: ignore[arg-type]
+                         sync_period=60, clear_flows=clear)
+    task = asyncio.create_task(syncer.run())
+    try:
+        await until(lambda: syncer.synced.is_set())
+        assert cleared == []
+        current = [udp(53, "10.244.0.3")]
+        syncer.request()
+        await until(lambda: bool(cleared))
+        assert cleared == [{Endpoint("10.244.0.2", 53)}]
+        assert len(applier.written) == 2  # cleared once the rules no longer pick it
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
