@@ -17,6 +17,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
+# Imported with the module, not at the first use: the import takes a good part of a
+# second, which the first clearing after an Endpoints change must not wait for.
+from pyroute2 import Conntrack
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
 from services.proxy.nftables_rules import UDP, Endpoint, ServicePort
 
 
@@ -42,9 +47,6 @@ def stale_udp_endpoints(before: dict[str, frozenset[Endpoint]],
 def clear_udp_flows(endpoints: set[Endpoint]) -> int:
     """Delete the UDP conntrack entries whose reply comes from one of ``endpoints``
     (blocking); how many were deleted."""
-    from pyroute2 import Conntrack
-    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
     wanted = {(e.ip, e.port) for e in endpoints}
     deleted = 0
     with Conntrack() as ct:
