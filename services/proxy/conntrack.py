@@ -8,7 +8,7 @@ kube-proxy does with ``conntrack -D``; the client's next datagram is then a new 
 and the rules choose again. TCP needs none of this: a connection to a removed endpoint
 is kept on purpose (established connections are never cut).
 
-:func:`stale_udp_endpoints` is pure; :func:`clear_udp_flows` talks netlink (pyroute2)
+:func:`stale_udp_flows` is pure; :func:`clear_udp_flows` talks netlink (pyroute2)
 and blocks: run it in a worker thread.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 # Imported with the module, not at the first use: the import takes a good part of a
 # second, which the first clearing after an Endpoints change must not wait for.
@@ -25,34 +26,54 @@ from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 from services.proxy.nftables_rules import UDP, Endpoint, ServicePort
 
 
-def udp_endpoints(ports: Iterable[ServicePort]) -> dict[str, frozenset[Endpoint]]:
-    """Each UDP service port's ready endpoints, by service port key (pure)."""
-    return {p.key: frozenset(p.endpoints) for p in ports if p.protocol == UDP}
+@dataclass(frozen=True)
+class StaleFlows:
+    """Flows to clear: sent to one of ``destinations`` (address, port) or to
+    ``node_port`` on any address, and answered by ``endpoint``."""
+
+    destinations: frozenset[tuple[str, int]]
+    node_port: int
+    endpoint: Endpoint
+
+    def matches(self, orig_daddr: str, orig_dport: int, reply_saddr: str,
+                reply_sport: int) -> bool:
+        if (reply_saddr, reply_sport) != (self.endpoint.ip, self.endpoint.port):
+            return False
+        return ((orig_daddr, orig_dport) in self.destinations
+                or (self.node_port != 0 and orig_dport == self.node_port))
 
 
-def stale_udp_endpoints(before: dict[str, frozenset[Endpoint]],
-                        after: dict[str, frozenset[Endpoint]]) -> set[Endpoint]:
-    """Endpoints some UDP service port had and no longer has (pure).
+def udp_endpoints(ports: Iterable[ServicePort]) -> dict[str, ServicePort]:
+    """The UDP service ports, by key (pure)."""
+    return {p.key: p for p in ports if p.protocol == UDP}
 
-    An endpoint still serving another UDP service port stays out of it: its flows
-    there are current ones.
+
+def stale_udp_flows(before: dict[str, ServicePort], after: dict[str, ServicePort]
+                    ) -> list[StaleFlows]:
+    """The flows of each UDP service port to the endpoints it no longer has (pure).
+
+    Matched by the service's own addresses, as kube-proxy does: the same endpoint may
+    still serve another Service, whose flows are current.
     """
-    still = set().union(*after.values()) if after else set()
-    gone: set[Endpoint] = set()
-    for key, endpoints in before.items():
-        gone |= endpoints - after.get(key, frozenset())
-    return gone - still
+    out = []
+    for key, old in before.items():
+        new = after.get(key)
+        kept = set(new.endpoints) if new is not None else set()
+        destinations = frozenset((ip, old.port) for ip in (old.cluster_ip, *old.external_ips))
+        out += [StaleFlows(destinations, old.node_port, e) for e in old.endpoints
+                if e not in kept]
+    return out
 
 
-def clear_udp_flows(endpoints: set[Endpoint]) -> int:
-    """Delete the UDP conntrack entries whose reply comes from one of ``endpoints``
-    (blocking); how many were deleted."""
-    wanted = {(e.ip, e.port) for e in endpoints}
+def clear_udp_flows(stale: list[StaleFlows]) -> int:
+    """Delete the UDP conntrack entries ``stale`` describes (blocking); how many."""
     deleted = 0
     with Conntrack() as ct:
         matching = [entry for entry in ct.dump_entries(
             tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP))
-            if (entry.tuple_reply.saddr, entry.tuple_reply.sport) in wanted]
+            if any(s.matches(entry.tuple_orig.daddr, entry.tuple_orig.dport,
+                             entry.tuple_reply.saddr, entry.tuple_reply.sport)
+                   for s in stale)]
         for entry in matching:
             try:
                 ct.delete(entry)
@@ -62,4 +83,4 @@ def clear_udp_flows(endpoints: set[Endpoint]) -> int:
     return deleted
 
 
-__all__ = ["clear_udp_flows", "stale_udp_endpoints", "udp_endpoints"]
+__all__ = ["StaleFlows", "clear_udp_flows", "stale_udp_flows", "udp_endpoints"]

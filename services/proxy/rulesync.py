@@ -27,10 +27,9 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from services.proxy.conntrack import stale_udp_endpoints, udp_endpoints
+from services.proxy.conntrack import StaleFlows, stale_udp_flows, udp_endpoints
 from services.proxy.nftables import NftablesApplier, NftablesError
 from services.proxy.nftables_rules import (
-    Endpoint,
     Ruleset,
     ServicePort,
     Settings,
@@ -54,7 +53,7 @@ class RulesSyncer:
     def __init__(self, applier: NftablesApplier, settings: Settings,
                  ports: Callable[[], Iterable[ServicePort]], *, min_sync_period: float,
                  sync_period: float,
-                 clear_flows: Callable[[set[Endpoint]], int] | None = None) -> None:
+                 clear_flows: Callable[[list[StaleFlows]], int] | None = None) -> None:
         self.applier = applier
         self.settings = settings
         self._ports = ports
@@ -66,7 +65,7 @@ class RulesSyncer:
         self.writes = 0
         self.last_error: str | None = None
         self._clear_flows = clear_flows
-        self._udp_written: dict[str, frozenset[Endpoint]] = {}
+        self._udp_written: dict[str, ServicePort] = {}
 
     def request(self) -> None:
         """The service ports changed: write the table soon (coalesced)."""
@@ -124,7 +123,7 @@ class RulesSyncer:
         if self._clear_flows is None:
             return
         written = udp_endpoints(ports)
-        stale = stale_udp_endpoints(self._udp_written, written)
+        stale = stale_udp_flows(self._udp_written, written)
         self._udp_written = written
         if not stale:
             return

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.proxy.conntrack import stale_udp_endpoints, udp_endpoints
+from services.proxy.conntrack import StaleFlows, stale_udp_flows, udp_endpoints
 from services.proxy.nftables import ApplyResult, NftablesError
 from services.proxy.nftables_rules import Endpoint, Ruleset, ServicePort, Settings
 from services.proxy.rulesync import RulesSyncer
@@ -88,31 +88,41 @@ async def test_nothing_is_written_before_the_caches_are_ready_and_failures_are_r
             await task
 
 
-def udp(key_port: int, *ips: str) -> ServicePort:
-    return ServicePort(namespace="ns", name="dns", protocol="UDP", cluster_ip="10.96.0.10",
-                       port=key_port, endpoints=tuple(Endpoint(ip, 53) for ip in ips))
+def udp(key_port: int, *ips: str, cluster_ip: str = "10.96.0.10",
+        node_port: int = 0) -> ServicePort:
+    return ServicePort(namespace="ns", name=f"dns{cluster_ip[-1]}", protocol="UDP",
+                       cluster_ip=cluster_ip, port=key_port, node_port=node_port,
+                       endpoints=tuple(Endpoint(ip, 53) for ip in ips))
 
 
-def test_stale_udp_endpoints_are_those_gone_from_every_udp_port():
-    before = udp_endpoints([udp(53, "10.244.0.2", "10.244.0.3"), udp(54, "10.244.0.4"),
-                            port(1)])
-    assert set(before) == {"ns/dns/udp/53", "ns/dns/udp/54"}  # TCP ports are not kept
-    after = udp_endpoints([udp(53, "10.244.0.3"), udp(55, "10.244.0.4")])
-    # .2 left; .4 left port 54 but still serves port 55 (same ip and port): not stale.
-    assert stale_udp_endpoints(before, after) == {Endpoint("10.244.0.2", 53)}
-    assert stale_udp_endpoints(before, {}) == {Endpoint("10.244.0.2", 53),
-                                                Endpoint("10.244.0.3", 53),
-                                                Endpoint("10.244.0.4", 53)}
-    assert stale_udp_endpoints({}, after) == set()
+def test_stale_flows_are_a_service_ports_own_to_the_endpoints_it_lost():
+    before = udp_endpoints([udp(53, "10.244.0.2", "10.244.0.3", node_port=30053),
+                            udp(53, "10.244.0.2", cluster_ip="10.96.0.11"), port(1)])
+    assert len(before) == 2  # TCP ports are not kept
+    after = udp_endpoints([udp(53, "10.244.0.3", node_port=30053),
+                           udp(53, "10.244.0.2", cluster_ip="10.96.0.11")])
+    stale = stale_udp_flows(before, after)
+    assert stale == [StaleFlows(frozenset({("10.96.0.10", 53)}), 30053,
+                                Endpoint("10.244.0.2", 53))]
+    flows = stale[0]
+    # Its flows via the cluster IP or the NodePort, answered by the lost endpoint ...
+    assert flows.matches("10.96.0.10", 53, "10.244.0.2", 53)
+    assert flows.matches("10.112.0.1", 30053, "10.244.0.2", 53)
+    # ... not another Service's flows to the same endpoint, nor the kept endpoint's.
+    assert not flows.matches("10.96.0.11", 53, "10.244.0.2", 53)
+    assert not flows.matches("10.96.0.10", 53, "10.244.0.3", 53)
+    # A service port gone entirely: all its endpoints' flows.
+    assert len(stale_udp_flows(before, {})) == 3
+    assert stale_udp_flows({}, after) == []
 
 
 async def test_flows_of_removed_udp_endpoints_are_cleared_after_the_write():
     current = [udp(53, "10.244.0.2", "10.244.0.3")]
-    cleared: list[set[Endpoint]] = []
+    cleared: list[list[StaleFlows]] = []
 
-    def clear(endpoints: set[Endpoint]) -> int:
-        cleared.append(endpoints)
-        return len(endpoints)
+    def clear(stale: list[StaleFlows]) -> int:
+        cleared.append(stale)
+        return len(stale)
 
     applier = FakeApplier()
     syncer = RulesSyncer(applier, SETTINGS, lambda: current, min_sync_period=0.01,  # type: ignore[arg-type]
@@ -124,7 +134,7 @@ async def test_flows_of_removed_udp_endpoints_are_cleared_after_the_write():
         current = [udp(53, "10.244.0.3")]
         syncer.request()
         await until(lambda: bool(cleared))
-        assert cleared == [{Endpoint("10.244.0.2", 53)}]
+        assert [s.endpoint for s in cleared[0]] == [Endpoint("10.244.0.2", 53)]
         assert len(applier.written) == 2  # cleared once the rules no longer pick it
     finally:
         task.cancel()
