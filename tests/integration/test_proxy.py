@@ -474,9 +474,12 @@ async def test_services_answer_from_pods_the_node_and_other_hosts(
     web = await make_service(services, ns, "web", type_="NodePort", ingress_ip=EXTERNAL_IP)
     dns = await make_service(services, ns, "dns", protocol="UDP")
     sticky = await make_service(services, ns, "sticky", affinity="ClientIP")
+    sticky_udp = await make_service(services, ns, "sticky-dns", protocol="UDP",
+                                    affinity="ClientIP")
     for name in ("web", "sticky"):
         await set_endpoints(services, ns, name, both)
-    await set_endpoints(services, ns, "dns", both, protocol="UDP")
+    for name in ("dns", "sticky-dns"):
+        await set_endpoints(services, ns, name, both, protocol="UDP")
     ip, node_port = web.spec.cluster_ip, web.spec.ports[0].node_port
     assert ip.startswith("10.")
     proxy = await make_proxy(mode)
@@ -495,6 +498,9 @@ async def test_services_answer_from_pods_the_node_and_other_hosts(
     # ClientIP affinity: one backend for one client.
     sticky_ip = sticky.spec.cluster_ip
     seen = await spread(lambda: tcp_ask(node.client, sticky_ip, 80), 12)
+    assert len(seen) == 1 and set(seen) <= set(both), seen
+    sticky_udp_ip = sticky_udp.spec.cluster_ip
+    seen = await spread(lambda: udp_ask(node.client, sticky_udp_ip, 53), 12)
     assert len(seen) == 1 and set(seen) <= set(both), seen
     # From another host: the NodePort on the node's address and the LB ingress IP.
     for target in ((NODE_EXT, node_port), (EXTERNAL_IP, 80)):
