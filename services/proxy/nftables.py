@@ -18,6 +18,12 @@ event loop never blocks on the kernel.
   next full write.
 - :meth:`NftablesApplier.cleanup` deletes the table and Skiff's DOCKER-USER entries.
 
+One applier owns one table (``table``: ``skiff-proxy-<node>`` for a node's proxy, from
+:func:`~services.proxy.nftables_rules.table_name`); it writes only rulesets built for
+that table. A fresh applier knows nothing of what is installed, so its first write
+replaces the whole table in one transaction: a restarted proxy adopts its table
+without duplicating anything.
+
 DOCKER-USER: Docker sets FORWARD's policy to DROP and its isolation chains drop traffic
 between bridges; an ``accept`` in our own nftables table does not override a drop in
 iptables-nft's filter table (an accept only ends the current table), so on a Docker host
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,6 +55,8 @@ log = get_logger("services.proxy.nftables")
 DOCKER_USER = "DOCKER-USER"
 #: Marks the DOCKER-USER entries that are Skiff's, so cleanup removes only those.
 COMMENT = "skiff cluster traffic"
+#: The longest an nft or iptables command may take (a whole 1,000-Service table: ~1 s).
+COMMAND_TIMEOUT = 120.0
 
 
 class NftablesError(RuntimeError):
@@ -64,7 +73,7 @@ class ApplyResult:
 
 
 class NftablesApplier:
-    """Owns ``table ip skiff`` on this host (or in the namespace ``wrap`` enters).
+    """Owns ``table ip <table>`` on this host (or in the namespace ``wrap`` enters).
 
     Invariant: ``_installed`` is the ruleset the kernel accepted last, or None when
     unknown (never written, or the last write failed); None makes the next write a full
@@ -72,8 +81,9 @@ class NftablesApplier:
     ``_installed``, which must not change under it.
     """
 
-    def __init__(self, *, wrap: Sequence[str] = (), nft: str = "nft",
+    def __init__(self, *, table: str = TABLE, wrap: Sequence[str] = (), nft: str = "nft",
                  iptables: str = "iptables") -> None:
+        self.table = table
         self._wrap = tuple(wrap)
         self._nft = nft
         self._iptables = iptables
@@ -95,6 +105,9 @@ class NftablesApplier:
             return await self._apply(ruleset)
 
     async def _apply(self, ruleset: Ruleset) -> ApplyResult:
+        if ruleset.table != self.table:
+            raise ValueError(f"a ruleset for table {ruleset.table!r} given to the applier "
+                             f"of {self.table!r}")
         started = time.perf_counter()
         full = self._installed is None
         # A whole 1,000-service table is over a megabyte of text: written off the loop
@@ -134,21 +147,22 @@ class NftablesApplier:
             return await self._apply(ruleset)
 
     async def list_table(self) -> list[dict[str, Any]] | None:
-        """The kernel's objects in Skiff's table (``nft -j``), or None if there is none."""
-        code, out, err = await self._run(self._nft, "-j", "list", "table", FAMILY, TABLE)
+        """The kernel's objects in the table (``nft -j``), or None if there is none."""
+        code, out, err = await self._run(self._nft, "-j", "list", "table", FAMILY,
+                                         self.table)
         if code != 0:
             if "No such file or directory" in err:
                 return None
-            raise NftablesError(f"nft list table {FAMILY} {TABLE}: {err.strip()}")
+            raise NftablesError(f"nft list table {FAMILY} {self.table}: {err.strip()}")
         # A 1,000-service table is megabytes of JSON: parse it off the event loop.
         listing = await asyncio.to_thread(json.loads, out)
         return [o for o in listing.get("nftables", []) if "metainfo" not in o]
 
     async def cleanup(self, cluster_cidrs: Sequence[str] = ()) -> None:
-        """Delete Skiff's table and its DOCKER-USER entries for ``cluster_cidrs``."""
+        """Delete the table and its DOCKER-USER entries for ``cluster_cidrs``."""
         async with self._lock:
-            await self._nft_script(f"add table {FAMILY} {TABLE}\n"
-                                   f"delete table {FAMILY} {TABLE}\n")
+            await self._nft_script(f"add table {FAMILY} {self.table}\n"
+                                   f"delete table {FAMILY} {self.table}\n")
             self._installed = None
         await self.remove_docker_user(cluster_cidrs)
 
@@ -194,18 +208,24 @@ class NftablesApplier:
             raise NftablesError(f"nft -f: {err.strip()[:2000]}")
 
     async def _run(self, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        # A worker thread runs the command and waits for it: under uvloop an asyncio
+        # subprocess's exit was now and then never delivered (the daemon forks nft
+        # while gRPC's threads run), and a write then hung for good.
+        return await asyncio.to_thread(self._run_blocking, (*self._wrap, *argv), stdin)
+
+    @staticmethod
+    def _run_blocking(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self._wrap, *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None
-                else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            done = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                                  errors="replace", timeout=COMMAND_TIMEOUT,
+                                  stdin=None if stdin is not None else subprocess.DEVNULL)
         except FileNotFoundError as err:
             raise NftablesError(f"{err.filename or argv[0]} not found: the proxy's kernel "
                                 "rules need nft (Debian: nftables) and iptables") from None
-        out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-        assert process.returncode is not None
-        return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            raise NftablesError(f"{' '.join(argv[:4])}: no answer in {COMMAND_TIMEOUT}s"
+                                ) from None
+        return done.returncode, done.stdout, done.stderr
 
 
 def _docker_user_specs(cluster_cidrs: Sequence[str]) -> list[tuple[str, ...]]:

@@ -2,8 +2,8 @@
 
 Pure functions, no I/O: :func:`service_ports_of` reads a Service and its Endpoints into
 :class:`ServicePort` values; :func:`build_ruleset` turns the service ports a proxy
-serves into a :class:`Ruleset` (the whole of Skiff's table, ``table ip skiff``, as
-values);
+serves into a :class:`Ruleset` (the whole of one proxy's table, ``table ip
+skiff-proxy-<node>`` by :func:`table_name`, as values);
 :func:`render` writes a ruleset as one ``nft -f`` transaction that replaces the table
 (atomic: the kernel swaps old for new or keeps the old); :func:`plan_update` writes the
 smaller transaction that turns one ruleset into another, so that an Endpoints change
@@ -32,6 +32,19 @@ What is matched: only the exact service addresses and ports in the maps, and Nod
 127.0.0.0/8 unless node addresses are given). No chain outside Skiff's table is touched,
 and every chain of ours has policy ``accept``.
 
+One table per proxy: a machine running several nodes shares one kernel, so each
+node's proxy owns ``table ip skiff-proxy-<node>`` (:attr:`Settings.table`). With a pod
+bridge (:attr:`Settings.pod_bridge`), ``prerouting`` sends pod traffic to the service
+rules only when it comes in on this node's bridge (this node's pods go through this
+node's proxy); pod traffic from another node's bridge on the same machine (a name with
+the same prefix, ``skb-*``) is left to that node's table. Traffic from elsewhere (other
+hosts) and host processes (``output``) are matched by every proxy's table. When several
+nat chains sit on one hook, the first that sets up NAT for a connection wins (the
+kernel's ``nf_nat_inet_fn`` stops at the first binding), so a host process reaches a
+cluster IP through whichever node's table comes first: correct, since every proxy holds
+the same view of Services and Endpoints. Masquerading is done once too: the first
+table's ``postrouting`` clears the mark it masquerades.
+
 Names: a service port's chain is ``svc-<ns>/<name>/<proto>/<port>``, an endpoint's
 ``ep-<ns>/<name>/<proto>/<port>/<ip>/<port>`` and its affinity set ``aff-`` the same:
 Kubernetes names are DNS labels, so these are unique and readable in ``nft list``.
@@ -39,7 +52,9 @@ Kubernetes names are DNS labels, so these are unique and readable in ``nft list`
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -48,6 +63,10 @@ from functools import cached_property, lru_cache
 from skiff.api.v1 import core_pb2
 
 TABLE = "skiff"
+#: Every proxy's table starts so (``skiff down`` deletes every ``skiff*`` table).
+TABLE_PREFIX = "skiff-proxy-"
+#: nft's NFT_NAME_MAXLEN less the terminating NUL.
+TABLE_NAME_MAX = 255
 FAMILY = "ip"
 USERSPACE = "userspace"
 NFTABLES = "nftables"
@@ -128,6 +147,10 @@ class Settings:
     node_port_range: tuple[int, int] = (30000, 32767)
     #: Where NodePorts are served; empty: every local address but 127.0.0.0/8.
     node_addresses: tuple[str, ...] = ()
+    #: The nftables table (``ip`` family) these rules live in.
+    table: str = TABLE
+    #: This node's pod bridge: pod traffic is taken only from it (empty: from anywhere).
+    pod_bridge: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +176,32 @@ class Ruleset:
 
     chains: Mapping[str, Chain]
     collections: Mapping[str, Collection]
+    table: str = TABLE
+
+
+# ------------------------------------------------------------------ names
+
+
+def table_name(node_name: str) -> str:
+    """The table of the proxy of ``node_name``: ``skiff-proxy-<node>`` (pure).
+
+    Node names are DNS subdomains (up to 253 characters); one too long for nft's
+    255-character names is cut and ends in a hash of the whole name, so that two long
+    names never share a table.
+    """
+    if not node_name or any(c in node_name for c in " \t\n\"'{};"):
+        raise ValueError(f"node name {node_name!r}: not usable in an nftables table name")
+    name = TABLE_PREFIX + node_name
+    if len(name) <= TABLE_NAME_MAX:
+        return name
+    digest = hashlib.sha256(node_name.encode()).hexdigest()[:16]
+    return name[:TABLE_NAME_MAX - 17] + "-" + digest
+
+
+def bridge_prefix(bridge: str) -> str:
+    """The part of a pod bridge's name that every node's bridge shares (``skb-``)."""
+    head, dash, _ = bridge.partition("-")
+    return head + dash if dash else bridge
 
 
 # ------------------------------------------------------------------ from the API
@@ -226,13 +275,22 @@ def build_ruleset(ports: Iterable[ServicePort], settings: Settings) -> Ruleset:
     """
     if settings.mode not in MODES:
         raise ValueError(f"proxy mode {settings.mode!r}: must be one of {', '.join(MODES)}")
+    if not settings.table or len(settings.table) > TABLE_NAME_MAX:
+        raise ValueError(f"table {settings.table!r}: 1-{TABLE_NAME_MAX} characters")
+    if settings.pod_bridge and not _IFNAME.match(settings.pod_bridge):
+        raise ValueError(f"pod bridge {settings.pod_bridge!r}: not an interface name")
     checked = sorted(_validated(ports, settings), key=lambda p: p.key)
     builder = _Builder(settings)
     if settings.mode == USERSPACE:
         builder.userspace(checked)
     else:
         builder.nftables(checked)
-    return Ruleset(chains=builder.chains, collections=builder.collections)
+    return Ruleset(chains=builder.chains, collections=builder.collections,
+                   table=settings.table)
+
+
+#: What Linux accepts as an interface name (IFNAMSIZ less the NUL), quoted safely.
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
 
 def _ipv4(address: str, what: str) -> int:
@@ -253,6 +311,11 @@ def _validated(ports: Iterable[ServicePort], settings: Settings) -> Iterable[Ser
             raise ValueError(f"service port {port.key}: given twice")
         seen.add(port.key)
         yield port
+
+
+def validate_port(port: ServicePort, settings: Settings) -> None:
+    """Raise ValueError naming ``port`` when the rules cannot be built from it."""
+    _validate(port, settings)
 
 
 @lru_cache(maxsize=CACHED_PORTS)
@@ -311,9 +374,18 @@ class _Builder:
             return f"ip daddr @nodeport-ips th dport {low}-{high}"
         return f"fib daddr type local ip daddr != 127.0.0.0/8 th dport {low}-{high}"
 
+    def _prerouting(self) -> tuple[str, ...]:
+        """What ``prerouting`` sends to the service rules (see the module docstring)."""
+        bridge = self.settings.pod_bridge
+        if not bridge:
+            return ("jump services",)
+        return (f'iifname "{bridge}" jump services',
+                f'iifname "{bridge_prefix(bridge)}*" return',
+                "jump services")
+
     def _hooks(self, *, filters: bool) -> None:
         self.chains["nat-prerouting"] = Chain(
-            ("jump services",), "type nat hook prerouting priority dstnat ; policy accept ;")
+            self._prerouting(), "type nat hook prerouting priority dstnat ; policy accept ;")
         self.chains["nat-output"] = Chain(
             ("jump services",), "type nat hook output priority -100 ; policy accept ;")
         if not filters:
@@ -465,16 +537,17 @@ def render(ruleset: Ruleset) -> str:
     (their NAT lives in conntrack), but ClientIP affinity entries start over, which is
     why updates go through :func:`plan_update`.
     """
-    out = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}",
-           f"add table {FAMILY} {TABLE}"]
+    t = ruleset.table
+    out = [f"add table {FAMILY} {t}", f"delete table {FAMILY} {t}",
+           f"add table {FAMILY} {t}"]
     for name, collection in ruleset.collections.items():
-        out.append(_add_collection(name, collection))
+        out.append(_add_collection(t, name, collection))
     for name, chain in ruleset.chains.items():
-        out.append(_add_chain(name, chain))
+        out.append(_add_chain(t, name, chain))
     for name, chain in ruleset.chains.items():
-        out.extend(_add_rules(name, chain.rules))
+        out.extend(_add_rules(t, name, chain.rules))
     for name, collection in ruleset.collections.items():
-        out.extend(_add_elements(name, collection.elements))
+        out.extend(_add_elements(t, name, collection.elements))
     return "\n".join(out) + "\n"
 
 
@@ -488,8 +561,9 @@ def plan_update(old: Ruleset | None, new: Ruleset) -> str:
     (the kernel cannot alter those in place), the whole table is replaced.
     An empty string means nothing to do.
     """
-    if old is None or _shape_changed(old, new):
+    if old is None or old.table != new.table or _shape_changed(old, new):
         return render(new)
+    t = new.table
     out: list[str] = []
     added_collections = [n for n in new.collections if n not in old.collections]
     added_chains = [n for n in new.chains if n not in old.chains]
@@ -498,28 +572,28 @@ def plan_update(old: Ruleset | None, new: Ruleset) -> str:
     changed_chains = [n for n, c in new.chains.items()
                       if n in old.chains and old.chains[n].rules != c.rules]
     for name in added_collections:
-        out.append(_add_collection(name, new.collections[name]))
+        out.append(_add_collection(t, name, new.collections[name]))
     for name in added_chains:
-        out.append(_add_chain(name, new.chains[name]))
+        out.append(_add_chain(t, name, new.chains[name]))
     # Rules that may refer to what goes away are emptied before anything is deleted.
     for name in (*changed_chains, *removed_chains):
-        out.append(f"flush chain {FAMILY} {TABLE} {name}")
+        out.append(f"flush chain {FAMILY} {t} {name}")
     for name, collection in new.collections.items():
         before = old.collections[name].elements if name in old.collections else {}
         gone = [k for k, v in before.items()
                 if k not in collection.elements or collection.elements[k] != v]
-        out.extend(_elements("delete", name, {k: None for k in gone}))
+        out.extend(_elements(t, "delete", name, {k: None for k in gone}))
     for name in (*changed_chains, *added_chains):
-        out.extend(_add_rules(name, new.chains[name].rules))
+        out.extend(_add_rules(t, name, new.chains[name].rules))
     for name, collection in new.collections.items():
         before = old.collections[name].elements if name in old.collections else {}
         fresh = {k: v for k, v in collection.elements.items()
                  if k not in before or before[k] != v}
-        out.extend(_add_elements(name, fresh))
+        out.extend(_add_elements(t, name, fresh))
     for name in removed_chains:
-        out.append(f"delete chain {FAMILY} {TABLE} {name}")
+        out.append(f"delete chain {FAMILY} {t} {name}")
     for name in removed_collections:
-        out.append(f"delete {old.collections[name].kind} {FAMILY} {TABLE} {name}")
+        out.append(f"delete {old.collections[name].kind} {FAMILY} {t} {name}")
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -535,25 +609,26 @@ def _shape_changed(old: Ruleset, new: Ruleset) -> bool:
     return False
 
 
-def _add_collection(name: str, collection: Collection) -> str:
-    return f"add {collection.kind} {FAMILY} {TABLE} {name} {{ {collection.spec} }}"
+def _add_collection(t: str, name: str, collection: Collection) -> str:
+    return f"add {collection.kind} {FAMILY} {t} {name} {{ {collection.spec} }}"
 
 
-def _add_chain(name: str, chain: Chain) -> str:
+def _add_chain(t: str, name: str, chain: Chain) -> str:
     spec = f" {{ {chain.hook} }}" if chain.hook else ""
-    return f"add chain {FAMILY} {TABLE} {name}{spec}"
+    return f"add chain {FAMILY} {t} {name}{spec}"
 
 
-def _add_rules(name: str, rules: Iterable[str]) -> list[str]:
-    return [f"add rule {FAMILY} {TABLE} {name} {rule}" for rule in rules]
+def _add_rules(t: str, name: str, rules: Iterable[str]) -> list[str]:
+    return [f"add rule {FAMILY} {t} {name} {rule}" for rule in rules]
 
 
-def _add_elements(name: str, elements: Mapping[str, str | None]) -> list[str]:
-    return _elements("add", name, elements)
+def _add_elements(t: str, name: str, elements: Mapping[str, str | None]) -> list[str]:
+    return _elements(t, "add", name, elements)
 
 
-def _elements(verb: str, name: str, elements: Mapping[str, str | None]) -> list[str]:
+def _elements(t: str, verb: str, name: str, elements: Mapping[str, str | None]
+              ) -> list[str]:
     items = [k if v is None else f"{k} : {v}" for k, v in elements.items()]
-    return [f"{verb} element {FAMILY} {TABLE} {name} {{ "
+    return [f"{verb} element {FAMILY} {t} {name} {{ "
             + ", ".join(items[i:i + ELEMENTS_PER_COMMAND]) + " }"
             for i in range(0, len(items), ELEMENTS_PER_COMMAND)]

@@ -1,50 +1,56 @@
-"""The proxier: Services and Endpoints -> listeners on cluster IPs and NodePorts.
+"""The proxier: Services and Endpoints -> kernel rules and userspace listeners.
 
-What it reconciles: for every TCP port of every Service, a listener on
-``clusterIP:port`` and, for a NodePort service, one on ``nodeAddress:nodePort``; both
-forward to the ready endpoints of that port (:mod:`services.proxy.forwarder`), through
-one :class:`~services.proxy.loadbalancer.LoadBalancer` per service port.
+What it reconciles, per service port (TCP or UDP) of every Service with a cluster IP:
 
-What it watches: Services and Endpoints (both keyed ``namespace/name``: an Endpoints
-object belongs to the Service of the same name), and this node's Node object, whose
-InternalIP is where NodePorts listen unless ``--node-address`` says otherwise. Handlers
-only enqueue the service key; a node change enqueues every service.
+- the kernel rules (:mod:`services.proxy.nftables_rules`), in this node's own table
+  ``ip skiff-proxy-<node>``, written in batches by :class:`~services.proxy.rulesync.
+  RulesSyncer`. In userspace mode (the default) they ``redirect`` the cluster IP,
+  external and load-balancer IPs and NodePorts (on non-loopback local addresses) to
+  this process's listener for the port; in nftables mode they DNAT to the ready
+  endpoints themselves;
+- in userspace mode, a listener on ``0.0.0.0:<ephemeral port>`` per service port
+  (:class:`~services.proxy.userspace.PortProxy`), forwarding to the ready endpoints
+  through the port's load balancer (round robin or ClientIP affinity);
+- in both modes, for a NodePort on a *loopback* node address, a listener on
+  ``nodeAddress:nodePort``: the kernel cannot DNAT loopback traffic to a pod without
+  ``route_localnet``, so those NodePorts are served by this process directly.
 
-Invariants, between two awaits of ``sync``:
+What it watches: Services and Endpoints (both keyed ``namespace/name``) and this node's
+Node object, whose InternalIP is the node address unless ``--node-address`` says
+otherwise. Handlers only enqueue the service key; a node change enqueues every service.
+``sync(key)`` plans with the pure :func:`plan_service`, updates the port proxies,
+records the service's rule ports and asks the syncer for a write.
 
-- ``_targets[p]`` exists iff service port ``p`` is in ``_ports_of[key]`` for its
-  service ``key``;
-- every listener in ``_listeners`` serves a port in ``_targets``; an address is
-  listened on by at most one service port of this process (SO_REUSEPORT would let us
-  bind it twice, and the kernel would then split connections between two services).
+Invariants, between two awaits of ``sync``: ``_proxies[p]`` exists only for a service
+port ``p`` in ``_ports_of[key]`` of its service; ``_rule_ports[key]`` holds the rule
+values of exactly the valid ports of service ``key`` (with their listener ports).
 
-The service range is loopback (127.10.0.0/16), so binding a cluster IP needs no
-address configuration and no root; every node's proxy on one machine binds the same
-cluster IPs with SO_REUSEPORT and the kernel spreads connections among them.
-
-A deleted service (or port) closes its listeners; connections already established
-stay up until either end closes them (Kubernetes leaves conntrack flows alone too).
-Endpoint changes replace the load balancer's backends in place: new connections see
-them, established ones are untouched.
+A deleted service port closes its listeners; established connections stay up until
+either end closes them. Endpoint changes update the load balancers in place and reach
+the kernel within the syncer's bounded delay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
-from services.proxy.forwarder import Frontend, ServicePortTarget
-from services.proxy.loadbalancer import (
-    TCP,
-    Backend,
-    LoadBalancer,
-    ServicePortName,
-    affinity_timeout,
-    backends_for_port,
-)
+from services.proxy.loadbalancer import Backend, ServicePortName
 from services.proxy.metrics import PortStats
+from services.proxy.nftables_rules import (
+    CLIENT_IP,
+    USERSPACE,
+    ServicePort,
+    Settings,
+    service_ports_of,
+    validate_port,
+)
+from services.proxy.rulesync import RulesSyncer
+from services.proxy.userspace import PortProxy
 from skiff.api.v1 import core_pb2
 from skiff.client.controller import Controller
 from skiff.client.informer import SharedInformerFactory
@@ -54,21 +60,26 @@ log = get_logger("services.proxy.proxier")
 
 #: Where NodePorts listen when neither the flag nor the Node object says.
 DEFAULT_NODE_ADDRESS = "127.0.0.1"
-HEADLESS = "None"
-NODE_PORT = "NodePort"
-#: Pending connections the kernel queues per listener before we accept them.
-LISTEN_BACKLOG = 1024
+#: A listener port that passes validation while the real one is not known yet.
+_SOME_PORT = 1
 
 Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
 class PortPlan:
-    """What one service port should look like: where it listens, where it forwards."""
+    """What one service port should look like.
 
-    addresses: tuple[Address, ...]
+    ``rule`` is its kernel-rule value (``proxy_port`` 0 until the listener is open);
+    ``frontend``: userspace mode listens for it on an ephemeral port; ``direct``: the
+    loopback ``nodeAddress:nodePort`` to listen on, if any.
+    """
+
+    rule: ServicePort
     backends: tuple[Backend, ...]
     affinity_timeout: float | None
+    frontend: bool
+    direct: Address | None
 
 
 # ------------------------------------------------------------- pure planning
@@ -84,34 +95,44 @@ def node_internal_ip(node: core_pb2.Node | None) -> str | None:
     return None
 
 
-def plan_service(service: core_pb2.Service | None,
-                 endpoints: core_pb2.EndpointsObject | None, *,
-                 node_address: str) -> dict[ServicePortName, PortPlan]:
-    """The listeners and backends every TCP port of ``service`` should have (pure).
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is in 127.0.0.0/8 (pure)."""
+    try:
+        return ipaddress.IPv4Address(address).is_loopback
+    except ValueError:
+        return False
 
-    None (the service is gone) plans nothing. A headless service (clusterIP None) has
-    no cluster IP listener; a NodePort service also listens on ``node_address``.
+
+def plan_service(service: core_pb2.Service | None,
+                 endpoints: core_pb2.EndpointsObject | None, *, node_address: str,
+                 settings: Settings) -> tuple[dict[ServicePortName, PortPlan], list[str]]:
+    """The plan of every TCP and UDP port of ``service``, and why ports were left out
+    (pure).
+
+    None (the service is gone), headless and ExternalName services plan nothing. A
+    port the kernel rules cannot take (a cluster IP outside the service range, a
+    NodePort outside the range, a bad address) is left out with its reason.
     """
     if service is None:
-        return {}
-    spec = service.spec
-    cluster_ip = spec.cluster_ip if spec.cluster_ip != HEADLESS else ""
-    timeout = affinity_timeout(spec)
+        return {}, []
+    userspace = settings.mode == USERSPACE
+    loopback_node = is_loopback(node_address)
     plans: dict[ServicePortName, PortPlan] = {}
-    for port in spec.ports:
-        if (port.protocol or TCP) != TCP:
-            continue  # only TCP is proxied
-        addresses: list[Address] = []
-        if cluster_ip:
-            addresses.append((cluster_ip, port.port))
-        if spec.type == NODE_PORT and port.node_port:
-            addresses.append((node_address, port.node_port))
-        if not addresses:
+    problems: list[str] = []
+    for port in service_ports_of(service, endpoints):
+        try:
+            validate_port(replace(port, proxy_port=_SOME_PORT), settings)
+        except ValueError as err:
+            problems.append(str(err))
             continue
-        name = ServicePortName(service.metadata.namespace, service.metadata.name, port.name)
-        plans[name] = PortPlan(tuple(addresses), tuple(backends_for_port(endpoints, port.name)),
-                               timeout)
-    return plans
+        name = ServicePortName(port.namespace, port.name, port.port_name)
+        affinity = float(port.affinity_timeout) if port.session_affinity == CLIENT_IP \
+            else None
+        direct = (node_address, port.node_port) if port.node_port and loopback_node else None
+        plans[name] = PortPlan(
+            rule=port, backends=tuple((e.ip, e.port) for e in port.endpoints),
+            affinity_timeout=affinity, frontend=userspace, direct=direct)
+    return plans, problems
 
 
 # ---------------------------------------------------------------- the proxier
@@ -122,16 +143,21 @@ class BindError(Exception):
 
 
 class Proxier(Controller):
-    """Keeps this process's listeners and load balancers in line with the API (see module)."""
+    """Keeps the kernel rules and this process's listeners in line with the API (see
+    module)."""
 
     def __init__(self, factory: SharedInformerFactory, *, node_name: str,
-                 node_address: str | None = None, connect_timeout: float = 1.0) -> None:
+                 settings: Settings, syncer_factory: SyncerFactory,
+                 node_address: str | None = None, connect_timeout: float = 1.0,
+                 udp_timeout: float = 30.0) -> None:
         # One worker: listeners are opened and closed in one sequence, so a NodePort
         # handed from one service to another is released before it is taken.
         super().__init__("proxy", workers=1)
         self.node_name = node_name
+        self.settings = settings
         self.node_address_flag = node_address
         self.connect_timeout = connect_timeout
+        self.udp_timeout = udp_timeout
         self.services = factory.informer("services")
         self.endpoints = factory.informer("endpoints")
         self.nodes = factory.informer("nodes", field_selector=f"metadata.name={node_name}")
@@ -147,11 +173,12 @@ class Proxier(Controller):
         # Handler registrations, not just informers: a registration has synced once its
         # handlers were given the first list, so every service is queued by then.
         self.wait_for(*self._registrations)
-        self._targets: dict[ServicePortName, ServicePortTarget] = {}
+        self._proxies: dict[ServicePortName, PortProxy] = {}
         self._ports_of: dict[str, set[ServicePortName]] = {}
-        self._listeners: dict[Address, tuple[ServicePortName, asyncio.AbstractServer]] = {}
+        self._rule_ports: dict[str, tuple[ServicePort, ...]] = {}
         self._node_address = node_address or DEFAULT_NODE_ADDRESS
         self._log = log.bind(node=node_name)
+        self.rules = syncer_factory(self.rule_ports)
 
     # ----------------------------------------------------------------- handlers
 
@@ -176,117 +203,149 @@ class Proxier(Controller):
 
     @property
     def node_address(self) -> str:
-        """Where NodePorts listen now: the flag, else the Node's InternalIP, else 127.0.0.1."""
+        """The node's address: the flag, else the Node's InternalIP, else 127.0.0.1."""
         return self._node_address
 
+    async def run_all(self) -> None:
+        """Run the controller and the rules' writer until cancelled."""
+        writer = asyncio.ensure_future(self.rules.run(self._caches_ready()))
+        try:
+            await self.run()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
     async def sync(self, key: str) -> None:
-        """Make the listeners and backends of service ``key`` match the cache."""
+        """Make the rules and listeners of service ``key`` match the cache."""
         started = time.monotonic()
         service = self.services.store.get(key)
         endpoints = self.endpoints.store.get(key)
-        plans = plan_service(service, endpoints, node_address=self._node_address)
+        plans, problems = plan_service(service, endpoints, node_address=self._node_address,
+                                       settings=self.settings)
+        for problem in problems:
+            self._log.warning("service port left out", service=key, reason=problem)
         for name in sorted(self._ports_of.get(key, set()) - plans.keys()):
             self._remove_port(name)
         failed: list[str] = []
+        rules: list[ServicePort] = []
         for name, plan in plans.items():
-            failed += await self._apply_port(name, plan)
-        if plans:
-            self._ports_of[key] = set(plans)
-        else:
-            self._ports_of.pop(key, None)
+            proxy_port, errors = await self._apply_port(name, plan)
+            failed += errors
+            if not plan.frontend or proxy_port:
+                rules.append(replace(plan.rule, proxy_port=proxy_port))
+        self._ports_of[key] = set(plans)
+        if not plans:
+            del self._ports_of[key]
+        before = self._rule_ports.pop(key, ())
+        if rules:
+            self._rule_ports[key] = tuple(rules)
+        if tuple(rules) != before:
+            self.rules.request()
         self._log.debug("synced service", key=key, ports=len(plans),
                         seconds=round(time.monotonic() - started, 6))
         if failed:
             raise BindError(f"cannot listen on {', '.join(failed)}")
 
-    async def _apply_port(self, name: ServicePortName, plan: PortPlan) -> list[str]:
-        """Update one service port; the addresses it could not listen on."""
-        target = self._targets.get(name)
-        if target is None:
-            balancer = LoadBalancer(plan.backends, affinity_timeout=plan.affinity_timeout,
-                                    clock=time.monotonic)
-            target = ServicePortTarget(name, balancer, PortStats(),
-                                       connect_timeout=self.connect_timeout)
-            self._targets[name] = target
+    async def _apply_port(self, name: ServicePortName, plan: PortPlan
+                          ) -> tuple[int, list[str]]:
+        """Update one service port's userspace side; its listener port (0: none) and
+        the addresses it could not listen on."""
+        proxy = self._proxies.get(name)
+        if proxy is not None and proxy.protocol != plan.rule.protocol:
+            self._remove_port(name)
+            proxy = None
+        if proxy is None:
+            if not plan.frontend and plan.direct is None:
+                return 0, []
+            proxy = PortProxy(name, plan.rule.protocol, backends=plan.backends,
+                              affinity_timeout=plan.affinity_timeout,
+                              connect_timeout=self.connect_timeout,
+                              udp_timeout=self.udp_timeout)
+            self._proxies[name] = proxy
             self._log.info("service port added", service=str(name),
-                           backends=_show(plan.backends))
-        elif (target.balancer.backends != plan.backends
-              or target.balancer.affinity_timeout != plan.affinity_timeout):
-            target.balancer.update(plan.backends, affinity_timeout=plan.affinity_timeout)
+                           protocol=plan.rule.protocol, backends=_show(plan.backends))
+        elif proxy.update(plan.backends, plan.affinity_timeout):
             self._log.info("backends changed", service=str(name),
                            backends=_show(plan.backends))
-        wanted = set(plan.addresses)
-        for address, (owner, _) in list(self._listeners.items()):
-            if owner == name and address not in wanted:
-                self._close_listener(address)
         failed: list[str] = []
-        for address in plan.addresses:
-            held = self._listeners.get(address)
-            if held is not None:
-                if held[0] != name:
-                    failed.append(f"{address[0]}:{address[1]} (held by {held[0]})")
-                continue
+        if plan.frontend:
             try:
-                await self._open_listener(address, target)
+                await proxy.open_frontend()
             except OSError as e:
-                self._log.error("cannot listen", service=str(name),
-                                address=f"{address[0]}:{address[1]}", error=str(e))
-                failed.append(f"{address[0]}:{address[1]}")
-        return failed
-
-    async def _open_listener(self, address: Address, target: ServicePortTarget) -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: Frontend(target), host=address[0], port=address[1], reuse_port=True,
-            backlog=LISTEN_BACKLOG)
-        self._listeners[address] = (target.name, server)
-        self._log.info("listening", service=str(target.name),
-                       address=f"{address[0]}:{address[1]}")
-
-    def _close_listener(self, address: Address) -> None:
-        name, server = self._listeners.pop(address)
-        # Only the listening socket closes: established connections carry on.
-        server.close()
-        self._log.info("stopped listening", service=str(name),
-                       address=f"{address[0]}:{address[1]}")
+                failed.append(f"0.0.0.0 ({e})")
+        try:
+            await proxy.set_direct(plan.direct)
+        except OSError as e:
+            assert plan.direct is not None
+            self._log.error("cannot listen", service=str(name),
+                            address=f"{plan.direct[0]}:{plan.direct[1]}", error=str(e))
+            failed.append(f"{plan.direct[0]}:{plan.direct[1]}")
+        if proxy.frontend is None and proxy.direct is None:
+            self._proxies.pop(name).close()
+            return 0, failed
+        return proxy.frontend_port, failed
 
     def _remove_port(self, name: ServicePortName) -> None:
-        for address, (owner, _) in list(self._listeners.items()):
-            if owner == name:
-                self._close_listener(address)
-        self._targets.pop(name, None)
-        self._log.info("service port removed", service=str(name))
+        proxy = self._proxies.pop(name, None)
+        if proxy is not None:
+            proxy.close()
+            self._log.info("service port removed", service=str(name))
 
     # --------------------------------------------------------------- reporting
 
+    def rule_ports(self) -> Iterator[ServicePort]:
+        """Every service port the kernel rules should hold now."""
+        for ports in list(self._rule_ports.values()):
+            yield from ports
+
     def ports(self) -> Iterator[tuple[ServicePortName, PortStats]]:
-        """Every service port served now, with its counters (what metrics report)."""
-        for name, target in list(self._targets.items()):
-            yield name, target.stats
+        """Every service port this process forwards, with its counters (for metrics)."""
+        for name, proxy in list(self._proxies.items()):
+            yield name, proxy.stats
 
     @property
-    def listeners(self) -> list[Address]:
-        """The addresses listened on now."""
-        return sorted(self._listeners)
+    def listeners(self) -> list[tuple[str, str, int]]:
+        """(protocol, host, port) of every listener open now."""
+        out = []
+        for proxy in self._proxies.values():
+            if proxy.frontend is not None:
+                out.append((proxy.protocol, "0.0.0.0", proxy.frontend_port))
+            if proxy.direct_address is not None:
+                out.append((proxy.protocol, *proxy.direct_address))
+        return sorted(out)
+
+    def _synced(self) -> bool:
+        return (all(r.has_synced for r in self._registrations)
+                and self.queue.len() == 0 and not self.queue.processing)
+
+    async def _caches_ready(self) -> None:
+        # Polled: the work queue offers no event for "drained".
+        while not self._synced():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait until the caches synced and every service was synced once."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            synced = all(r.has_synced for r in self._registrations)
-            if synced and self.queue.len() == 0 and not self.queue.processing:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        """Wait until the caches synced, every service was synced once and the kernel
+        rules were written once."""
+        try:
+            await asyncio.wait_for(self._caches_ready(), timeout)
+            await asyncio.wait_for(self.rules.synced.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def close_all(self) -> None:
         """Close every listener (at shutdown)."""
-        for address in list(self._listeners):
-            self._close_listener(address)
+        for name in list(self._proxies):
+            self._remove_port(name)
 
 
 def _show(backends: tuple[Backend, ...]) -> list[str]:
     return [f"{ip}:{port}" for ip, port in backends]
 
 
-__all__ = ["DEFAULT_NODE_ADDRESS", "PortPlan", "Proxier", "node_internal_ip", "plan_service"]
+#: Makes the rules' writer, given what to read the service ports from.
+SyncerFactory = Callable[[Callable[[], Iterable[ServicePort]]], RulesSyncer]
+
+__all__ = ["DEFAULT_NODE_ADDRESS", "PortPlan", "Proxier", "is_loopback", "node_internal_ip",
+           "plan_service"]

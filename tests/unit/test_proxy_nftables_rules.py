@@ -26,6 +26,7 @@ from services.proxy.nftables_rules import (
     plan_update,
     render,
     service_ports_of,
+    table_name,
 )
 from skiff.api.v1 import core_pb2, meta_pb2
 
@@ -443,3 +444,62 @@ async def test_a_missing_nft_is_a_clear_error():
     with pytest.raises(NftablesError, match="not found: the proxy's kernel rules need nft"):
         await applier.apply(build_ruleset([web()], Settings()))
     assert applier.installed is None
+
+
+# ------------------------------------------------------------ one table per node
+
+
+def test_the_table_is_the_settings_and_every_command_names_it():
+    settings = Settings(mode=NFTABLES, table="skiff-proxy-node-2")
+    ruleset = build_ruleset([web(node_port=30080)], settings)
+    text = render(ruleset)
+    assert text.startswith("add table ip skiff-proxy-node-2\n"
+                           "delete table ip skiff-proxy-node-2\n")
+    assert " skiff " not in text and "ip skiff\n" not in text
+    changed = build_ruleset([web(endpoints=(Endpoint("10.244.9.9", 8080),))], settings)
+    update = plan_update(ruleset, changed)
+    assert update and all(" ip skiff-proxy-node-2 " in line
+                          for line in update.splitlines())
+    # Another table's ruleset is never an update of this one: written whole.
+    other = build_ruleset([web()], Settings(mode=NFTABLES, table="skiff-proxy-node-3"))
+    assert plan_update(ruleset, other) == render(other)
+
+
+async def test_an_applier_refuses_another_tables_ruleset():
+    applier = NftablesApplier(table="skiff-proxy-a", nft="/nonexistent/nft")
+    with pytest.raises(ValueError, match="skiff-proxy-b"):
+        await applier.apply(build_ruleset([web()], Settings(table="skiff-proxy-b")))
+
+
+def test_with_a_pod_bridge_only_this_nodes_pods_and_traffic_from_elsewhere_match():
+    for mode in (USERSPACE, NFTABLES):
+        ruleset = build_ruleset([web()], Settings(mode=mode, pod_bridge="skb-node-1"))
+        # This node's pods; then other nodes' pods on this machine are left to their
+        # own proxies; then everything else (other hosts).
+        assert rules_of(ruleset, "nat-prerouting") == (
+            'iifname "skb-node-1" jump services', 'iifname "skb-*" return', "jump services")
+        # Host processes: every proxy's table (the first NAT binding wins).
+        assert rules_of(ruleset, "nat-output") == ("jump services",)
+
+
+def test_a_bad_pod_bridge_or_table_is_refused():
+    with pytest.raises(ValueError, match="pod bridge"):
+        build_ruleset([web()], Settings(pod_bridge='x" accept'))
+    with pytest.raises(ValueError, match="table"):
+        build_ruleset([web()], Settings(table=""))
+    with pytest.raises(ValueError, match="node name"):
+        table_name("a b")
+
+
+@needs_nft
+def test_nft_loads_the_rules_of_two_nodes_side_by_side(tmp_path):
+    scripts = [render(build_ruleset([web(node_port=30080), dns()],
+                                    Settings(mode=mode, table=table_name(node),
+                                             pod_bridge=bridge_name)))
+               for mode, node, bridge_name in ((USERSPACE, "node-1", "skb-node-1"),
+                                               (NFTABLES, "node-2", "skb-node-2"))]
+    done = nft_load(tmp_path, *scripts)
+    assert done.returncode == 0, done.stderr
+    assert "table ip skiff-proxy-node-1" in done.stdout
+    assert "table ip skiff-proxy-node-2" in done.stdout
+    assert 'iifname "skb-node-2" jump services' in done.stdout
