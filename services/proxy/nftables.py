@@ -1,8 +1,8 @@
 """Installing the proxy's kernel rules: Skiff's nftables table, and Docker's DOCKER-USER.
 
 The rules themselves are built by the pure :mod:`services.proxy.nftables_rules`; this
-module runs ``nft`` (and ``iptables`` for DOCKER-USER) as asyncio subprocesses, so the
-event loop never blocks on the kernel.
+module runs ``nft`` (and ``iptables`` for DOCKER-USER) on worker threads
+(:mod:`skiff.commands`), so the event loop never blocks on the kernel.
 
 - :meth:`NftablesApplier.apply` writes the difference between what it last installed
   and the new ruleset as one ``nft -f -`` transaction (atomic: all or nothing). When that
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.proxy.nftables_rules import FAMILY, TABLE, Ruleset, plan_update, render
+from skiff import commands
 from skiff.logging import get_logger
 
 log = get_logger("services.proxy.nftables")
@@ -208,24 +208,14 @@ class NftablesApplier:
             raise NftablesError(f"nft -f: {err.strip()[:2000]}")
 
     async def _run(self, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-        # A worker thread runs the command and waits for it: under uvloop an asyncio
-        # subprocess's exit was now and then never delivered (the daemon forks nft
-        # while gRPC's threads run), and a write then hung for good.
-        return await asyncio.to_thread(self._run_blocking, (*self._wrap, *argv), stdin)
-
-    @staticmethod
-    def _run_blocking(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
+        # On a worker thread (skiff.commands says why not an asyncio subprocess).
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                                  errors="replace", timeout=COMMAND_TIMEOUT,
-                                  stdin=None if stdin is not None else subprocess.DEVNULL)
-        except FileNotFoundError as err:
-            raise NftablesError(f"{err.filename or argv[0]} not found: the proxy's kernel "
-                                "rules need nft (Debian: nftables) and iptables") from None
-        except subprocess.TimeoutExpired:
-            raise NftablesError(f"{' '.join(argv[:4])}: no answer in {COMMAND_TIMEOUT}s"
-                                ) from None
-        return done.returncode, done.stdout, done.stderr
+            done = await commands.run((*self._wrap, *argv), stdin=stdin,
+                                      timeout=COMMAND_TIMEOUT)
+        except commands.CommandError as err:
+            raise NftablesError(f"{err}: the proxy's kernel rules need nft (Debian: "
+                                "nftables), iptables and conntrack") from None
+        return done.code, done.out, done.err
 
 
 def _docker_user_specs(cluster_cidrs: Sequence[str]) -> list[tuple[str, ...]]:

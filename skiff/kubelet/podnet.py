@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from skiff import commands
+
 #: The routing protocol number on every route Skiff adds (``ip route ... proto 147``).
 ROUTE_PROTO = 147
 #: Metric of the blackhole routes that keep the cluster ranges on the machine.
@@ -152,24 +154,20 @@ def docker_user_comment(node: str) -> str:
 
 async def run_command(*argv: str, stdin: str | None = None, check: bool = True) -> str:
     """Run a command (nft, iptables); its stdout. Raises RuntimeError on failure."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): "
-                           f"{err.decode().strip()}")
-    return out.decode()
+    try:
+        done = await commands.run(argv, stdin=stdin)
+    except commands.CommandError as err:
+        raise RuntimeError(str(err)) from None
+    if check and done.code != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.code}): {done.err.strip()}")
+    return done.out
 
 
 async def docker_user_exists() -> bool:
     """Whether iptables' filter table has Docker's ``DOCKER-USER`` chain."""
     if shutil.which("iptables") is None:
         return False
-    proc = await asyncio.create_subprocess_exec(
-        "iptables", "-w", "-S", "DOCKER-USER", stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
-    return await proc.wait() == 0
+    return (await commands.run(("iptables", "-w", "-S", "DOCKER-USER"))).code == 0
 
 
 def docker_user_rules(listing: str, node: str | None,
