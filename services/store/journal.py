@@ -16,18 +16,22 @@ pysyncobj in place of its own (see ``services.store.raft``). Modelled on etcd's 
 - The file is preallocated in ``PREALLOCATE`` steps (etcd preallocates its WAL's
   segments): an fdatasync that must also record a new file size costs several times
   one that only writes data (measured here: p50 0.5-4 ms against 0.09 ms).
-- Group commit: :meth:`RaftJournal.add` only queues a record in memory; :meth:`sync`
-  writes what a raft tick queued with one ``write`` and makes it durable with one
-  fdatasync. The replica calls it at the end of every tick, before the tick's peer
-  messages are sent and before any client is answered (see ``Replica._tick``), so a
-  follower has the entries on disk before it acknowledges them and the leader before
-  a follower can.
+- Group commit: :meth:`RaftJournal.add` only queues a record in memory;
+  :meth:`begin_sync` writes everything queued with one ``write`` (on the caller's
+  thread, the loop) and returns a :class:`SyncJob` whose :meth:`SyncJob.run` makes it
+  durable with one fdatasync. The replica runs that on a thread of its own (see
+  ``services.store.journal_sync``) while the loop keeps receiving, appending and
+  sending; records added meanwhile wait for the next job. :meth:`finish_sync`, back on
+  the loop, moves :attr:`durable_index` up to the last entry the job covered. What a
+  sync protects (a follower's acknowledgement, a vote, the leader counting its own
+  copy) waits for the job that covers it; :meth:`sync` does all three steps at once.
 - The term, vote and commit index live beside it in ``<journal>.meta``, replaced whole
   (temp file, fsync, rename, directory fsync), checksummed. A new term or vote is
-  written by the next :meth:`sync`, still before any vote request or reply of that
-  tick goes out; the commit index at most once a second (pysyncobj's pace), clamped
-  to the entries already durable (raft does not need it durable at all: it only saves
-  a restarted replica waiting for its leader to replay its own log).
+  written by the next sync job (as it stood when the job began), still before any vote
+  request or reply of that tick goes out; the commit index at most once a second
+  (pysyncobj's pace), clamped to the entries already durable (raft does not need it
+  durable at all: it only saves a restarted replica waiting for its leader to replay
+  its own log).
 - Log compaction (:meth:`deleteEntriesTo`, once a dump covers the entries) copies the
   entries kept into a new file, syncs it and renames it over the journal. A crash
   before the rename leaves the old, longer journal: :meth:`align` drops its entries
@@ -43,6 +47,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +186,25 @@ def decode_meta(data: bytes, path: str) -> dict[str, Any]:
             "commit_index": legacy.get("raftCommitIndex", 1)}
 
 
+@dataclass
+class SyncJob:
+    """One group commit: what :meth:`RaftJournal.begin_sync` wrote and must make durable.
+
+    ``length``: the journal's bytes to fdatasync (None: only the meta file);
+    ``covers``: the last entry index those bytes hold; ``meta``: the term, vote and
+    commit index to write to the meta file, if they changed.
+    """
+
+    journal: RaftJournal
+    length: int | None
+    covers: int
+    meta: tuple[int, str | None, int] | None
+
+    def run(self) -> None:
+        """The syscalls: safe on another thread (nothing here touches pysyncobj)."""
+        self.journal._run_sync(self)
+
+
 class RaftJournal(Journal):
     """pysyncobj's Journal on one file, synced once per :meth:`sync` (see module docstring).
 
@@ -189,8 +213,13 @@ class RaftJournal(Journal):
     ``_written`` are in the file, the rest in ``_pending`` (which starts at
     ``_written``); ``_end`` is where the last record ends, and the file holds zeros from
     ``_written`` to ``_allocated``, its size. ``_dirty``: the file changed since the
-    last sync. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
-    Used from one thread (the replica's loop).
+    last sync began. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
+    ``durable_index``: every entry up to it is on disk (as it now reads).
+
+    Used from one thread (the replica's loop), but for :meth:`SyncJob.run`, which may
+    run on another. ``_io_lock`` is held by a running job; what would change the file
+    under it (a truncation below what was written, compaction, closing) takes the lock
+    first, so a job's fdatasync and its sync-log line describe the file it synced.
     """
 
     def __init__(self, path: str | Path, disk: Disk | None = None) -> None:
@@ -209,9 +238,13 @@ class RaftJournal(Journal):
         self._voted_for: str | None = None
         self._commit_index = 1
         self._stored_commit_index = 1
+        self._io_lock = threading.Lock()
+        #: The last entry of a job begun and not finished (clamped by truncations).
+        self._covering: int | None = None
         self._open()
         self._end = self._written = self._good_end
         self._allocated = os.fstat(self._fd).st_size
+        self.durable_index = self._last_index()
 
     # ------------------------------------------------------------------ opening
 
@@ -312,22 +345,55 @@ class RaftJournal(Journal):
         return self._dirty or self._meta_dirty
 
     def sync(self) -> bool:
-        """Write what was queued and make it durable: one write and one fdatasync.
+        """Write what was queued and make it durable, here and now (one fdatasync).
 
         Returns whether there was anything to do. Then a new term or vote (its own file).
         """
-        if not (self._dirty or self._meta_dirty):
+        job = self.begin_sync()
+        if job is None:
             return False
+        job.run()
+        self.finish_sync(job)
+        return True
+
+    def begin_sync(self) -> SyncJob | None:
+        """Write what was queued (one ``pwrite``) and return the job that makes it durable.
+
+        None when nothing waits. Records added after this wait for the next job; call it
+        again only once this job's :meth:`finish_sync` ran (one job at a time).
+        """
+        if not (self._dirty or self._meta_dirty):
+            return None
+        length = None
         if self._dirty:
             self._write_pending()
-            self._disk.datasync(self._fd, self._path, length=self._end)
+            length = self._end
             self._dirty = False
+        meta = None
         if self._meta_dirty:
-            commit = min(self._commit_index, self._entries[-1][1] if self._entries else 1)
-            self._write_meta(self._term, self._voted_for, commit)
-            self._stored_commit_index = commit
+            meta = (self._term, self._voted_for,
+                    min(self._commit_index, max(self._last_index(), 1)))
             self._meta_dirty = False
-        return True
+        self._covering = self._last_index()
+        return SyncJob(self, length, self._covering, meta)
+
+    def _run_sync(self, job: SyncJob) -> None:
+        with self._io_lock:
+            if job.length is not None and self._fd >= 0:
+                self._disk.datasync(self._fd, self._path, length=job.length)
+            if job.meta is not None:
+                self._write_meta(*job.meta)
+
+    def finish_sync(self, job: SyncJob) -> None:
+        """After ``job.run()`` returned: what it covered is durable (on the loop)."""
+        covered = job.covers if self._covering is None else min(job.covers, self._covering)
+        self._covering = None
+        self.durable_index = max(self.durable_index, min(covered, self._last_index()))
+        if job.meta is not None:
+            self._stored_commit_index = job.meta[2]
+
+    def _last_index(self) -> int:
+        return self._entries[-1][1] if self._entries else 0
 
     def _write_pending(self) -> None:
         if self._end > self._allocated:
@@ -398,13 +464,20 @@ class RaftJournal(Journal):
         del self._starts[keep:]
         del self._crcs[keep:]
         self._end = end
+        # Entries past ``keep`` that were durable are gone: an entry added again at
+        # their index is not, until a job begun after this covers it.
+        last = self._last_index()
+        self.durable_index = min(self.durable_index, last)
+        if self._covering is not None:
+            self._covering = min(self._covering, last)
         if end >= self._written:
             del self._pending[end - self._written:]
         else:
             # Zeros past the end again (a stale record there would fail its chained
             # checksum anyway, but would read as a torn tail on open).
-            os.ftruncate(self._fd, end)
-            os.posix_fallocate(self._fd, end, self._allocated - end)
+            with self._io_lock:
+                os.ftruncate(self._fd, end)
+                os.posix_fallocate(self._fd, end, self._allocated - end)
             self._written = end
             self._pending.clear()
         self._dirty = True
@@ -416,6 +489,10 @@ class RaftJournal(Journal):
         if entryTo >= len(self._entries):
             self.clear()
             return
+        with self._io_lock:  # a running job's fdatasync must not see its fd closed
+            self._compact(entryTo)
+
+    def _compact(self, entryTo: int) -> None:
         self._write_pending()
         keep_from = self._starts[entryTo]
         seed = self._crcs[entryTo - 1]
@@ -436,6 +513,7 @@ class RaftJournal(Journal):
         self._end -= shift
         self._allocated = self._end
         self._dirty = False  # the new file is synced whole
+        self.durable_index = self._last_index()
 
     def _read(self, start: int, end: int) -> bytes:
         chunks = []
@@ -457,9 +535,12 @@ class RaftJournal(Journal):
         """Sync what is queued and close the file (pysyncobj's destroy)."""
         if self._fd < 0:
             return
+        with self._io_lock:  # let a running job finish first
+            pass
         self.sync()
-        os.close(self._fd)
-        self._fd = -1
+        with self._io_lock:
+            os.close(self._fd)
+            self._fd = -1
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         self._commit_index = raftCommitIndex

@@ -1,42 +1,54 @@
-"""A raft tick syncs the journal before this replica acknowledges anything to a peer.
+"""The journal is synced off the loop; what a sync protects waits for the sync covering it.
 
 Only what states nothing about this replica's disk (a leader's append_entries,
 forwarded client batches) goes out before the sync, as etcd's leader sends its entries
-while it writes them; each peer's messages keep their order.
+while it writes them; each peer's messages keep their order. An acknowledgement, a vote
+or a vote request waits for the sync job that covers the changes made before it; the
+leader counts its own copy of an entry towards a majority only once synced.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
+from pysyncobj import SyncObj
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
-from services.store.raft import _FORWARD, Replica, _RaftTransport
+from services.store.disk import Disk
+from services.store.journal import RaftJournal
+from services.store.journal_sync import JournalSyncer
+from services.store.raft import _FORWARD, Replica, _RaftTransport, _SyncObj, commit_cap
 
 
 class Recorder:
-    """Stands in for pysyncobj, the journal and the transport: records what is called."""
+    """Stands in for pysyncobj, the syncer and the transport: records what is called."""
 
     def __init__(self, calls: list[str]) -> None:
         self._calls = calls
+        self.done = 4
+
+    def required(self) -> int:
+        self._calls.append("required")
+        return 5
 
     def __getattr__(self, name: str) -> Any:
-        def call(*_args: Any, **kwargs: Any) -> None:
-            self._calls.append(name + ("(before_sync)" if kwargs.get("before_sync") else ""))
+        def call(*args: Any, **_kwargs: Any) -> None:
+            self._calls.append(name + (repr(args) if args and name == "flush" else ""))
         return call
 
 
-def test_a_tick_syncs_the_journal_before_it_sends_what_must_wait():
+def test_a_tick_holds_what_must_wait_then_starts_the_sync_job():
     calls: list[str] = []
     replica = Replica.__new__(Replica)  # only what _tick touches
     replica._tick_scheduled = True
     replica._syncobj = Recorder(calls)
-    replica._journal = Recorder(calls)
+    replica._syncer = Recorder(calls)
     replica._transport = Recorder(calls)
     replica._leader = None
     replica._tick()
-    assert calls == ["doTick", "end_tick", "flush(before_sync)", "sync", "flush",
-                     "_getLeader"]
+    assert calls == ["doTick", "end_tick", "required", "flush(5, 4)", "kick", "_getLeader"]
 
 
 class Connection:
@@ -54,21 +66,179 @@ def types(message: dict) -> list[str]:
     return [m["type"] for m in inner]
 
 
-def test_only_each_peers_leading_leader_messages_go_before_the_sync():
+def transport_to(**connections: Connection) -> _RaftTransport:
     transport = _RaftTransport.__new__(_RaftTransport)  # only what send and flush touch
-    leader, follower = Connection(), Connection()
-    transport._connections = {"leader": leader, "follower": follower}
+    transport._connections = dict(connections)
     transport._outbox = {}
+    transport._held = {}
+    return transport
+
+
+def test_only_each_peers_leading_leader_messages_go_before_the_sync():
+    leader, follower = Connection(), Connection()
+    transport = transport_to(leader=leader, follower=follower)
     for message in ({"type": "append_entries"}, {"type": _FORWARD},
                     {"type": "response_vote"}, {"type": "append_entries"}):
         transport.send("follower", message)
     transport.send("leader", {"type": "next_node_idx"})
     transport.send("leader", {"type": _FORWARD})
 
-    transport.flush(before_sync=True)
+    transport.flush(required=1, done=0)
     assert [types(m) for m in follower.sent] == [["append_entries", _FORWARD]]
     assert leader.sent == []  # an acknowledgement first: all of it waits
 
-    transport.flush()
+    transport.release(done=1)
     assert [types(m) for m in follower.sent][1:] == [["response_vote", "append_entries"]]
     assert [types(m) for m in leader.sent] == [["next_node_idx", _FORWARD]]
+
+
+def test_held_messages_go_with_the_sync_that_covers_them_and_in_order():
+    leader = Connection()
+    transport = transport_to(leader=leader)
+    transport.send("leader", {"type": "next_node_idx", "n": 1})
+    transport.flush(required=1, done=0)  # job 1 covers it
+    transport.send("leader", {"type": "next_node_idx", "n": 2})
+    transport.send("leader", {"type": _FORWARD})
+    transport.flush(required=2, done=0)  # appended during job 1: job 2 covers it
+    transport.release(done=1)
+    assert [m.get("n") for m in leader.sent] == [1]
+    transport.send("leader", {"type": _FORWARD, "n": 3})
+    transport.flush(required=2, done=1)  # behind a held ack, even a forward waits
+    assert len(leader.sent) == 1
+    transport.release(done=2)
+    assert types(leader.sent[1]) == ["next_node_idx", _FORWARD, _FORWARD]
+    assert transport._held == {}
+    transport.send("leader", {"type": "next_node_idx", "n": 4})
+    transport.flush(required=2, done=2)  # nothing unsynced: at once
+    assert leader.sent[-1]["n"] == 4
+
+
+class GatedDisk(Disk):
+    """A Disk whose journal fdatasyncs each wait for a permit from the test (a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated = False  # set by the test once the journal is created
+        self.permits = threading.Semaphore(0)
+        self.entered = threading.Semaphore(0)
+        self.syncing_thread: threading.Thread | None = None
+
+    def datasync(self, fd: int, path: str, **kwargs: Any) -> None:
+        if self.gated:
+            self.syncing_thread = threading.current_thread()
+            self.entered.release()
+            assert self.permits.acquire(timeout=10)
+        super().datasync(fd, path, **kwargs)
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_acks_go_only_after_the_covering_sync_returns_and_the_loop_runs_meanwhile(tmp_path):
+    loop = asyncio.get_running_loop()
+    disk = GatedDisk()
+    journal = RaftJournal(tmp_path / "journal", disk)
+    disk.gated = True
+    peer = Connection()
+    transport = transport_to(leader=peer)
+    synced: list[int] = []
+    syncer: JournalSyncer
+
+    def on_synced() -> None:
+        synced.append(journal.durable_index)
+        transport.release(syncer.done)
+
+    syncer = JournalSyncer(journal, loop, on_synced)
+    try:
+        journal.add(b"a", 1, 1)
+        transport.send("leader", {"type": "next_node_idx", "next_node_idx": 2})
+        transport.flush(syncer.required(), syncer.done)
+        syncer.kick()
+        assert await asyncio.to_thread(disk.entered.acquire, timeout=5)
+        assert disk.syncing_thread is not threading.current_thread()
+
+        # While job 1 syncs, the loop appends and acks more: they wait for job 2.
+        journal.add(b"b", 2, 1)
+        transport.send("leader", {"type": "next_node_idx", "next_node_idx": 3})
+        transport.flush(syncer.required(), syncer.done)
+        assert syncer.required() == 2 and peer.sent == [] and journal.durable_index == 0
+
+        disk.permits.release()
+        await until(lambda: synced)
+        assert synced == [1]
+        assert [m["next_node_idx"] for m in peer.sent] == [2]  # only what job 1 covered
+        # Job 2 started at once, by itself.
+        assert await asyncio.to_thread(disk.entered.acquire, timeout=5)
+        assert syncer.running and len(peer.sent) == 1
+        disk.permits.release()
+        await until(lambda: len(synced) == 2)
+        assert synced == [1, 2] and journal.durable_index == 2
+        assert types(peer.sent[-1]) == ["next_node_idx"] and peer.sent[-1]["next_node_idx"] == 3
+        assert not syncer.running and syncer.required() == syncer.done == 2
+    finally:
+        disk.gated = False
+        disk.permits.release(5)
+        syncer.close()
+        journal._destroy()
+    assert [e[1] for e in RaftJournal(tmp_path / "journal")] == [1, 2]
+
+
+async def test_a_truncation_during_a_sync_keeps_the_replaced_entries_out_of_the_durable_index(
+        tmp_path):
+    loop = asyncio.get_running_loop()
+    disk = GatedDisk()
+    journal = RaftJournal(tmp_path / "journal", disk)
+    disk.gated = True
+    durable: list[int] = []
+    syncer = JournalSyncer(journal, loop, lambda: durable.append(journal.durable_index))
+    try:
+        for index in (1, 2, 3):
+            journal.add(b"x", index, 1)
+        syncer.kick()
+        assert await asyncio.to_thread(disk.entered.acquire, timeout=5)
+        # A new leader's log differs from index 2. Cutting the file waits for the job's
+        # fdatasync (let go shortly, from another thread); the job's outcome is taken
+        # on the loop only after the cut.
+        threading.Timer(0.2, disk.permits.release).start()
+        journal.deleteEntriesFrom(1)
+        journal.add(b"y", 2, 2)
+        assert durable == []
+        disk.permits.release()
+        await until(lambda: len(durable) == 2)
+        assert durable == [1, 2]  # entry 2 of term 2 only once the second job covered it
+    finally:
+        disk.gated = False
+        disk.permits.release(5)
+        syncer.close()
+        journal._destroy()
+    assert list(RaftJournal(tmp_path / "journal")) == [(b"x", 1, 1), (b"y", 2, 2)]
+
+
+def test_commit_cap_counts_the_leaders_copy_only_up_to_what_is_synced():
+    # Three replicas: the leader's durable copy and one follower make a majority.
+    assert commit_cap(own_durable=5, follower_matches=[7, 3]) == 5
+    # Both followers hold 6 on disk: a majority without the leader.
+    assert commit_cap(own_durable=5, follower_matches=[7, 6]) == 6
+    # Two replicas: the follower alone is never a majority.
+    assert commit_cap(own_durable=4, follower_matches=[9]) == 4
+    # Five replicas: three followers are a majority by themselves.
+    assert commit_cap(own_durable=2, follower_matches=[9, 8, 7, 1]) == 7
+    assert commit_cap(own_durable=2, follower_matches=[9, 8, 1, 1]) == 2
+
+
+def test_a_leader_commits_with_capped_match_indexes_and_keeps_the_real_ones(monkeypatch):
+    seen: list[dict] = []
+    syncobj = _SyncObj.__new__(_SyncObj)  # only what doTick touches
+    syncobj._own_durable = lambda: 5
+    syncobj._SyncObj__raftMatchIndex = {"f1": 7, "f2": 3}
+    monkeypatch.setattr(_SyncObj, "_isLeader", lambda self: True)
+    monkeypatch.setattr(_SyncObj, "otherNodes", property(lambda self: {"f1", "f2"}))
+    monkeypatch.setattr(SyncObj, "doTick",
+                        lambda self, t=0.0: seen.append(dict(self._SyncObj__raftMatchIndex)))
+    syncobj.doTick(0)
+    assert seen == [{"f1": 5, "f2": 3}]
+    assert syncobj._SyncObj__raftMatchIndex == {"f1": 7, "f2": 3}
