@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from services.store.journal import RaftJournal, SyncJob
 from skiff.logging import get_logger
@@ -47,9 +48,13 @@ class JournalSyncer:
         self._loop = loop
         self._on_synced = on_synced
         self._inline = inline
-        self._executor: ThreadPoolExecutor | None = None
+        #: Jobs for the worker thread (None: stop); a SimpleQueue and call_soon_threadsafe
+        #: are the cheapest handoff there is both ways (an executor's futures cost more).
+        self._jobs: queue.SimpleQueue[SyncJob | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         if not inline:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
+            self._thread = threading.Thread(target=self._work, name="journal-sync", daemon=True)
+            self._thread.start()
         #: Jobs started and jobs finished.
         self.started = 0
         self.done = 0
@@ -71,22 +76,28 @@ class JournalSyncer:
         if job is None:
             return
         self.started += 1
-        if self._executor is None:
+        if self._thread is None:
             try:
                 job.run()
             except OSError as e:
                 _stop(e)
             self._finished(job)
             return
-        future = self._loop.run_in_executor(self._executor, job.run)
-        future.add_done_callback(lambda f: self._after(f, job))
+        self._jobs.put(job)
 
-    def _after(self, future: asyncio.Future[None], job: SyncJob) -> None:
-        if future.cancelled():
-            return  # closing
-        error = future.exception()
-        if error is not None:
-            _stop(error)
+    def _work(self) -> None:
+        """The worker thread: run each job's syscalls, then hand it back to the loop."""
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.run()
+            except OSError as e:
+                _stop(e)
+            try:
+                self._loop.call_soon_threadsafe(self._after, job)
+            except RuntimeError:
+                return  # the loop is closed: the replica is stopping
+
+    def _after(self, job: SyncJob) -> None:
         self._finished(job)
 
     def _finished(self, job: SyncJob) -> None:
@@ -101,8 +112,9 @@ class JournalSyncer:
         """Wait for a running job's syscalls, and start no more (the journal syncs what
         is left when pysyncobj destroys it)."""
         self._closed = True
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
 
 
 def _stop(error: BaseException) -> None:

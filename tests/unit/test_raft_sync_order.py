@@ -242,3 +242,23 @@ def test_a_leader_commits_with_capped_match_indexes_and_keeps_the_real_ones(monk
     syncobj.doTick(0)
     assert seen == [{"f1": 5, "f2": 3}]
     assert syncobj._SyncObj__raftMatchIndex == {"f1": 7, "f2": 3}
+
+
+def test_a_round_that_only_carries_a_commit_index_is_left_to_the_caller(monkeypatch):
+    rounds: list[int] = []
+    syncobj = _SyncObj.__new__(_SyncObj)  # only what end_tick touches
+    syncobj._SyncObj__raftLog = [(b"", 1, 1), (b"", 2, 1)]
+    syncobj._last_sent_index = 0
+    monkeypatch.setattr(_SyncObj, "_isLeader", lambda self: True)
+    monkeypatch.setattr(SyncObj, "_SyncObj__sendAppendEntries",
+                        lambda self: rounds.append(self._SyncObj__raftLog[-1][1]))
+    syncobj._append_wanted = True
+    assert syncobj.end_tick(defer_notice=True) is False  # new entries: at once
+    assert rounds == [2]
+    syncobj._append_wanted = True  # then an apply asks for a round: a notice only
+    assert syncobj.end_tick(defer_notice=True) is True and rounds == [2]
+    assert syncobj.end_tick() is False and rounds == [2, 2]  # sent when the caller says
+    assert syncobj.end_tick() is False and rounds == [2, 2]  # and once
+    monkeypatch.setattr(_SyncObj, "_isLeader", lambda self: False)
+    syncobj._append_wanted = True
+    assert syncobj.end_tick() is False and rounds == [2, 2]  # stepped down: nothing
