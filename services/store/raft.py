@@ -681,6 +681,7 @@ class Replica:
         self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file,
                                                       disk=options.disk)
         snapshotter.prepare()
+        snapshotter.preload()  # a dump it cannot read is moved aside, as if lost
         #: Entries, term and vote; a sync job starts at the end of a tick (see ``_tick``).
         self._journal = RaftJournal(options.journal_file, options.disk)
         self._discard_journal_without_dump(options.dump_file)
@@ -732,7 +733,8 @@ class Replica:
         """Drop a journal that starts past index 1 when there is no dump to start from.
 
         The journal is only compacted once a durable dump covers what it drops, so this
-        takes a lost dump (a bad disk, a removed file). Such a journal can never be
+        takes a lost dump (a bad disk, a removed file, or one that could not be read and
+        was moved aside: see ``Snapshotter.preload``). Such a journal can never be
         applied (its first entry follows state this replica does not have), and
         pysyncobj would wait for it forever, never ready. Emptied, the replica's log is
         pysyncobj's first no-op alone, so the leader, whose log starts later, sends its
