@@ -17,18 +17,18 @@ pysyncobj in place of its own (see ``services.store.raft``). Modelled on etcd's 
   segments): an fdatasync that must also record a new file size costs several times
   one that only writes data (measured here: p50 0.5-4 ms against 0.09 ms).
 - Group commit: :meth:`RaftJournal.add` only queues a record in memory;
-  :meth:`begin_sync` writes everything queued with one ``write`` (on the caller's
-  thread, the loop) and returns a :class:`SyncJob` whose :meth:`SyncJob.run` makes it
-  durable with one fdatasync. The replica runs that on a thread of its own (see
-  ``services.store.journal_sync``) while the loop keeps receiving, appending and
-  sending; records added meanwhile wait for the next job. :meth:`finish_sync`, back on
-  the loop, moves :attr:`durable_index` up to the last entry the job covered. What a
+  :meth:`begin_sync` writes everything queued with one ``write`` (on the loop) and
+  returns a :class:`SyncJob`: one fdatasync makes it durable. The replica runs that
+  in a helper process (see ``services.store.journal_sync``) while the loop keeps
+  receiving, appending and sending; records added meanwhile wait for the next job.
+  :meth:`finish_sync`, back on the loop, moves :attr:`durable_index` up to the last
+  entry the job covered. What a
   sync protects (a follower's acknowledgement, a vote, the leader counting its own
   copy) waits for the job that covers it; :meth:`sync` does all three steps at once.
 - The term, vote and commit index live beside it in ``<journal>.meta``, replaced whole
   (temp file, fsync, rename, directory fsync), checksummed. A new term or vote is
-  written by the next sync job (as it stood when the job began), still before any vote
-  request or reply of that tick goes out; the commit index at most once a second
+  written (and synced, on the loop: elections are rare) when the next sync job begins,
+  before any vote request or reply of that tick goes out; the commit index at most once a second
   (pysyncobj's pace), clamped to the entries already durable (raft does not need it
   durable at all: it only saves a restarted replica waiting for its leader to replay
   its own log).
@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,19 +189,21 @@ def decode_meta(data: bytes, path: str) -> dict[str, Any]:
 class SyncJob:
     """One group commit: what :meth:`RaftJournal.begin_sync` wrote and must make durable.
 
-    ``length``: the journal's bytes to fdatasync (None: only the meta file);
-    ``covers``: the last entry index those bytes hold; ``meta``: the term, vote and
-    commit index to write to the meta file, if they changed.
+    ``fd``: the journal's file to fdatasync, ``inode`` its inode, ``length`` its bytes
+    holding records (None, None, None: only the meta file changed, and it is already
+    written); ``covers``: the last entry index those bytes hold.
     """
 
     journal: RaftJournal
+    fd: int | None
+    inode: int | None
     length: int | None
     covers: int
-    meta: tuple[int, str | None, int] | None
 
     def run(self) -> None:
-        """The syscalls: safe on another thread (nothing here touches pysyncobj)."""
-        self.journal._run_sync(self)
+        """The fdatasync, here and now (the sync helper runs it in another process)."""
+        if self.fd is not None:
+            self.journal._disk.datasync(self.fd, self.journal._path, length=self.length)
 
 
 class RaftJournal(Journal):
@@ -216,10 +217,9 @@ class RaftJournal(Journal):
     last sync began. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
     ``durable_index``: every entry up to it is on disk (as it now reads).
 
-    Used from one thread (the replica's loop), but for :meth:`SyncJob.run`, which may
-    run on another. ``_io_lock`` is held by a running job; what would change the file
-    under it (a truncation below what was written, compaction, closing) takes the lock
-    first, so a job's fdatasync and its sync-log line describe the file it synced.
+    Used from one thread (the replica's loop); a job's fdatasync may run in the sync
+    helper meanwhile, on its own copy of the descriptor (so compaction may close ours).
+    A truncation during a job shortens what the job is recorded as having synced.
     """
 
     def __init__(self, path: str | Path, disk: Disk | None = None) -> None:
@@ -238,9 +238,10 @@ class RaftJournal(Journal):
         self._voted_for: str | None = None
         self._commit_index = 1
         self._stored_commit_index = 1
-        self._io_lock = threading.Lock()
-        #: The last entry of a job begun and not finished (clamped by truncations).
+        #: The last entry and the length of a job begun and not finished (both clamped
+        #: by truncations meanwhile).
         self._covering: int | None = None
+        self._job_length = 1 << 62
         self._open()
         self._end = self._written = self._good_end
         self._allocated = os.fstat(self._fd).st_size
@@ -347,7 +348,7 @@ class RaftJournal(Journal):
     def sync(self) -> bool:
         """Write what was queued and make it durable, here and now (one fdatasync).
 
-        Returns whether there was anything to do. Then a new term or vote (its own file).
+        Returns whether there was anything to do. A new term or vote first (its own file).
         """
         job = self.begin_sync()
         if job is None:
@@ -359,38 +360,39 @@ class RaftJournal(Journal):
     def begin_sync(self) -> SyncJob | None:
         """Write what was queued (one ``pwrite``) and return the job that makes it durable.
 
-        None when nothing waits. Records added after this wait for the next job; call it
-        again only once this job's :meth:`finish_sync` ran (one job at a time).
+        None when nothing waits. A new term, vote or commit index is written here, whole
+        and synced (rare: elections, and the commit index once a second), so the job is
+        only the journal's fdatasync. Records added after this wait for the next job;
+        call it again only once this job's :meth:`finish_sync` ran (one at a time).
         """
         if not (self._dirty or self._meta_dirty):
             return None
-        length = None
-        if self._dirty:
-            self._write_pending()
-            length = self._end
-            self._dirty = False
-        meta = None
         if self._meta_dirty:
-            meta = (self._term, self._voted_for,
-                    min(self._commit_index, max(self._last_index(), 1)))
+            commit = min(self._commit_index, max(self._last_index(), 1))
+            self._write_meta(self._term, self._voted_for, commit)
+            self._stored_commit_index = commit
             self._meta_dirty = False
         self._covering = self._last_index()
-        return SyncJob(self, length, self._covering, meta)
+        if not self._dirty:
+            return SyncJob(self, None, None, None, self._covering)
+        self._write_pending()
+        self._dirty = False
+        self._job_length = self._end
+        return SyncJob(self, self._fd, os.fstat(self._fd).st_ino, self._end, self._covering)
 
-    def _run_sync(self, job: SyncJob) -> None:
-        with self._io_lock:
-            if job.length is not None and self._fd >= 0:
-                self._disk.datasync(self._fd, self._path, length=job.length)
-            if job.meta is not None:
-                self._write_meta(*job.meta)
+    def finish_sync(self, job: SyncJob, seconds: float | None = None) -> None:
+        """After the job's fdatasync returned: what it covered is durable (on the loop).
 
-    def finish_sync(self, job: SyncJob) -> None:
-        """After ``job.run()`` returned: what it covered is durable (on the loop)."""
+        ``seconds``: how long it took, when it ran elsewhere (the sync helper); it is
+        then observed and logged here as :class:`Disk` does for its own syncs.
+        """
+        if seconds is not None and job.inode is not None:
+            length = min(job.length or 0, self._job_length)  # a truncation since
+            self._disk.record_datasync(self._path, job.inode, length, seconds)
         covered = job.covers if self._covering is None else min(job.covers, self._covering)
         self._covering = None
+        self._job_length = 1 << 62
         self.durable_index = max(self.durable_index, min(covered, self._last_index()))
-        if job.meta is not None:
-            self._stored_commit_index = job.meta[2]
 
     def _last_index(self) -> int:
         return self._entries[-1][1] if self._entries else 0
@@ -470,14 +472,14 @@ class RaftJournal(Journal):
         self.durable_index = min(self.durable_index, last)
         if self._covering is not None:
             self._covering = min(self._covering, last)
+            self._job_length = min(self._job_length, end)
         if end >= self._written:
             del self._pending[end - self._written:]
         else:
             # Zeros past the end again (a stale record there would fail its chained
             # checksum anyway, but would read as a torn tail on open).
-            with self._io_lock:
-                os.ftruncate(self._fd, end)
-                os.posix_fallocate(self._fd, end, self._allocated - end)
+            os.ftruncate(self._fd, end)
+            os.posix_fallocate(self._fd, end, self._allocated - end)
             self._written = end
             self._pending.clear()
         self._dirty = True
@@ -489,10 +491,6 @@ class RaftJournal(Journal):
         if entryTo >= len(self._entries):
             self.clear()
             return
-        with self._io_lock:  # a running job's fdatasync must not see its fd closed
-            self._compact(entryTo)
-
-    def _compact(self, entryTo: int) -> None:
         self._write_pending()
         keep_from = self._starts[entryTo]
         seed = self._crcs[entryTo - 1]
@@ -535,12 +533,9 @@ class RaftJournal(Journal):
         """Sync what is queued and close the file (pysyncobj's destroy)."""
         if self._fd < 0:
             return
-        with self._io_lock:  # let a running job finish first
-            pass
         self.sync()
-        with self._io_lock:
-            os.close(self._fd)
-            self._fd = -1
+        os.close(self._fd)
+        self._fd = -1
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         self._commit_index = raftCommitIndex

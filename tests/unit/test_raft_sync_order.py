@@ -10,13 +10,17 @@ leader counts its own copy of an entry towards a majority only once synced.
 from __future__ import annotations
 
 import asyncio
-import threading
+import json
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from services.store.disk import Disk
+from services.store.fsync_helper import REPLY, REQUEST
 from services.store.journal import RaftJournal
 from services.store.journal_sync import JournalSyncer
 from services.store.raft import _FORWARD, Replica, _RaftTransport, _SyncObj, commit_cap
@@ -113,22 +117,24 @@ def test_held_messages_go_with_the_sync_that_covers_them_and_in_order():
     assert leader.sent[-1]["n"] == 4
 
 
-class GatedDisk(Disk):
-    """A Disk whose journal fdatasyncs each wait for a permit from the test (a slow disk)."""
+class HandPlayedHelper(JournalSyncer):
+    """A JournalSyncer whose sync helper the test plays itself, answering when it wants."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.gated = False  # set by the test once the journal is created
-        self.permits = threading.Semaphore(0)
-        self.entered = threading.Semaphore(0)
-        self.syncing_thread: threading.Thread | None = None
+    def _start_helper(self) -> None:
+        ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        self._sock = ours
+        self._loop.add_reader(ours.fileno(), self._answered)
 
-    def datasync(self, fd: int, path: str, **kwargs: Any) -> None:
-        if self.gated:
-            self.syncing_thread = threading.current_thread()
-            self.entered.release()
-            assert self.permits.acquire(timeout=10)
-        super().datasync(fd, path, **kwargs)
+    def answer(self) -> int:
+        """The helper's part for the job waiting: fdatasync it and say so; its number."""
+        message, fds, _, _ = socket.recv_fds(self.theirs, REQUEST.size, 4)
+        (job,) = REQUEST.unpack(message)
+        for fd in fds:
+            os.fdatasync(fd)
+            os.close(fd)
+        self.theirs.send(REPLY.pack(job, 0, 0.001))
+        return job
 
 
 async def until(condition: Any, timeout: float = 5.0) -> None:
@@ -138,28 +144,30 @@ async def until(condition: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def synced_lengths(log: Path) -> list[int]:
+    return [json.loads(line)["length"] for line in log.read_text().splitlines()
+            if json.loads(line).get("file", "").endswith("/journal")]
+
+
 async def test_acks_go_only_after_the_covering_sync_returns_and_the_loop_runs_meanwhile(tmp_path):
     loop = asyncio.get_running_loop()
-    disk = GatedDisk()
-    journal = RaftJournal(tmp_path / "journal", disk)
-    disk.gated = True
+    journal = RaftJournal(tmp_path / "journal", Disk(sync_log=str(tmp_path / "syncs")))
     peer = Connection()
     transport = transport_to(leader=peer)
     synced: list[int] = []
-    syncer: JournalSyncer
+    syncer: HandPlayedHelper
 
     def on_synced() -> None:
         synced.append(journal.durable_index)
         transport.release(syncer.done)
 
-    syncer = JournalSyncer(journal, loop, on_synced)
+    syncer = HandPlayedHelper(journal, loop, on_synced)
     try:
         journal.add(b"a", 1, 1)
         transport.send("leader", {"type": "next_node_idx", "next_node_idx": 2})
         transport.flush(syncer.required(), syncer.done)
         syncer.kick()
-        assert await asyncio.to_thread(disk.entered.acquire, timeout=5)
-        assert disk.syncing_thread is not threading.current_thread()
+        assert syncer.running and peer.sent == []
 
         # While job 1 syncs, the loop appends and acks more: they wait for job 2.
         journal.add(b"b", 2, 1)
@@ -167,55 +175,67 @@ async def test_acks_go_only_after_the_covering_sync_returns_and_the_loop_runs_me
         transport.flush(syncer.required(), syncer.done)
         assert syncer.required() == 2 and peer.sent == [] and journal.durable_index == 0
 
-        disk.permits.release()
+        assert syncer.answer() == 1
         await until(lambda: synced)
         assert synced == [1]
         assert [m["next_node_idx"] for m in peer.sent] == [2]  # only what job 1 covered
-        # Job 2 started at once, by itself.
-        assert await asyncio.to_thread(disk.entered.acquire, timeout=5)
-        assert syncer.running and len(peer.sent) == 1
-        disk.permits.release()
+        assert syncer.running  # job 2 started at once, by itself
+        assert syncer.answer() == 2
         await until(lambda: len(synced) == 2)
         assert synced == [1, 2] and journal.durable_index == 2
         assert types(peer.sent[-1]) == ["next_node_idx"] and peer.sent[-1]["next_node_idx"] == 3
         assert not syncer.running and syncer.required() == syncer.done == 2
     finally:
-        disk.gated = False
-        disk.permits.release(5)
         syncer.close()
         journal._destroy()
     assert [e[1] for e in RaftJournal(tmp_path / "journal")] == [1, 2]
+    lengths = synced_lengths(tmp_path / "syncs")  # the power-loss test's record of syncs
+    assert lengths[1] < lengths[2]  # [0]: the new file's header
 
 
 async def test_a_truncation_during_a_sync_keeps_the_replaced_entries_out_of_the_durable_index(
         tmp_path):
     loop = asyncio.get_running_loop()
-    disk = GatedDisk()
-    journal = RaftJournal(tmp_path / "journal", disk)
-    disk.gated = True
+    journal = RaftJournal(tmp_path / "journal", Disk(sync_log=str(tmp_path / "syncs")))
     durable: list[int] = []
-    syncer = JournalSyncer(journal, loop, lambda: durable.append(journal.durable_index))
+    syncer = HandPlayedHelper(journal, loop, lambda: durable.append(journal.durable_index))
     try:
         for index in (1, 2, 3):
             journal.add(b"x", index, 1)
         syncer.kick()
-        assert await asyncio.to_thread(disk.entered.acquire, timeout=5)
-        # A new leader's log differs from index 2. Cutting the file waits for the job's
-        # fdatasync (let go shortly, from another thread); the job's outcome is taken
-        # on the loop only after the cut.
-        threading.Timer(0.2, disk.permits.release).start()
-        journal.deleteEntriesFrom(1)
+        kept_end = journal._starts[1]
+        journal.deleteEntriesFrom(1)  # a new leader's log differs from index 2
         journal.add(b"y", 2, 2)
-        assert durable == []
-        disk.permits.release()
+        syncer.answer()
+        await until(lambda: durable)
+        assert durable == [1]  # not 3, nor the new 2
+        assert synced_lengths(tmp_path / "syncs")[-1] == kept_end  # what still holds
+        syncer.answer()
         await until(lambda: len(durable) == 2)
         assert durable == [1, 2]  # entry 2 of term 2 only once the second job covered it
     finally:
-        disk.gated = False
-        disk.permits.release(5)
         syncer.close()
         journal._destroy()
     assert list(RaftJournal(tmp_path / "journal")) == [(b"x", 1, 1), (b"y", 2, 2)]
+
+
+async def test_the_sync_helper_process_syncs_the_journal_and_exits_with_the_replica(tmp_path):
+    loop = asyncio.get_running_loop()
+    journal = RaftJournal(tmp_path / "journal", Disk(sync_log=str(tmp_path / "syncs")))
+    durable: list[int] = []
+    syncer = JournalSyncer(journal, loop, lambda: durable.append(journal.durable_index))
+    helper = syncer._helper
+    assert helper is not None and helper.poll() is None
+    try:
+        journal.add(b"a", 1, 1)
+        syncer.kick()
+        await until(lambda: durable)
+        assert durable == [1]
+        assert synced_lengths(tmp_path / "syncs")[-1] == journal._end
+    finally:
+        syncer.close()
+        journal._destroy()
+    assert helper.returncode == 0
 
 
 def test_commit_cap_counts_the_leaders_copy_only_up_to_what_is_synced():
