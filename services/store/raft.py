@@ -676,6 +676,8 @@ class Replica:
         self._listeners: set[Callable[[], None]] = set()
         self._tick_scheduled = False
         self._notice_scheduled = False
+        #: This tick applied a batch holding a follower's commands.
+        self._follower_waits = False
         self._tick_timer: asyncio.TimerHandle | None = None
         self._machine = _StateMachine(self.store, self.lock, self._applied_later)
         self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file,
@@ -766,13 +768,16 @@ class Replica:
             self._syncobj.doTick(0)
         except Exception:  # as pysyncobj's own tick thread: log, and tick again later
             log.exception("raft tick failed")
-        if self._syncobj.end_tick(defer_notice=True) and not self._notice_scheduled:
+        defer = not self._follower_waits
+        self._follower_waits = False
+        if self._syncobj.end_tick(defer_notice=defer) and not self._notice_scheduled:
             # Only a new commit index (or a heartbeat) for the followers: the clients
             # whose writes it commits are answered first. Sent right away, the notice
             # woke the followers, whose applies then competed with the leader's replies
             # for the CPU (two cores, three replicas; seen in traces of sequential
             # puts). Two loop iterations are enough for the answers to be written (a
-            # future's waiter runs one iteration after it is resolved).
+            # future's waiter runs one iteration after it is resolved). Not when a
+            # follower's forwarded commands were applied: their clients wait for it.
             self._notice_scheduled = True
             self._loop.call_soon(self._loop.call_soon, self._send_notice)
         # Group commit, off the loop: what this tick (and the socket events before it)
@@ -1005,6 +1010,8 @@ class Replica:
     # ----------------------------------------------------------------- applied
 
     def _applied_later(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
+        if batch.forwarded:
+            self._follower_waits = True  # its proposer learns of the commit from us
         # Outside the tick: a failing hook must not interrupt raft's apply loop.
         self._loop.call_soon(self._on_applied, batch, results)
 

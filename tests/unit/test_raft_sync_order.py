@@ -51,6 +51,7 @@ def test_a_tick_holds_what_must_wait_then_starts_the_sync_job():
     replica._syncer = Recorder(calls)
     replica._transport = Recorder(calls)
     replica._leader = None
+    replica._follower_waits = False
     replica._tick()
     assert calls == ["doTick", "end_tick", "required", "flush(5, 4)", "kick", "_getLeader"]
 
