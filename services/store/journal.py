@@ -22,16 +22,16 @@ pysyncobj in place of its own (see ``services.store.raft``). Modelled on etcd's 
   in a helper process (see ``services.store.journal_sync``) while the loop keeps
   receiving, appending and sending; records added meanwhile wait for the next job.
   :meth:`finish_sync`, back on the loop, moves :attr:`durable_index` up to the last
-  entry the job covered. What a
-  sync protects (a follower's acknowledgement, a vote, the leader counting its own
-  copy) waits for the job that covers it; :meth:`sync` does all three steps at once.
+  entry the job covered. What a sync protects (a follower's acknowledgement, a vote,
+  the leader counting its own copy) waits for the job that covers it; :meth:`sync`
+  does all three steps at once.
 - The term, vote and commit index live beside it in ``<journal>.meta``, replaced whole
   (temp file, fsync, rename, directory fsync), checksummed. A new term or vote is
   written (and synced, on the loop: elections are rare) when the next sync job begins,
-  before any vote request or reply of that tick goes out; the commit index at most once a second
-  (pysyncobj's pace), clamped to the entries already durable (raft does not need it
-  durable at all: it only saves a restarted replica waiting for its leader to replay
-  its own log).
+  before any vote request or reply of that tick goes out; the commit index at most
+  once a second (pysyncobj's pace), clamped to the entries durable before that job
+  (raft does not need it durable at all: it only saves a restarted replica waiting
+  for its leader to replay its own log).
 - Log compaction (:meth:`deleteEntriesTo`, once a dump covers the entries) copies the
   entries kept into a new file, syncs it and renames it over the journal. A crash
   before the rename leaves the old, longer journal: :meth:`align` drops its entries
@@ -368,7 +368,9 @@ class RaftJournal(Journal):
         if not (self._dirty or self._meta_dirty):
             return None
         if self._meta_dirty:
-            commit = min(self._commit_index, max(self._last_index(), 1))
+            # Written before this job's entries are synced: the commit index stored may
+            # only cover entries already durable, never ones about to replace them.
+            commit = min(self._commit_index, max(self.durable_index, 1))
             self._write_meta(self._term, self._voted_for, commit)
             self._stored_commit_index = commit
             self._meta_dirty = False
