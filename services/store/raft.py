@@ -5,7 +5,7 @@ watches its sockets (:class:`_LoopPoller`) and runs a raft tick after every sock
 event, every proposal, and at least every ``TICK_PERIOD``. (Left to its own thread,
 pysyncobj made every replica run two busy Python threads that spent a large share of
 their CPU handing the GIL to each other.) So nothing here needs a thread-safe handoff,
-but for the journal's fdatasync, which runs on a thread of its own (see
+but for the journal's fdatasync, which runs in a helper process (see
 :mod:`services.store.journal_sync`: only the syscall moves there):
 
 - ``Replica.propose`` queues a command; a flush turns every command queued at that
