@@ -89,6 +89,13 @@ class Disk:
             os.fdatasync(fd)
         self._log_file(fd, path, length)
 
+    def record_datasync(self, path: str, inode: int, length: int, seconds: float) -> None:
+        """Observe and log an fdatasync of ``path`` (``inode``) run by another process
+        (the journal's sync helper), as :meth:`datasync` does for its own."""
+        WAL_FSYNC_SECONDS.observe(seconds)
+        if self.sync_log is not None:
+            self._append({"file": os.path.abspath(path), "inode": inode, "length": length})
+
     def fsync(self, fd: int, path: str, *, metric: Histogram = WAL_FSYNC_SECONDS) -> None:
         """fsync ``fd`` (the file at ``path``)."""
         if self.unsafe_no_fsync:

@@ -16,18 +16,22 @@ pysyncobj in place of its own (see ``services.store.raft``). Modelled on etcd's 
 - The file is preallocated in ``PREALLOCATE`` steps (etcd preallocates its WAL's
   segments): an fdatasync that must also record a new file size costs several times
   one that only writes data (measured here: p50 0.5-4 ms against 0.09 ms).
-- Group commit: :meth:`RaftJournal.add` only queues a record in memory; :meth:`sync`
-  writes what a raft tick queued with one ``write`` and makes it durable with one
-  fdatasync. The replica calls it at the end of every tick, before the tick's peer
-  messages are sent and before any client is answered (see ``Replica._tick``), so a
-  follower has the entries on disk before it acknowledges them and the leader before
-  a follower can.
+- Group commit: :meth:`RaftJournal.add` only queues a record in memory;
+  :meth:`begin_sync` writes everything queued with one ``write`` (on the loop) and
+  returns a :class:`SyncJob`: one fdatasync makes it durable. The replica runs that
+  in a helper process (see ``services.store.journal_sync``) while the loop keeps
+  receiving, appending and sending; records added meanwhile wait for the next job.
+  :meth:`finish_sync`, back on the loop, moves :attr:`durable_index` up to the last
+  entry the job covered. What a sync protects (a follower's acknowledgement, a vote,
+  the leader counting its own copy) waits for the job that covers it; :meth:`sync`
+  does all three steps at once.
 - The term, vote and commit index live beside it in ``<journal>.meta``, replaced whole
   (temp file, fsync, rename, directory fsync), checksummed. A new term or vote is
-  written by the next :meth:`sync`, still before any vote request or reply of that
-  tick goes out; the commit index at most once a second (pysyncobj's pace), clamped
-  to the entries already durable (raft does not need it durable at all: it only saves
-  a restarted replica waiting for its leader to replay its own log).
+  written (and synced, on the loop: elections are rare) when the next sync job begins,
+  before any vote request or reply of that tick goes out; the commit index at most
+  once a second (pysyncobj's pace), clamped to the entries durable before that job
+  (raft does not need it durable at all: it only saves a restarted replica waiting
+  for its leader to replay its own log).
 - Log compaction (:meth:`deleteEntriesTo`, once a dump covers the entries) copies the
   entries kept into a new file, syncs it and renames it over the journal. A crash
   before the rename leaves the old, longer journal: :meth:`align` drops its entries
@@ -181,6 +185,27 @@ def decode_meta(data: bytes, path: str) -> dict[str, Any]:
             "commit_index": legacy.get("raftCommitIndex", 1)}
 
 
+@dataclass
+class SyncJob:
+    """One group commit: what :meth:`RaftJournal.begin_sync` wrote and must make durable.
+
+    ``fd``: the journal's file to fdatasync, ``inode`` its inode, ``length`` its bytes
+    holding records (None, None, None: only the meta file changed, and it is already
+    written); ``covers``: the last entry index those bytes hold.
+    """
+
+    journal: RaftJournal
+    fd: int | None
+    inode: int | None
+    length: int | None
+    covers: int
+
+    def run(self) -> None:
+        """The fdatasync, here and now (the sync helper runs it in another process)."""
+        if self.fd is not None:
+            self.journal._disk.datasync(self.fd, self.journal._path, length=self.length)
+
+
 class RaftJournal(Journal):
     """pysyncobj's Journal on one file, synced once per :meth:`sync` (see module docstring).
 
@@ -189,8 +214,12 @@ class RaftJournal(Journal):
     ``_written`` are in the file, the rest in ``_pending`` (which starts at
     ``_written``); ``_end`` is where the last record ends, and the file holds zeros from
     ``_written`` to ``_allocated``, its size. ``_dirty``: the file changed since the
-    last sync. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
-    Used from one thread (the replica's loop).
+    last sync began. ``_meta_dirty``: the meta file is behind ``_term``/``_voted_for``.
+    ``durable_index``: every entry up to it is on disk (as it now reads).
+
+    Used from one thread (the replica's loop); a job's fdatasync may run in the sync
+    helper meanwhile, on its own copy of the descriptor (so compaction may close ours).
+    A truncation during a job shortens what the job is recorded as having synced.
     """
 
     def __init__(self, path: str | Path, disk: Disk | None = None) -> None:
@@ -209,9 +238,14 @@ class RaftJournal(Journal):
         self._voted_for: str | None = None
         self._commit_index = 1
         self._stored_commit_index = 1
+        #: The last entry and the length of a job begun and not finished (both clamped
+        #: by truncations meanwhile).
+        self._covering: int | None = None
+        self._job_length = 1 << 62
         self._open()
         self._end = self._written = self._good_end
         self._allocated = os.fstat(self._fd).st_size
+        self.durable_index = self._last_index()
 
     # ------------------------------------------------------------------ opening
 
@@ -312,22 +346,58 @@ class RaftJournal(Journal):
         return self._dirty or self._meta_dirty
 
     def sync(self) -> bool:
-        """Write what was queued and make it durable: one write and one fdatasync.
+        """Write what was queued and make it durable, here and now (one fdatasync).
 
-        Returns whether there was anything to do. Then a new term or vote (its own file).
+        Returns whether there was anything to do. A new term or vote first (its own file).
+        """
+        job = self.begin_sync()
+        if job is None:
+            return False
+        job.run()
+        self.finish_sync(job)
+        return True
+
+    def begin_sync(self) -> SyncJob | None:
+        """Write what was queued (one ``pwrite``) and return the job that makes it durable.
+
+        None when nothing waits. A new term, vote or commit index is written here, whole
+        and synced (rare: elections, and the commit index once a second), so the job is
+        only the journal's fdatasync. Records added after this wait for the next job;
+        call it again only once this job's :meth:`finish_sync` ran (one at a time).
         """
         if not (self._dirty or self._meta_dirty):
-            return False
-        if self._dirty:
-            self._write_pending()
-            self._disk.datasync(self._fd, self._path, length=self._end)
-            self._dirty = False
+            return None
         if self._meta_dirty:
-            commit = min(self._commit_index, self._entries[-1][1] if self._entries else 1)
+            # Written before this job's entries are synced: the commit index stored may
+            # only cover entries already durable, never ones about to replace them.
+            commit = min(self._commit_index, max(self.durable_index, 1))
             self._write_meta(self._term, self._voted_for, commit)
             self._stored_commit_index = commit
             self._meta_dirty = False
-        return True
+        self._covering = self._last_index()
+        if not self._dirty:
+            return SyncJob(self, None, None, None, self._covering)
+        self._write_pending()
+        self._dirty = False
+        self._job_length = self._end
+        return SyncJob(self, self._fd, os.fstat(self._fd).st_ino, self._end, self._covering)
+
+    def finish_sync(self, job: SyncJob, seconds: float | None = None) -> None:
+        """After the job's fdatasync returned: what it covered is durable (on the loop).
+
+        ``seconds``: how long it took, when it ran elsewhere (the sync helper); it is
+        then observed and logged here as :class:`Disk` does for its own syncs.
+        """
+        if seconds is not None and job.inode is not None:
+            length = min(job.length or 0, self._job_length)  # a truncation since
+            self._disk.record_datasync(self._path, job.inode, length, seconds)
+        covered = job.covers if self._covering is None else min(job.covers, self._covering)
+        self._covering = None
+        self._job_length = 1 << 62
+        self.durable_index = max(self.durable_index, min(covered, self._last_index()))
+
+    def _last_index(self) -> int:
+        return self._entries[-1][1] if self._entries else 0
 
     def _write_pending(self) -> None:
         if self._end > self._allocated:
@@ -398,6 +468,13 @@ class RaftJournal(Journal):
         del self._starts[keep:]
         del self._crcs[keep:]
         self._end = end
+        # Entries past ``keep`` that were durable are gone: an entry added again at
+        # their index is not, until a job begun after this covers it.
+        last = self._last_index()
+        self.durable_index = min(self.durable_index, last)
+        if self._covering is not None:
+            self._covering = min(self._covering, last)
+            self._job_length = min(self._job_length, end)
         if end >= self._written:
             del self._pending[end - self._written:]
         else:
@@ -436,6 +513,7 @@ class RaftJournal(Journal):
         self._end -= shift
         self._allocated = self._end
         self._dirty = False  # the new file is synced whole
+        self.durable_index = self._last_index()
 
     def _read(self, start: int, end: int) -> bytes:
         chunks = []

@@ -62,6 +62,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 "read by the append_entries repair"),
     Requirement("pysyncobj.syncobj:SyncObj", "_SyncObj__raftCommitIndex", "instance",
                 "read by the append_entries repair"),
+    Requirement("pysyncobj.syncobj:SyncObj", "_SyncObj__raftMatchIndex", "instance",
+                "capped while a leader commits, so its own copy counts only once synced"),
     Requirement("pysyncobj.syncobj:SyncObj", "_SyncObj__raftElectionDeadline", "instance",
                 "moved forward when the leader's connection closes"),
     Requirement("pysyncobj.syncobj:SyncObj", "_SyncObj__transport", "instance",

@@ -4,7 +4,9 @@ pysyncobj runs on the asyncio loop's thread, the one that also serves gRPC: the 
 watches its sockets (:class:`_LoopPoller`) and runs a raft tick after every socket
 event, every proposal, and at least every ``TICK_PERIOD``. (Left to its own thread,
 pysyncobj made every replica run two busy Python threads that spent a large share of
-their CPU handing the GIL to each other.) So nothing here needs a thread-safe handoff:
+their CPU handing the GIL to each other.) So nothing here needs a thread-safe handoff,
+but for the journal's fdatasync, which runs in a helper process (see
+:mod:`services.store.journal_sync`: only the syscall moves there):
 
 - ``Replica.propose`` queues a command; a flush turns every command queued at that
   moment into one :class:`~skiff.store.v1.raft_pb2.Batch`, one raft entry (group commit:
@@ -20,6 +22,9 @@ their CPU handing the GIL to each other.) So nothing here needs a thread-safe ha
   resolved. Results are routed by (origin, command id), not by pysyncobj's callback,
   so a command that pysyncobj reported as failed but that did commit still answers.
 - ``Replica.lock`` guards the store against the thread writing a dump.
+- A follower's answer to an append, a vote and a vote request wait for the journal sync
+  covering what came before them; the leader sends its entries at once and counts its
+  own copy towards a majority only once synced (``_SyncObj.doTick``).
 
 Peer messages are sent once per tick per peer (:meth:`_RaftTransport.flush` bundles
 what a tick produced), uncompressed, sealed by :class:`PeerCipher`.
@@ -42,6 +47,7 @@ import pickle
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +69,7 @@ from services.store import errors, pysyncobj_contract
 from services.store.disk import Disk
 from services.store.errors import EtcdError
 from services.store.journal import RaftJournal
+from services.store.journal_sync import JournalSyncer
 from services.store.mvcc import ApplyFailed, Store
 from services.store.peer_cipher import PeerCipher
 from services.store.snapshots import RaftState, Snapshotter
@@ -267,9 +274,9 @@ _FORWARD_REFUSED = "skiff_forward_refused"
 _FORWARD_TYPES = (_FORWARD, _FORWARD_REFUSED)
 #: What a tick may send before its journal sync, as etcd's leader sends its entries
 #: while it writes them: the leader's append_entries (it counts its own copy of an entry
-#: towards a majority only when it processes a follower's answer, in a later tick, after
-#: this tick's sync returned: the loop is single-threaded) and forwarded client batches
-#: (not raft state). Answers to append_entries, votes and vote requests wait for it.
+#: towards a majority only once its sync returned: see ``_SyncObj.doTick``) and
+#: forwarded client batches (not raft state). Answers to append_entries, votes and vote
+#: requests wait for it.
 _SENT_BEFORE_SYNC = frozenset({"append_entries", _FORWARD, _FORWARD_REFUSED})
 
 
@@ -288,6 +295,8 @@ class _RaftTransport(TCPTransport):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outbox: dict[Any, list[Any]] = {}
+        #: Per peer, (sync generation, message) waiting for that journal sync, in order.
+        self._held: dict[Any, deque[tuple[int, Any]]] = {}
         #: Called with (node, message) for a forwarded batch or its refusal.
         self.on_forward: Callable[[Any, dict], None] = lambda node, message: None
         super().__init__(*args, **kwargs)
@@ -366,30 +375,47 @@ class _RaftTransport(TCPTransport):
         self._outbox.setdefault(node, []).append(message)
         return True
 
-    def flush(self, *, before_sync: bool = False) -> None:
-        """Send each peer what was queued for it, as one message.
+    def flush(self, required: int = 0, done: int = 0) -> None:
+        """Send each peer what was queued for it, as one message, but what must wait.
 
-        ``before_sync``: only each peer's leading messages that may go before this
-        tick's journal sync (see ``_SENT_BEFORE_SYNC``); the rest stay queued, in order.
+        ``required``: the journal sync generation that covers this tick's changes;
+        ``done``: the last one that returned. Until ``required`` is done, a peer's
+        messages wait (:meth:`release` sends them), but its leading ones that may go
+        before a sync (``_SENT_BEFORE_SYNC``); each peer's messages keep their order.
         """
         outbox, self._outbox = self._outbox, {}
-        if before_sync:
-            for node, messages in outbox.items():
-                n = 0
-                while (n < len(messages) and isinstance(messages[n], dict)
-                       and messages[n].get("type") in _SENT_BEFORE_SYNC):
-                    n += 1
-                if n < len(messages):
-                    self._outbox[node] = messages[n:]
-                outbox[node] = messages[:n]
         for node, messages in outbox.items():
-            if not messages:
-                continue
-            connection = self._connections.get(node)
-            if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
-                continue  # lost, as pysyncobj's own send loses it; raft resends
-            connection.send(messages[0] if len(messages) == 1
-                            else {"type": _BUNDLE, "messages": messages})
+            held = self._held.get(node)
+            now: list[Any] = []
+            for message in messages:
+                early = isinstance(message, dict) and message.get("type") in _SENT_BEFORE_SYNC
+                if held is None and (early or required <= done):
+                    now.append(message)
+                    continue
+                if held is None:
+                    held = self._held[node] = deque()
+                held.append((0 if early else required, message))
+            self._send_now(node, now)
+
+    def release(self, done: int) -> None:
+        """Send each peer's held messages whose sync generation is ``done`` (in order)."""
+        for node in list(self._held):
+            held = self._held[node]
+            now = []
+            while held and held[0][0] <= done:
+                now.append(held.popleft()[1])
+            if not held:
+                del self._held[node]
+            self._send_now(node, now)
+
+    def _send_now(self, node: Any, messages: list[Any]) -> None:
+        if not messages:
+            return
+        connection = self._connections.get(node)
+        if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
+            return  # lost, as pysyncobj's own send loses it; raft resends
+        connection.send(messages[0] if len(messages) == 1
+                        else {"type": _BUNDLE, "messages": messages})
 
 
 _READ, _WRITE = POLL_EVENT_TYPE.READ, POLL_EVENT_TYPE.WRITE
@@ -442,6 +468,23 @@ class _LoopPoller(Poller):
         self._on_event()
 
 
+def commit_cap(own_durable: int, follower_matches: list[int]) -> int:
+    """The highest index a leader's count may credit to any follower, given its own copy.
+
+    Raft commits index i when a majority of the replicas hold it on disk; pysyncobj
+    credits the leader with every index. Capping each follower's match index at the
+    larger of the leader's durable index and the highest index the followers alone hold
+    on a majority makes both counts agree: at or below the leader's durable index
+    nothing changes; above it, only indexes the followers commit without the leader
+    keep their votes. Pure: the unit tests call it. Needs at least one follower (a
+    single replica syncs before its next tick instead).
+    """
+    majority = (len(follower_matches) + 1) // 2 + 1
+    ranked = sorted(follower_matches, reverse=True)
+    followers_alone = ranked[majority - 1] if majority <= len(ranked) else 0
+    return max(own_durable, followers_alone)
+
+
 class _TickNotifier:
     """Stands in for pysyncobj's pipe notifier: a proposed command asks for a tick."""
 
@@ -459,10 +502,15 @@ class _SyncObj(SyncObj):
     """
 
     def __init__(self, *args: Any, cipher: PeerCipher, poller: _LoopPoller,
-                 tick_soon: Callable[[], None], **kwargs: Any) -> None:
+                 tick_soon: Callable[[], None], own_durable: Callable[[], int] | None = None,
+                 **kwargs: Any) -> None:
         self._peer_cipher = cipher  # before pysyncobj's transport asks for it
         self._loop_poller = poller
         self._append_wanted = False
+        #: The last log index the previous append_entries round carried.
+        self._last_sent_index = 0
+        #: The last index on this replica's disk; None: every entry is (synced inline).
+        self._own_durable = own_durable
         super().__init__(*args, **kwargs)
         notifier = self._SyncObj__pipeNotifier  # type: ignore[has-type]
         poller.unsubscribe(notifier._PipeNotifier__pipeR)
@@ -479,11 +527,54 @@ class _SyncObj(SyncObj):
         # batch it applies; one send per tick (see end_tick) carries all of them.
         self._append_wanted = True
 
-    def end_tick(self) -> None:
-        """Send the append_entries this tick asked for, once, to every follower."""
-        if self._append_wanted:
+    def doTick(self, timeToWait: float = 0.0) -> None:
+        """pysyncobj's tick, in which a leader counts its own copy only once it is synced.
+
+        pysyncobj's leader counts itself as holding its whole log when it commits
+        (``count = 1``); with the journal synced off the loop its newest entries may
+        still be on their way to disk. For the commit it computes in this tick, each
+        follower's match index is capped at :func:`commit_cap`, so that pysyncobj's
+        count equals raft's with the leader's own durable index; the real indexes are
+        back right after (nothing else in a tick reads them; answers that move them
+        arrive between ticks).
+        """
+        if self._own_durable is None or not self._isLeader():
+            super().doTick(timeToWait)
+            return
+        match = self._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
+        followers = [node for node in self.otherNodes if node in match]
+        real = {node: match[node] for node in followers}
+        cap = commit_cap(self._own_durable(), list(real.values()))
+        capped = {node: min(index, cap) for node, index in real.items()}
+        match.update(capped)
+        try:
+            super().doTick(timeToWait)
+        finally:
+            for node, index in capped.items():
+                if match.get(node) == index:  # not reset meanwhile (a new term)
+                    match[node] = real[node]
+
+    def end_tick(self, *, defer_notice: bool = False) -> bool:
+        """Send the append_entries this tick asked for, once, to every follower.
+
+        ``defer_notice``: when the log did not grow since the last round (the round
+        would only tell the followers a new commit index, or be a heartbeat), send
+        nothing and return True: the caller sends it a little later (see
+        ``Replica._tick``).
+        """
+        if not self._append_wanted:
+            return False
+        if not self._isLeader():  # stepped down since it was asked for
             self._append_wanted = False
-            SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
+            return False
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        last = raft_log[-1][1] if len(raft_log) else 0
+        if defer_notice and last == self._last_sent_index:
+            return True
+        self._append_wanted = False
+        self._last_sent_index = last
+        SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
+        return False
 
     @property
     def _poller(self) -> _LoopPoller:
@@ -584,14 +675,22 @@ class Replica:
         self._hooks: list[Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]] = []
         self._listeners: set[Callable[[], None]] = set()
         self._tick_scheduled = False
+        self._notice_scheduled = False
+        #: This tick applied a batch holding a follower's commands.
+        self._follower_waits = False
         self._tick_timer: asyncio.TimerHandle | None = None
         self._machine = _StateMachine(self.store, self.lock, self._applied_later)
         self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file,
                                                       disk=options.disk)
         snapshotter.prepare()
-        #: Entries, term and vote; synced at the end of every tick (see ``_tick``).
+        snapshotter.preload()  # a dump it cannot read is moved aside, as if lost
+        #: Entries, term and vote; a sync job starts at the end of a tick (see ``_tick``).
         self._journal = RaftJournal(options.journal_file, options.disk)
         self._discard_journal_without_dump(options.dump_file)
+        # A single replica's own copy is its majority, and with syncs off there is
+        # nothing to wait for: both sync on the loop, before the tick's messages go.
+        inline = not options.peer_addresses or options.disk.unsafe_no_fsync
+        self._syncer = JournalSyncer(self._journal, loop, self._synced, inline=inline)
         self._journal_aligned = False
         timings = options.timings
         conf = SyncObjConf(
@@ -626,7 +725,8 @@ class Replica:
                                  consumers=[self._machine], transportClass=transport,
                                  cipher=PeerCipher.from_password(options.password),
                                  poller=_LoopPoller(loop, self._tick_soon),
-                                 tick_soon=self._tick_soon)
+                                 tick_soon=self._tick_soon,
+                                 own_durable=None if inline else self._own_durable)
         self._transport: _RaftTransport = self._syncobj._SyncObj__transport  # type: ignore[attr-defined]
         self._transport.on_forward = self._on_forward
         self._tick_timer = loop.call_later(TICK_PERIOD, self._periodic_tick)
@@ -635,7 +735,8 @@ class Replica:
         """Drop a journal that starts past index 1 when there is no dump to start from.
 
         The journal is only compacted once a durable dump covers what it drops, so this
-        takes a lost dump (a bad disk, a removed file). Such a journal can never be
+        takes a lost dump (a bad disk, a removed file, or one that could not be read and
+        was moved aside: see ``Snapshotter.preload``). Such a journal can never be
         applied (its first entry follows state this replica does not have), and
         pysyncobj would wait for it forever, never ready. Emptied, the replica's log is
         pysyncobj's first no-op alone, so the leader, whose log starts later, sends its
@@ -667,25 +768,45 @@ class Replica:
             self._syncobj.doTick(0)
         except Exception:  # as pysyncobj's own tick thread: log, and tick again later
             log.exception("raft tick failed")
-        self._syncobj.end_tick()
-        # Group commit: what this tick (and the socket events before it) appended, and
-        # any new term or vote, is on disk before this replica acknowledges it to a
-        # peer (an append's answer, a vote) and before a client is answered (futures
-        # are resolved by callbacks after this tick). A leader's entries go out to the
-        # followers first, so that their sync overlaps the leader's.
-        self._transport.flush(before_sync=True)
-        try:
-            self._journal.sync()
-        except OSError as e:
-            # After a failed fsync the kernel may have dropped the dirty pages: retrying
-            # could report durable what is not. Stop, as etcd does, rather than ack it.
-            log.critical("syncing the raft journal failed; stopping", error=str(e))
-            os._exit(70)
-        self._transport.flush()
+        defer = not self._follower_waits
+        self._follower_waits = False
+        if self._syncobj.end_tick(defer_notice=defer) and not self._notice_scheduled:
+            # Only a new commit index (or a heartbeat) for the followers: the clients
+            # whose writes it commits are answered first. Sent right away, the notice
+            # woke the followers, whose applies then competed with the leader's replies
+            # for the CPU (two cores, three replicas; seen in traces of sequential
+            # puts). Two loop iterations are enough for the answers to be written (a
+            # future's waiter runs one iteration after it is resolved). Not when a
+            # follower's forwarded commands were applied: their clients wait for it.
+            self._notice_scheduled = True
+            self._loop.call_soon(self._loop.call_soon, self._send_notice)
+        # Group commit, off the loop: what this tick (and the socket events before it)
+        # appended, and any new term or vote, is on disk before this replica
+        # acknowledges it to a peer (an append's answer, a vote). Those messages are
+        # held until the sync job covering them returns (see JournalSyncer); a
+        # leader's entries and forwarded batches go out at once, so the followers'
+        # syncs overlap the leader's. Clients are answered on apply, of entries the
+        # leader counted as on a majority's disks (its own copy only once synced: see
+        # _SyncObj.doTick).
+        self._transport.flush(self._syncer.required(), self._syncer.done)
+        self._syncer.kick()
         leader = self._syncobj._getLeader()
         if leader != self._leader:
             self._leader = leader
             self._leader_changed()
+
+    def _send_notice(self) -> None:
+        self._notice_scheduled = False
+        self._syncobj.end_tick()
+        self._transport.flush(self._syncer.required(), self._syncer.done)
+
+    def _synced(self) -> None:
+        """A sync job returned: send what waited for it; the leader may commit more."""
+        self._transport.release(self._syncer.done)
+        self._tick_soon()
+
+    def _own_durable(self) -> int:
+        return self._journal.durable_index
 
     def _periodic_tick(self) -> None:
         self._tick()
@@ -754,6 +875,7 @@ class Replica:
         if self._tick_timer is not None:
             self._tick_timer.cancel()
             self._tick_timer = None
+        self._syncer.close()
         self._syncobj.destroy()
         self._snapshotter.wait(DUMP_GRACE)
 
@@ -888,6 +1010,8 @@ class Replica:
     # ----------------------------------------------------------------- applied
 
     def _applied_later(self, batch: raft_pb2.Batch, results: list[raft_pb2.Result]) -> None:
+        if batch.forwarded:
+            self._follower_waits = True  # its proposer learns of the commit from us
         # Outside the tick: a failing hook must not interrupt raft's apply loop.
         self._loop.call_soon(self._on_applied, batch, results)
 

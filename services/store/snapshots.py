@@ -124,12 +124,45 @@ class Snapshotter:
         self._writer: threading.Thread | None = None
         #: A dump ``serialize`` prepared, and its writer, started by ``check``.
         self._unstarted: tuple[int, threading.Thread] | None = None
+        #: The raft state of the dump :meth:`preload` restored, for pysyncobj's first load.
+        self._preloaded: RaftState | None = None
 
     def prepare(self) -> None:
         """Clear what a replica killed mid-dump left; call before pysyncobj starts."""
         for partial in self._dump.parent.glob(self._dump.name + ".writing.*"):
             partial.unlink(missing_ok=True)
         self._remove_placeholder()
+
+    def preload(self) -> bool:
+        """At start, before pysyncobj: restore the store from the dump, if there is one.
+
+        A dump that exists but cannot be read (cut short, overwritten, unreadable) would
+        leave the replica stuck: pysyncobj logs the failure and goes on with a journal
+        that follows a state this replica does not have, never ready. Such a dump is
+        moved aside (``<dump>.unreadable.<unix time>``, kept for whoever investigates)
+        and logged as an error; the replica then starts as if it had lost its dump
+        (see ``Replica._discard_journal_without_dump``) and the leader sends it its
+        own. Returns False when it did that.
+        """
+        if not self._dump.exists():
+            return True
+        try:
+            raft_state, snapshot = read_dump(self._dump)
+            with self._lock:
+                self._store.restore(snapshot)
+        except Exception as e:
+            with self._lock:
+                self._store.__init__()  # type: ignore[misc]  # whatever restore left
+            aside = self._dump.with_name(f"{self._dump.name}.unreadable.{int(time.time())}")
+            os.replace(self._dump, aside)
+            self._disk.sync_directory(self._dump.parent, metric=SNAP_FSYNC_SECONDS)
+            log.error("the dump cannot be read: moved aside; this replica recovers from its "
+                      "peers", file=str(self._dump), moved_to=str(aside), error=repr(e))
+            return False
+        self._preloaded = raft_state
+        log.info("store restored from a dump", file=str(self._dump),
+                 revision=self._store.revision)
+        return True
 
     def _remove_placeholder(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -224,7 +257,13 @@ class Snapshotter:
         return state
 
     def deserialize(self, dump_file: str) -> RaftState:
-        """pysyncobj's ``deserializer``: restore the store from a dump; its raft state."""
+        """pysyncobj's ``deserializer``: restore the store from a dump; its raft state.
+
+        pysyncobj's first load, at start, finds the dump :meth:`preload` restored.
+        """
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is not None and Path(dump_file) == self._dump:
+            return preloaded
         with self._mutex:
             if self._current is not None:
                 # The leader sent a newer state than the one being written: drop that one.

@@ -65,3 +65,28 @@ async def test_a_replica_whose_journal_outlived_its_dump_discards_it_for_the_lea
         assert len(await hashes(clients, 61)) == 1
         assert (await rejoined.put(b"after", b"x")).header.revision == 62
     assert "journal starts past" in cluster.members[victim].daemon.log_tail(200)
+
+
+async def test_a_replica_whose_dump_cannot_be_read_moves_it_aside_for_the_leaders(
+        make_store_cluster):
+    # A dump that exists but does not read back (here cut in half) used to leave the
+    # replica waiting forever on a journal that starts past it.
+    cluster = await make_store_cluster("--snapshot-count", SNAPSHOT_COUNT)
+    leader = await cluster.leader()
+    victim = (leader + 1) % 3
+    async with connect_all(cluster.endpoints) as clients:
+        await write_keys(clients, "before", 60)                          # 2..61
+        await wait_for(lambda: dumps_written(cluster, range(3)), timeout=DEADLINE,
+                       what="every replica dumps its state")
+        cluster.kill(victim)
+        dump = cluster.members[victim].data_dir / "snapshot"
+        data = dump.read_bytes()
+        dump.write_bytes(data[:len(data) // 2])
+        rejoined = await rejoin(cluster, clients, victim, revision=61)
+        assert (await rejoined.get(b"before/", prefix_end(b"before/"),
+                                   serializable=True, count_only=True)).count == 60
+        assert len(await hashes(clients, 61)) == 1
+        assert (await rejoined.put(b"after", b"x")).header.revision == 62
+    log_tail = cluster.members[victim].daemon.log_tail(200)
+    assert "the dump cannot be read" in log_tail and "journal starts past" in log_tail
+    assert list(cluster.members[victim].data_dir.glob("snapshot.unreadable.*"))

@@ -222,6 +222,28 @@ def test_the_commit_index_is_stored_once_a_second_and_never_past_the_log(tmp_pat
     assert RaftJournal(path).getRaftCommitIndex() == 1
 
 
+def test_the_commit_index_stored_never_covers_entries_not_yet_synced(tmp_path):
+    # The meta file is written when a sync job begins, before the job's entries are on
+    # disk: a new leader's entries replacing synced ones must not count as committed.
+    path = tmp_path / "journal"
+    journal = filled(path, 5)
+    journal.deleteEntriesFrom(3)  # entries 4 and 5 conflict with the new leader's
+    for entry in entries(3, first=4, term=2):
+        journal.add(*entry)
+    journal.setRaftCommitIndex(6)
+    journal.onOneSecondTimer()
+    job = journal.begin_sync()
+    assert job is not None and job.covers == 6
+    # Power lost now, before the job's fdatasync, would leave a commit index of 3.
+    assert json.loads(path.with_name("journal.meta").read_bytes()[17:])["commit_index"] == 3
+    job.run()
+    journal.finish_sync(job)
+    journal.onOneSecondTimer()
+    journal.sync()  # once the entries are durable, the next job stores it
+    journal._destroy()
+    assert RaftJournal(path).getRaftCommitIndex() == 6
+
+
 def test_a_corrupt_meta_file_is_refused_by_name(tmp_path):
     path = tmp_path / "journal"
     journal = filled(path, 1)

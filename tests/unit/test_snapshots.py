@@ -187,3 +187,40 @@ def test_a_file_that_is_not_a_dump_is_refused(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a store dump"):
         Snapshotter(Store(), threading.Lock(), str(path)).deserialize(str(path))
+
+
+def written_dump(tmp_path: Path, n: int = 20) -> Path:
+    dump = tmp_path / "snapshot"
+    writer = Snapshotter(filled(n), threading.Lock(), str(dump))
+    dump_as_pysyncobj_would(writer, dump)
+    assert finished(writer) == SERIALIZER_STATE.SUCCESS
+    return dump
+
+
+def test_a_dump_is_restored_before_raft_starts_and_its_first_load_reuses_it(tmp_path):
+    dump = written_dump(tmp_path)
+    store = Store()
+    snapshotter = Snapshotter(store, threading.Lock(), str(dump))
+    assert snapshotter.preload() is True
+    assert store.revision == filled(20).revision
+    assert snapshotter.deserialize(str(dump)) == RAFT_STATE  # pysyncobj's first load
+    store.restore(raft_pb2.Snapshot().SerializeToString())
+    assert snapshotter.deserialize(str(dump)) == RAFT_STATE  # a later one reads the file
+    assert store.revision == filled(20).revision
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "not_a_dump"])
+def test_a_dump_that_cannot_be_read_is_moved_aside_and_the_store_left_empty(tmp_path, damage):
+    dump = written_dump(tmp_path)
+    data = dump.read_bytes()
+    damaged = {"cut": data[:len(data) // 2],
+               "garbage": data[:len(MAGIC) + 8] + os.urandom(len(data)),
+               "not_a_dump": b"hello"}[damage]
+    dump.write_bytes(damaged)
+    store = Store()
+    snapshotter = Snapshotter(store, threading.Lock(), str(dump))
+    assert snapshotter.preload() is False
+    assert not dump.exists()
+    aside = list(tmp_path.glob("snapshot.unreadable.*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged  # kept to investigate
+    assert store.snapshot() == Store().snapshot()  # nothing half-restored
