@@ -139,8 +139,20 @@ async def start_pods(client: Client) -> tuple[str, int, int]:
                             what="bench-server running")
     await wait_for(lambda: running("bench-client"), timeout=90, interval=0.2,
                    what="bench-client running")
-    return (server.status.pod_ip, await sandbox_pid("bench-server"),
-            await sandbox_pid("bench-client"))
+    client_pid = await sandbox_pid("bench-client")
+    await widen_ephemeral_ports(client_pid)
+    return server.status.pod_ip, await sandbox_pid("bench-server"), client_pid
+
+
+async def widen_ephemeral_ports(pid: int) -> None:
+    """Let the client pod reuse TIME_WAIT ports: one round of short connections leaves
+    tens of thousands of them toward the same address and port, and the next round would
+    measure the search for a free port instead of the path. Both sysctls are per network
+    namespace: only the benchmark's pod changes."""
+    for setting in ("net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"):
+        process = await asyncio.create_subprocess_exec(
+            *_in_netns(pid), "sysctl", "-q", "-w", setting)
+        await process.wait()
 
 
 async def sandbox_pid(pod: str) -> int:
