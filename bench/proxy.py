@@ -286,7 +286,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await backend_proc.stdout.readline()  # "ready"
                 await proxy.wait_healthy(timeout=60)
                 async with Client(apiserver.address) as client:
-                    ip = await create_service(client, rr_port, bulk_port)
+                    ip = await create_service(client, f"bench-{os.getpid()}", BACKEND_IP,
+                                              rr_port, bulk_port)
                 assert proxy.pid is not None
                 watched = {"proxy": proxy.pid, "backend": backend_proc.pid}
                 await wait_for(lambda: reachable(ip, 80), timeout=30,
@@ -348,9 +349,10 @@ def summarize(results: dict[str, list[dict[str, Any]]], via: str, rps_target: fl
     return {"summary": summary, "targets": targets}
 
 
-async def create_service(client: Client, rr_port: int, bulk_port: int) -> str:
-    """A selector-less Service with ports rr (80) and bulk (81), and its Endpoints."""
-    name = f"bench-{os.getpid()}"
+async def create_service(client: Client, name: str, backend_ip: str, rr_port: int,
+                         bulk_port: int) -> str:
+    """A selector-less Service ``name`` with ports rr (80) and bulk (81), its Endpoints
+    ``backend_ip``'s ``rr_port`` and ``bulk_port``; returns its cluster IP."""
     service = core_pb2.Service(metadata=meta_pb2.ObjectMeta(name=name, namespace="default"))
     service.spec.ports.add(name="rr", port=80)
     service.spec.ports.add(name="bulk", port=81)
@@ -358,7 +360,7 @@ async def create_service(client: Client, rr_port: int, bulk_port: int) -> str:
     endpoints = core_pb2.EndpointsObject(
         metadata=meta_pb2.ObjectMeta(name=name, namespace="default"))
     subset = endpoints.subsets.add()
-    subset.addresses.add(ip=BACKEND_IP)
+    subset.addresses.add(ip=backend_ip)
     subset.ports.add(name="rr", port=rr_port, protocol="TCP")
     subset.ports.add(name="bulk", port=bulk_port, protocol="TCP")
     await client.endpoints.create(endpoints)

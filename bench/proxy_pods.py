@@ -25,6 +25,7 @@ from proxy import (  # the shared pieces of bench/proxy.py
     REQUEST,
     _in_netns,
     _report_head,
+    create_service,
     progress,
     rss_mb,
     run_load,
@@ -70,7 +71,8 @@ async def run_pods(args: argparse.Namespace) -> dict[str, Any]:
                         stdout=asyncio.subprocess.PIPE)
                     assert backend.stdout is not None
                     await backend.stdout.readline()  # "ready"
-                    service_ip = await create_service(client, server_ip)
+                    service_ip = await create_service(client, "bench", server_ip, RR_PORT,
+                                                      BULK_PORT)
                 for mode in modes:
                     report["modes"][mode] = await measure_mode(
                         mode, apiserver.address, base, args, server_ip, service_ip,
@@ -164,23 +166,6 @@ async def sandbox_pid(pod: str) -> int:
         assert found, f"no sandbox for {pod}"
         info = await found[0].show()
     return int(info["State"]["Pid"])
-
-
-async def create_service(client: Client, server_ip: str) -> str:
-    """A selector-less Service, ports rr (80) and bulk (81), its Endpoints the server."""
-    service = core_pb2.Service(metadata=meta_pb2.ObjectMeta(name="bench",
-                                                            namespace="default"))
-    service.spec.ports.add(name="rr", port=80)
-    service.spec.ports.add(name="bulk", port=81)
-    created = await client.services.create(service)
-    endpoints = core_pb2.EndpointsObject(
-        metadata=meta_pb2.ObjectMeta(name="bench", namespace="default"))
-    subset = endpoints.subsets.add()
-    subset.addresses.add(ip=server_ip)
-    subset.ports.add(name="rr", port=RR_PORT, protocol="TCP")
-    subset.ports.add(name="bulk", port=BULK_PORT, protocol="TCP")
-    await client.endpoints.create(endpoints)
-    return created.spec.cluster_ip  # type: ignore[attr-defined,no-any-return]
 
 
 async def reachable_from(pid: int, host: str, port: int) -> bool:

@@ -15,8 +15,8 @@ from skiff.cli.skiffctl import printers
 from skiff.cli.skiffctl.describe import Related, describe
 from skiff.cli.skiffctl.printers import (
     TableOptions,
-    format_age,
     format_objects,
+    human_duration,
     pod_status,
     render_table,
     table_header,
@@ -59,8 +59,8 @@ def make_pod(name: str = "web", *, phase: str = "Running", statuses: list[dict] 
     (2 * 365 * 86400, "2y"), (3 * 365 * 86400 + 10 * 86400, "3y10d"),
     (9 * 365 * 86400, "9y"),
 ])
-def test_format_age_is_kubectls_human_duration(seconds: int, text: str) -> None:
-    assert format_age(seconds) == text
+def test_human_duration_is_kubectls_human_duration(seconds: int, text: str) -> None:
+    assert human_duration(seconds) == text
 
 
 def test_age_of_an_unset_timestamp_is_unknown() -> None:

@@ -430,7 +430,7 @@ def _write_pod_status(lines: Lines, pod: Message, now: float) -> None:
     """Status (Terminating with what is left of the grace period), reason, IPs."""
     md, status = pod.metadata, pod.status
     if md.HasField("deletion_timestamp"):
-        remaining = printers.format_age(md.deletion_timestamp.seconds - now)
+        remaining = printers.human_duration(md.deletion_timestamp.seconds - now)
         lines.add(0, f"Status:\tTerminating (lasts {remaining})")
         lines.add(0, f"Termination Grace Period:\t{md.deletion_grace_period_seconds}s")
     else:

@@ -2,7 +2,7 @@
 
 Pure functions of objects and a clock reading (``now``, seconds since the epoch), so
 the unit tests need no server. What kubectl computes the same way is computed here the
-same way: :func:`format_age` is apimachinery's ``HumanDuration``; :func:`pod_status`
+same way: :func:`human_duration` is apimachinery's ``HumanDuration``; :func:`pod_status`
 and :func:`pod_restarts` are kubectl's ``printPod``; node STATUS is ``printNode``.
 
 Layout: a table is kubectl's tabwriter (columns padded to their widest cell plus three
@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from skiff.api import manifest
+from skiff.api.duration import human_duration
 from skiff.api.kinds import Kind, for_message
 from skiff.api.labels import selector_from_label_selector
 from skiff.api.v1 import meta_pb2
@@ -34,33 +35,6 @@ OUTPUT_FORMATS = ("", "wide", "yaml", "json", "name")
 # ---- time ----
 
 
-def format_age(seconds: float) -> str:
-    """A duration as kubectl shows ages: ``5s``, ``3m20s``, ``3h``, ``2d5h``, ``3y``."""
-    s = int(seconds)
-    if s < -1:
-        return "<invalid>"
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = s // 3600
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        days = (hours // 24) % 365
-        return f"{hours // 24 // 365}y{days}d" if days else f"{hours // 24 // 365}y"
-    return f"{hours // 24 // 365}y"
 
 
 def is_set(stamp: Timestamp) -> bool:
@@ -71,7 +45,7 @@ def age(stamp: Timestamp, now: float) -> str:
     """How long ago ``stamp`` was; ``<unknown>`` when it is not set."""
     if not is_set(stamp):
         return "<unknown>"
-    return format_age(now - stamp.seconds - stamp.nanos / 1e9)
+    return human_duration(now - stamp.seconds - stamp.nanos / 1e9)
 
 
 def format_time(stamp: Timestamp) -> str:
@@ -141,7 +115,7 @@ def pod_restarts(pod: Message, now: float) -> str:
             finished = status.last_state.terminated.finished_at
             last = max(last, finished.seconds + finished.nanos / 1e9)
     if restarts and last:
-        return f"{restarts} ({format_age(now - last)} ago)"
+        return f"{restarts} ({human_duration(now - last)} ago)"
     return str(restarts)
 
 
