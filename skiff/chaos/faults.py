@@ -32,8 +32,6 @@ from skiff.client.client import Client
 from skiff.health import wait_for
 from skiff.store.v1 import rpc_pb2, rpc_pb2_grpc
 
-# ------------------------------------------------------------------ the killer
-
 
 async def store_role(component: Component) -> str:
     """"leader" or "follower", as the replica itself says."""

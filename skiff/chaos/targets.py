@@ -28,8 +28,6 @@ from skiff.chaos.config import (
 )
 from skiff.health import grpc_healthy, wait_for
 
-# ------------------------------------------------------------------ the target
-
 
 @dataclass(frozen=True)
 class Component:

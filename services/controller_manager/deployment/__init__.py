@@ -64,4 +64,3 @@ helpers are reused here), :mod:`..garbage_collector` (cascading deletion), ``ski
 rollout`` (history, undo, pause, resume). A rollback is a template update (``skiffctl
 rollout undo``), so there is no ``rollback.py``.
 """
-
