@@ -84,6 +84,9 @@ _CHANNEL_OPTIONS = (
 )
 
 
+# ------------------------------------------------------------------ request pieces
+
+
 def _put(key: str, value: bytes) -> rpc_pb2.RequestOp:
     return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key_bytes(key), value=value))
 

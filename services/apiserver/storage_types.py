@@ -54,6 +54,11 @@ def prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def key_bytes(key: str) -> bytes:
+    """A key as the store takes it."""
+    return key.encode()
+
+
 # -------------------------------------------------------------------------- codec
 
 
@@ -215,10 +220,3 @@ def backoff(failures: int) -> float:
     """Jittered exponential backoff after ``failures`` consecutive failures (>= 1)."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
     return random.uniform(ceiling / 2, ceiling)
-
-
-# ------------------------------------------------------------------ request pieces
-
-
-def key_bytes(key: str) -> bytes:
-    return key.encode()
