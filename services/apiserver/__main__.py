@@ -20,7 +20,8 @@ from services.apiserver.endpoint_reconciler import LeaseEndpointReconciler
 from services.apiserver.metrics import WatchCacheCollector
 from services.apiserver.registry import Registry
 from services.apiserver.server import add_servicer
-from services.apiserver.storage import Storage, decode
+from services.apiserver.storage import Storage
+from services.apiserver.storage_types import decode
 from services.apiserver.strategies import STRATEGIES
 from skiff import metrics
 from skiff.api import errors

@@ -11,7 +11,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.apiserver.registry import MAX_ATTEMPTS, Registry
-from services.apiserver.storage import decode, encode
+from services.apiserver.storage_types import decode, encode
 from skiff.api import errors
 from skiff.api.errors import FieldError
 from skiff.api.v1 import core_pb2

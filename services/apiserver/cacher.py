@@ -1,8 +1,9 @@
 """The watch cache: one store watch per kind, fanned out to every API watcher.
 
 Kubernetes' ``cacher``, for Skiff. The apiserver keeps one :class:`Cacher` per kind. It
-lists the kind's prefix once, then follows one :class:`~services.apiserver.storage.StoreWatch`
-from the list's revision + 1, and from that single stream it keeps:
+lists the kind's prefix once, then follows one
+:class:`~services.apiserver.storage_watch.StoreWatch` from the list's revision + 1, and
+from that single stream it keeps:
 
 - the current objects (key -> decoded object, ``metadata.resource_version`` set), from
   which lists and gets are answered without touching the store;
@@ -49,16 +50,16 @@ from typing import Literal
 from google.protobuf.message import DecodeError, Message
 from sortedcontainers import SortedDict
 
-from services.apiserver.storage import (
+from services.apiserver.storage import Storage
+from services.apiserver.storage_types import (
     Change,
-    Storage,
-    StoreWatch,
     WatchBatch,
     decode,
     key_after,
     kind_prefix,
     prefix_end,
 )
+from services.apiserver.storage_watch import StoreWatch
 from skiff.api import errors
 from skiff.api.kinds import Kind
 from skiff.logging import get_logger

@@ -15,7 +15,7 @@ from __future__ import annotations
 from services.apiserver import meta
 from services.apiserver.admission import DELETE, UPDATE, Attributes
 from services.apiserver.registry import MAX_ATTEMPTS, Registry
-from services.apiserver.storage import decode, encode
+from services.apiserver.storage_types import decode, encode
 from services.apiserver.strategies.namespace import validate_namespace
 from skiff.api import errors
 from skiff.api.v1 import core_pb2

@@ -34,10 +34,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.apiserver import meta
 from services.apiserver.admission import CREATE, DELETE, UPDATE, Attributes, Chain
 from services.apiserver.cacher import Cacher
-from services.apiserver.storage import (
+from services.apiserver.storage import Storage
+from services.apiserver.storage_types import (
     GuardMoved,
     KeyConflict,
-    Storage,
     StoredObject,
     decode,
     encode,

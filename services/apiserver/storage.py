@@ -29,37 +29,50 @@ cache (``cacher.py``); below it, the store replicas (``services/store``), or any
   store that answers it in order with the events (:func:`orders_progress`): etcd
   before 3.4.31 / 3.5.13 can announce a revision before the events up to it were sent,
   so there a progress notification only says the stream is alive.
-- Errors: every store error is mapped once, in :data:`_ERROR_TABLE`, to the API's
-  vocabulary (``skiff.api.errors``).
+- Errors: every store error is mapped once, in
+  :data:`~services.apiserver.storage_types._ERROR_TABLE`, to the API's vocabulary
+  (``skiff.api.errors``).
+
+Files, as Kubernetes splits ``storage/etcd3``: this one is the client (``store.go``:
+endpoints, failover, reads and guarded writes); :mod:`services.apiserver.storage_watch`
+the watch (``watcher.go``); :mod:`services.apiserver.storage_types` what both speak
+(keys, the codec, the values returned, the errors raised, the retry backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
+from services.apiserver.storage_types import (
+    REGISTRY,
+    RETRYABLE,
+    GuardMoved,
+    KeyConflict,
+    KeyExists,
+    KeyNotFound,
+    ListResult,
+    RevisionAhead,
+    StoredObject,
+    backoff,
+    key_bytes,
+    map_error,
+    prefix_end,
+    raise_if_cancelling,
+)
+from services.apiserver.storage_watch import StoreWatch
 from skiff.api import errors
-from skiff.api.kinds import Kind
 from skiff.logging import get_logger
 from skiff.store.v1 import kv_pb2, rpc_pb2, rpc_pb2_grpc
-from skiff.tasks import spawn
 
 log = get_logger("skiff.apiserver.storage")
 
-REGISTRY = "/registry"
-#: Codes after which another endpoint (or the same one, later) may answer.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-#: Backoff between attempts: the first waits up to BACKOFF_BASE, doubling to BACKOFF_CAP.
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 1.0
+
 #: Objects are large in bulk: a list of every pod must fit in one Range response.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _CHANNEL_OPTIONS = (
@@ -71,224 +84,31 @@ _CHANNEL_OPTIONS = (
 )
 
 
-# --------------------------------------------------------------------------- keys
-
-
-def kind_prefix(kind: Kind, namespace: str = "") -> str:
-    """Where objects of ``kind`` (in ``namespace``, if given) live; ends with ``/``."""
-    if namespace and kind.namespaced:
-        return f"{REGISTRY}/{kind.plural}/{namespace}/"
-    return f"{REGISTRY}/{kind.plural}/"
-
-
-def object_key(kind: Kind, namespace: str, name: str) -> str:
-    """The key of one object: ``/registry/pods/default/web-0``, ``/registry/nodes/n1``."""
-    if kind.namespaced:
-        return f"{REGISTRY}/{kind.plural}/{namespace}/{name}"
-    return f"{REGISTRY}/{kind.plural}/{name}"
-
-
-def key_after(key: str) -> str:
-    """The smallest key greater than ``key``: where the next page of a list starts."""
-    return key + "\0"
-
-
-def prefix_end(prefix: str) -> str:
-    """etcd's range end for every key that starts with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-# -------------------------------------------------------------------------- codec
-
-
-def encode(obj: Message) -> bytes:
-    """An object as stored: protobuf bytes, deterministic, without its resource version.
-
-    Deterministic so that equal objects are equal bytes (map fields in key order): a
-    retried write recognises its own earlier success by comparing bytes.
-    """
-    if obj.metadata.resource_version:  # type: ignore[attr-defined]
-        copy = type(obj)()
-        copy.CopyFrom(obj)
-        copy.metadata.resource_version = ""  # type: ignore[attr-defined]
-        obj = copy
-    return obj.SerializeToString(deterministic=True)
-
-
-def decode(kind: Kind, value: bytes, revision: int) -> Message:
-    """A stored value as an object of ``kind`` whose resource version is ``revision``."""
-    obj = kind.message()
-    obj.ParseFromString(value)
-    obj.metadata.resource_version = str(revision)  # type: ignore[attr-defined]
-    return obj
-
-
-# ------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """One key as read from the store."""
-
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-
-
-@dataclass(frozen=True)
-class ListResult:
-    """One page of a list: its items in key order, the revision it was read at, and
-    whether more keys follow (read them from ``key_after(items[-1].key)``)."""
-
-    items: tuple[StoredObject, ...]
-    revision: int
-    more: bool
-
-
-ChangeType = Literal["PUT", "DELETE"]
-
-
-@dataclass(frozen=True)
-class Change:
-    """One key changed by one revision; ``prev_value`` is the value before (if any)."""
-
-    type: ChangeType
-    key: str
-    value: bytes
-    prev_value: bytes | None
-    mod_revision: int
-
-
-@dataclass(frozen=True)
-class WatchBatch:
-    """What one watch response reports: the changes (in revision order) up to and
-    including ``revision``. No changes is a progress notification: nothing in the
-    prefix changed up to ``revision``."""
-
-    revision: int
-    changes: tuple[Change, ...] = ()
-
-
-class KeyExists(errors.AlreadyExists):
-    """A create found ``key`` already there (the object itself, or an ``absent`` key)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"key {key} already exists")
-        self.key = key
-
-
-class GuardMoved(errors.Conflict):
-    """A create's ``unchanged`` key was no longer at the revision admission saw."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"key {key} changed since admission read it")
-        self.key = key
-
-
-class KeyConflict(errors.Conflict):
-    """An update or delete expected another mod_revision of ``key``; ``current`` is now."""
-
-    def __init__(self, key: str, expected: int, current: StoredObject) -> None:
-        super().__init__(f"key {key} was modified: expected revision {expected}, "
-                         f"it is at {current.mod_revision}")
-        self.key, self.expected, self.current = key, expected, current
-
-
-class KeyNotFound(errors.NotFound):
-    """An update or delete of ``key``, which does not exist (any more)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"key {key} not found")
-        self.key = key
-
-
-class RevisionAhead(errors.Unavailable):
-    """A read at a revision the store replica answering has not applied yet."""
-
-
-# ------------------------------------------------------------------------- errors
-
-#: The one mapping of store errors: (gRPC code, a fragment of etcd's message or "" for
-#: any) -> the API error to raise, built from the store's message. First match wins.
-_ERROR_TABLE: tuple[tuple[grpc.StatusCode, str, Callable[[str], errors.APIError]], ...] = (
-    (grpc.StatusCode.OUT_OF_RANGE, "required revision has been compacted",
-     lambda d: errors.Gone(f"too old resource version: the store has compacted it ({d})")),
-    # Kubernetes answers a resource version from the future with "Too large resource
-    # version" and a retry hint (504): the caller is ahead of this replica, try again.
-    (grpc.StatusCode.OUT_OF_RANGE, "future revision",
-     lambda d: RevisionAhead(f"too large resource version: the store has not reached "
-                             f"it yet ({d})")),
-    (grpc.StatusCode.UNAVAILABLE, "", lambda d: errors.Unavailable(f"store unavailable: {d}")),
-    (grpc.StatusCode.DEADLINE_EXCEEDED, "",
-     lambda d: errors.Unavailable(f"store did not answer in time: {d}")),
-    (grpc.StatusCode.INVALID_ARGUMENT, "", lambda d: errors.BadRequest(f"store refused: {d}")),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, "",
-     lambda d: errors.BadRequest(f"store refused (too large): {d}")),
-    (grpc.StatusCode.NOT_FOUND, "", lambda d: errors.NotFound(f"store: {d}")),
-    (grpc.StatusCode.FAILED_PRECONDITION, "", lambda d: errors.Conflict(f"store: {d}")),
-)
-
-
-def map_error(error: grpc.RpcError) -> errors.APIError:
-    """The API error a failed store call stands for (INTERNAL outside the table)."""
-    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = (error.details() if hasattr(error, "details") else str(error)) or code.name
-    for table_code, fragment, make in _ERROR_TABLE:
-        if code == table_code and fragment in details:
-            return make(details)
-    result = errors.APIError(f"store error {code.name}: {details}")
-    result.code = grpc.StatusCode.INTERNAL
-    return result
-
-
-def _raise_if_cancelling(error: grpc.aio.AioRpcError) -> None:
-    """Give the current task back a cancellation that grpc.aio turned into CANCELLED.
-
-    A task cancelled while it awaits a unary call gets no CancelledError: grpc.aio's
-    own task under the call swallows it, and the call ends CANCELLED. A caller that
-    retries on errors would then never stop (a watch cache that could not be stopped).
-    """
-    task = asyncio.current_task()
-    if error.code() == grpc.StatusCode.CANCELLED and task is not None and task.cancelling():
-        raise asyncio.CancelledError from error
-
-
-def _backoff(failures: int) -> float:
-    """Jittered exponential backoff after ``failures`` consecutive failures (>= 1)."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
-
 # ------------------------------------------------------------------ request pieces
 
 
-def _b(key: str) -> bytes:
-    return key.encode()
-
-
 def _put(key: str, value: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=_b(key), value=value))
+    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key_bytes(key), value=value))
 
 
 def _delete(key: str) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=_b(key)))
+    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key_bytes(key)))
 
 
 def _range(key: str) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=_b(key)))
+    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key_bytes(key)))
 
 
 def _absent(key: str) -> rpc_pb2.Compare:
-    return rpc_pb2.Compare(key=_b(key), target=rpc_pb2.Compare.CREATE,
+    return rpc_pb2.Compare(key=key_bytes(key), target=rpc_pb2.Compare.CREATE,
                            result=rpc_pb2.Compare.EQUAL, create_revision=0)
 
 
 def _at_revision(key: str, mod_revision: int) -> rpc_pb2.Compare:
     if mod_revision <= 0:  # unconditional: the key must merely exist
-        return rpc_pb2.Compare(key=_b(key), target=rpc_pb2.Compare.CREATE,
+        return rpc_pb2.Compare(key=key_bytes(key), target=rpc_pb2.Compare.CREATE,
                                result=rpc_pb2.Compare.GREATER, create_revision=0)
-    return rpc_pb2.Compare(key=_b(key), target=rpc_pb2.Compare.MOD,
+    return rpc_pb2.Compare(key=key_bytes(key), target=rpc_pb2.Compare.MOD,
                            result=rpc_pb2.Compare.EQUAL, mod_revision=mod_revision)
 
 
@@ -420,7 +240,7 @@ class Storage:
             members = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
                 rpc_pb2.MemberListRequest(), timeout=self.attempt_timeout)
         except grpc.aio.AioRpcError as e:
-            _raise_if_cancelling(e)
+            raise_if_cancelling(e)
             raise
         urls = next((m.clientURLs for m in members.members if m.ID == status.leader), [])
         for url in urls:
@@ -440,7 +260,7 @@ class Storage:
             status = await rpc_pb2_grpc.MaintenanceStub(self.channel(endpoint)).Status(
                 rpc_pb2.StatusRequest(), timeout=timeout or self.attempt_timeout)
         except grpc.aio.AioRpcError as e:
-            _raise_if_cancelling(e)
+            raise_if_cancelling(e)
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             return False
@@ -477,12 +297,12 @@ class Storage:
                     request, timeout=max(0.001, min(self.attempt_timeout, remaining)))
                 return response, failures > 0
             except grpc.aio.AioRpcError as e:
-                _raise_if_cancelling(e)
+                raise_if_cancelling(e)
                 if e.code() not in RETRYABLE:
                     raise map_error(e) from None
                 failures += 1
                 self._fail_over(endpoint, f"{e.code().name}: {e.details()}")
-                delay = _backoff(failures)
+                delay = backoff(failures)
                 if loop.time() + delay >= deadline:
                     raise errors.Unavailable(
                         f"store unavailable: {what} failed for {self.timeout:g}s on "
@@ -500,7 +320,7 @@ class Storage:
 
     async def get(self, key: str) -> StoredObject | None:
         """``key`` as of now (a linearizable read), or None."""
-        response, _ = await self._call("Range", rpc_pb2.RangeRequest(key=_b(key)),
+        response, _ = await self._call("Range", rpc_pb2.RangeRequest(key=key_bytes(key)),
                                        what=f"get {key}")
         return _stored(response.kvs[0]) if response.kvs else None
 
@@ -518,8 +338,8 @@ class Storage:
         # a linearizable one would, without the read barrier (a raft round trip, paid
         # by every page of a paged list), unless the replica has not applied that
         # revision yet; then the barrier catches it up.
-        request = rpc_pb2.RangeRequest(key=_b(start_key or prefix),
-                                       range_end=_b(prefix_end(prefix)),
+        request = rpc_pb2.RangeRequest(key=key_bytes(start_key or prefix),
+                                       range_end=key_bytes(prefix_end(prefix)),
                                        revision=max(revision, 0), limit=max(limit, 0),
                                        serializable=revision > 0)
         try:
@@ -535,7 +355,7 @@ class Storage:
 
     async def revision(self) -> int:
         """The store's current revision (a linearizable, count-only read)."""
-        request = rpc_pb2.RangeRequest(key=_b(REGISTRY), count_only=True)
+        request = rpc_pb2.RangeRequest(key=key_bytes(REGISTRY), count_only=True)
         response, _ = await self._call("Range", request, what="read revision")
         return response.header.revision
 
@@ -646,7 +466,7 @@ class Storage:
         """
         endpoint = self.endpoint
         call = rpc_pb2_grpc.WatchStub(self.channel(endpoint)).Watch()
-        create = rpc_pb2.WatchCreateRequest(key=_b(key), start_revision=mod_revision + 1,
+        create = rpc_pb2.WatchCreateRequest(key=key_bytes(key), start_revision=mod_revision + 1,
                                             prev_kv=True)
         try:
             async with asyncio.timeout(self.attempt_timeout):
@@ -683,190 +503,3 @@ class Storage:
         return StoreWatch(self, prefix, start_revision,
                           progress_interval=(self.progress_interval if progress_interval is None
                                              else progress_interval))
-
-
-class StoreWatch:
-    """One watch of a prefix, kept alive across replicas: an async iterator of batches.
-
-    Invariant: ``_next_revision`` is the first revision not yet reported; every batch
-    yielded covers revisions below it, so a new stream started there (on any replica)
-    continues exactly where the last one stopped. It moves past an event's revision
-    only once that event was received, and past a progress notification's only when
-    the store answers progress in order with events (``progress_ordered``, learnt from
-    the store's version on each stream); elsewhere a progress answer only shows that
-    the stream is alive.
-
-    Ends by raising ``Gone`` when the store compacted past ``_next_revision`` (the
-    caller must re-list), or ``Unavailable`` when no replica served the watch for the
-    storage's ``timeout``. ``aclose()`` ends it from the consumer's side.
-    """
-
-    def __init__(self, storage: Storage, prefix: str, start_revision: int, *,
-                 progress_interval: float) -> None:
-        self._storage = storage
-        self.prefix = prefix
-        self._next_revision = start_revision
-        self._progress_interval = progress_interval
-        self._stall_timeout = max(storage.stall_timeout, 2 * progress_interval)
-        self._progress_wanted = asyncio.Event()
-        self.endpoint: str | None = None
-        #: Whether the current stream's store orders progress with events (None: no stream).
-        self.progress_ordered: bool | None = None
-        self._batches = self._run()
-
-    @property
-    def next_revision(self) -> int:
-        return self._next_revision
-
-    def request_progress(self) -> None:
-        """Ask the store now (not at the next interval) how far the prefix has got."""
-        self._progress_wanted.set()
-
-    def __aiter__(self) -> StoreWatch:
-        return self
-
-    async def __anext__(self) -> WatchBatch:
-        return await self._batches.__anext__()
-
-    async def aclose(self) -> None:
-        await self._batches.aclose()
-
-    async def _run(self) -> AsyncIterator[WatchBatch]:
-        storage = self._storage
-        loop = asyncio.get_running_loop()
-        failures = 0
-        outage_since: float | None = None
-        storage._watches.add(self)
-        try:
-            while True:
-                endpoint = storage.endpoint
-                self.endpoint = endpoint
-                try:
-                    # aclosing: when the consumer stops, the stream's call is cancelled now,
-                    # not whenever the generator happens to be collected.
-                    async with contextlib.aclosing(self._stream(endpoint)) as stream:
-                        async for batch in stream:
-                            failures, outage_since = 0, None
-                            if batch is not None:
-                                yield batch
-                    reason = "stream ended"
-                except _StreamBroken as e:
-                    reason = str(e)
-                except grpc.aio.AioRpcError as e:
-                    _raise_if_cancelling(e)
-                    if e.code() not in RETRYABLE and e.code() != grpc.StatusCode.CANCELLED:
-                        raise map_error(e) from None
-                    reason = f"{e.code().name}: {e.details()}"
-                self.endpoint = None
-                self.progress_ordered = None
-                failures += 1
-                now = loop.time()
-                outage_since = now if outage_since is None else outage_since
-                storage._fail_over(endpoint, reason)
-                delay = _backoff(failures)
-                if now + delay - outage_since >= storage.timeout:
-                    raise errors.Unavailable(
-                        f"store unavailable: watch of {self.prefix} found no replica to "
-                        f"serve it for {storage.timeout:g}s (last: {reason})")
-                log.info("store watch broke, resuming", prefix=self.prefix, endpoint=endpoint,
-                         reason=reason, next_revision=self._next_revision)
-                await asyncio.sleep(delay)
-        finally:
-            storage._watches.discard(self)
-            self.endpoint = None
-            self.progress_ordered = None
-
-    async def _stream(self, endpoint: str) -> AsyncIterator[WatchBatch | None]:
-        """One Watch stream on ``endpoint``: batches, or None for "alive, nothing new"."""
-        call = rpc_pb2_grpc.WatchStub(self._storage.channel(endpoint)).Watch()
-        prefix = self.prefix
-        create = rpc_pb2.WatchCreateRequest(
-            key=_b(prefix), range_end=_b(prefix_end(prefix)),
-            start_revision=max(self._next_revision, 0), prev_kv=True, progress_notify=True)
-        progress: asyncio.Task[None] | None = None
-        try:
-            self.progress_ordered = await self._storage.orders_progress(
-                endpoint, timeout=self._stall_timeout)
-            await _write(call, rpc_pb2.WatchRequest(create_request=create))
-            progress = spawn(self._request_progress(call), name=f"watch-progress {prefix}")
-            while True:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a
-                # cancellation that lands as the read completes, and the watch (and the
-                # cache that owns it) then never stops.
-                try:
-                    async with asyncio.timeout(self._stall_timeout):
-                        response = await call.read()
-                except TimeoutError:
-                    raise _StreamBroken(f"no answer for {self._stall_timeout:g}s") from None
-                if response is grpc.aio.EOF:
-                    raise _StreamBroken("the store ended the stream")
-                if response.canceled:
-                    if response.compact_revision:
-                        raise errors.Gone(
-                            f"too old resource version: {self._next_revision - 1} "
-                            f"({response.compact_revision})")
-                    raise _StreamBroken(f"watch canceled: {response.cancel_reason}")
-                yield self._batch(response)
-        finally:
-            if progress is not None:
-                progress.cancel()
-            call.cancel()
-
-    def _batch(self, response: rpc_pb2.WatchResponse) -> WatchBatch | None:
-        """Advance past ``response``; the batch it reports, if it moves anything."""
-        revision = response.header.revision
-        if response.created:
-            if self._next_revision <= 0:
-                # "From now": pin it, so that a resumed stream knows where now was.
-                self._next_revision = revision + 1
-            return None
-        if not response.events:
-            # Progress: every change up to ``revision`` was sent. A replica that lags
-            # behind what an earlier one reported says nothing new: never go backwards.
-            # From a store that may send it ahead of those changes it proves only that
-            # the stream is alive.
-            if revision < self._next_revision or not self.progress_ordered:
-                return None
-            self._next_revision = revision + 1
-            return WatchBatch(revision=revision)
-        # Events: complete up to the last one, not to the header's revision. etcd sends a
-        # watcher catching up its backlog in responses of at most 1,000 revisions, each
-        # with the store's *current* revision in the header: taken as progress, it would
-        # make the next responses look like changes already seen (and a stream resumed
-        # from it skip them). Only a response without events reports progress.
-        changes = tuple(_change(event) for event in response.events)
-        revision = changes[-1].mod_revision
-        self._next_revision = revision + 1
-        return WatchBatch(revision=revision, changes=changes)
-
-    async def _request_progress(self, call: Any) -> None:
-        """Every interval (or when asked), ask the stream for a progress notification."""
-        request = rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._progress_interval):
-                    await self._progress_wanted.wait()
-            self._progress_wanted.clear()
-            try:
-                await _write(call, request)
-            except _StreamBroken:
-                return  # the reader sees the same broken stream and reconnects
-
-
-class _StreamBroken(Exception):
-    """The watch stream failed in a way another replica may not: reconnect."""
-
-
-async def _write(call: Any, request: rpc_pb2.WatchRequest) -> None:
-    try:
-        await call.write(request)
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as e:
-        raise _StreamBroken(f"write failed: {e!r}") from None
-
-
-def _change(event: kv_pb2.Event) -> Change:
-    is_delete = event.type == kv_pb2.Event.DELETE
-    return Change(type="DELETE" if is_delete else "PUT", key=event.kv.key.decode(),
-                  value=event.kv.value,
-                  prev_value=event.prev_kv.value if event.HasField("prev_kv") else None,
-                  mod_revision=event.kv.mod_revision)

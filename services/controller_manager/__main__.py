@@ -34,7 +34,8 @@ SYNC_TIMEOUT = 120.0
 #: Every controller by its ``--controllers`` name.
 CONTROLLERS: dict[str, str] = {
     "replication": "services.controller_manager.replication:ReplicationManager",
-    "deployment": "services.controller_manager.deployment:DeploymentController",
+    "deployment": ("services.controller_manager.deployment.deployment_controller"
+                   ":DeploymentController"),
     "garbagecollector": "services.controller_manager.garbage_collector:GarbageCollector",
     "endpoints": "services.controller_manager.endpoints:EndpointsController",
     "namespace": "services.controller_manager.namespace:NamespaceController",

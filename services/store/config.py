@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.store.raft import RaftTimings
+from services.store.raft_transport import RaftTimings
 from skiff.metrics import parse_url
 
 PASSWORD_ENV = "SKIFF_STORE_PEER_PASSWORD"

@@ -3,7 +3,7 @@
 pysyncobj's own FileJournal is an mmap that is never synced, and its term and vote are
 renamed into place unsynced: a power loss loses acknowledged writes. This journal
 implements the same :class:`pysyncobj.journal.Journal` interface, and is handed to
-pysyncobj in place of its own (see ``services.store.raft``). Modelled on etcd's WAL:
+pysyncobj in place of its own (see ``services.store.raft_transport``). Modelled on etcd's WAL:
 
 - Records are appended to one file, a header (``MAGIC`` and the checksum its first
   record chains from) then per entry ``crc32 | length | index | term | command``

@@ -80,7 +80,7 @@ _Commit = Callable[[], None]
 class ApplyFailed(Exception):
     """A committed command this replica could not apply: a bug, or memory ran out.
 
-    etcd panics then, and so does a replica (services/store/raft.py stops the process):
+    etcd panics then, and so does a replica (services/store/raft_node.py stops the process):
     its peers applied the command, or failed on it in a way that need not be this one,
     so going on could leave it with a state they do not have. Answering the failure as
     the command's result instead would be safe only if every replica were sure to fail

@@ -1,4 +1,5 @@
-"""What the store relies on inside pysyncobj, checked when ``services.store.raft`` is imported.
+"""What the store relies on inside pysyncobj, checked when ``services.store.raft_transport``
+is imported (which importing ``services.store.raft`` does).
 
 The store drives pysyncobj through more than its public API: it replaces module
 globals (the journal factory, zlib, the pickle protocol), overrides name-mangled

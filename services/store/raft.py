@@ -1,7 +1,7 @@
 """One store replica's raft side: pysyncobj, group commit, and linearizable read barriers.
 
 pysyncobj runs on the asyncio loop's thread, the one that also serves gRPC: the loop
-watches its sockets (:class:`_LoopPoller`) and runs a raft tick after every socket
+watches its sockets (:class:`LoopPoller`) and runs a raft tick after every socket
 event, every proposal, and at least every ``TICK_PERIOD``. (Left to its own thread,
 pysyncobj made every replica run two busy Python threads that spent a large share of
 their CPU handing the GIL to each other.) So nothing here needs a thread-safe handoff,
@@ -17,16 +17,16 @@ but for the journal's fdatasync, which runs in a helper process (see
   leader, which proposes their commands together with its own, each keeping its
   origin (``Batch.forwarded`` says whose batches an entry completes). Under load the
   log then holds one large entry per commit round rather than a small one per replica.
-- ``_StateMachine.apply``, the one replicated method, applies a batch to the
+- ``StateMachine.apply``, the one replicated method, applies a batch to the
   :class:`~services.store.mvcc.Store` and schedules the proposers' futures to be
   resolved. Results are routed by (origin, command id), not by pysyncobj's callback,
   so a command that pysyncobj reported as failed but that did commit still answers.
 - ``Replica.lock`` guards the store against the thread writing a dump.
 - A follower's answer to an append, a vote and a vote request wait for the journal sync
   covering what came before them; the leader sends its entries at once and counts its
-  own copy towards a majority only once synced (``_SyncObj.doTick``).
+  own copy towards a majority only once synced (``LoopSyncObj.doTick``).
 
-Peer messages are sent once per tick per peer (:meth:`_RaftTransport.flush` bundles
+Peer messages are sent once per tick per peer (:meth:`RaftTransport.flush` bundles
 what a tick produced), uncompressed, sealed by :class:`PeerCipher`.
 
 pysyncobj numbers replicated methods by position, so there is exactly one, taking
@@ -36,52 +36,51 @@ A command may be proposed more than once (a lost forward, a leader change, a ret
 timer); the state machine applies each (origin, id) at most once. A linearizable read
 waits for a batch proposed after it arrived to be applied locally (an empty batch when
 nothing else is pending): the read then sees every write committed before it began.
+
+The pysyncobj side lives next door: :mod:`services.store.raft_transport` (peer messages,
+the loop's poller, pysyncobj's patched globals) and :mod:`services.store.raft_node` (the
+loop-ticked ``SyncObj``, its commit ordering, the state machine). This module holds the
+replica: its lifecycle, group commit and forwarding, and the read barrier.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import pickle
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
-import pysyncobj.pickle
-import pysyncobj.syncobj
-import pysyncobj.tcp_connection
-from google.protobuf import text_format
 from prometheus_client import Histogram
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
-from pysyncobj.monotonic import monotonic as monotonic_time
-from pysyncobj.poller import POLL_EVENT_TYPE, Poller
-from pysyncobj.tcp_connection import CONNECTION_STATE
-from pysyncobj.transport import TCPTransport
+from pysyncobj import SyncObjConf
 
-from services.store import errors, pysyncobj_contract
+from services.store import errors
 from services.store.disk import Disk
 from services.store.errors import EtcdError
 from services.store.journal import RaftJournal
 from services.store.journal_sync import JournalSyncer
-from services.store.mvcc import ApplyFailed, Store
+from services.store.mvcc import Store
 from services.store.peer_cipher import PeerCipher
+from services.store.raft_node import LoopSyncObj, StateMachine
+from services.store.raft_transport import (
+    FORWARD,
+    FORWARD_REFUSED,
+    LoopPoller,
+    RaftTimings,
+    RaftTransport,
+)
 from services.store.snapshots import RaftState, Snapshotter
 from skiff.logging import get_logger
 from skiff.store.v1 import raft_pb2
 
 log = get_logger("store.raft")
 
-#: A replica's exit status when it cannot apply a committed entry (sysexits' EX_SOFTWARE).
-APPLY_FAILED_EXIT = 70
-#: How much of a command that cannot be applied goes into the log line saying so.
-COMMAND_LOG_CHARS = 4000
+
 #: A batch stops growing at this many bytes or commands; pysyncobj sends an entry in
 #: one message below ``_ENTRY_LIMIT`` (its chunked path for larger entries is avoided).
 MAX_BATCH_BYTES = 2 * 1024 * 1024
@@ -108,77 +107,6 @@ COMMIT_SECONDS = Histogram("skiff_store_batch_commit_seconds",
                            buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1, 5))
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-# Everything below reaches into pysyncobj: fail here, naming what is missing, if the
-# installed version is not the one pinned.
-pysyncobj_contract.check()
-
-# pysyncobj pickles its messages and journal entries with protocol 2, which has no
-# bytes type: every batch (bytes) travels as a latin-1 str, UTF-8 encoded, twice (the
-# replicated call's arguments, then the message holding the entry). That made a
-# 100-put append_entries cost 1.6 ms to send and 0.3 ms to receive; protocol 5 pickles
-# bytes as they are (0.2 ms and 0.07 ms, zlib included). pysyncobj reads any protocol,
-# so journals and peers written with protocol 2 still load.
-setattr(pysyncobj.pickle, "__protocol", pickle.HIGHEST_PROTOCOL)
-
-
-class _Uncompressed:
-    """zlib's two calls, doing nothing (see below)."""
-
-    @staticmethod
-    def compress(data: bytes, _level: int = -1) -> bytes:
-        return data
-
-    @staticmethod
-    def decompress(data: bytes) -> bytes:
-        return data
-
-
-# pysyncobj compresses every peer message with zlib level 3: ~37 us for a 3 KB
-# append_entries, on the one thread that also serves gRPC, for bandwidth that loopback
-# and a LAN do not lack at the store's rates. Messages travel as pickles, sealed.
-pysyncobj.tcp_connection.zlib = _Uncompressed  # type: ignore[attr-defined]
-
-_create_pysyncobj_journal = pysyncobj.syncobj.createJournal
-
-
-def _create_journal(journal_file: Any) -> Any:
-    """pysyncobj's journal factory: ours when ``journalFile`` is an opened RaftJournal.
-
-    pysyncobj builds its journal with ``createJournal(conf.journalFile)`` and offers no
-    other way in; handing it our journal object there replaces its mmap journal (never
-    synced) without touching its internals. Any other value still gets pysyncobj's own.
-    """
-    if isinstance(journal_file, RaftJournal):
-        return journal_file
-    return _create_pysyncobj_journal(journal_file)
-
-
-pysyncobj.syncobj.createJournal = _create_journal  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class RaftTimings:
-    """Raft timeouts in seconds.
-
-    The election timeout is long enough that a leader starved of CPU for a few hundred
-    milliseconds (two cores, several daemons, one GIL) is not deposed; a leader that
-    dies is still replaced within a fraction of a second, because its peers see its
-    connections close and call an election after ``leader_lost`` instead of waiting out
-    the timeout (see :class:`_RaftTransport`).
-    """
-
-    heartbeat: float = 0.05
-    election_min: float = 0.6
-    election_max: float = 1.2
-    leader_lost: tuple[float, float] = (0.02, 0.25)
-    #: pysyncobj drops a connection it has not *read* from for this long, and checks it
-    #: only when it sends. Followers never talk to each other except to elect, so with a
-    #: short timeout the first vote request on their idle connection closes it and is
-    #: lost, and elections split. Dead peers are noticed through closed sockets and
-    #: TCP keepalive instead, and a stalled leader through the election timeout.
-    connection_timeout: float = 3600.0
-    reconnect: float = 0.1
 
 
 @dataclass
@@ -222,413 +150,6 @@ def take_batch(pending: list[raft_pb2.Command], marks: list[tuple[int, raft_pb2.
     taken = [mark for end, mark in marks if end <= count]
     marks[:] = [(end - count, mark) for end, mark in marks if end > count]
     return commands, taken
-
-
-def repair_append_entries(syncobj: SyncObj, message: dict) -> dict:
-    """Make pysyncobj's follower-side append_entries handling follow raft.
-
-    pysyncobj deletes every entry after ``prevLogIdx`` whenever the follower has more,
-    even entries that match the leader's and were already applied; a duplicated or
-    stale append (the leader resends from a reset index) then shortens a log below
-    what it applied, the follower can vote for a candidate missing committed entries,
-    and replicas diverge. Raft deletes only from the first *conflicting* entry. This
-    rewrites the message so pysyncobj does exactly that: matching entries are skipped,
-    and when the message ends inside our log, ``prevLogIdx`` moves to what is safe to
-    report as matching (the message's last entry, or our commit index, which only holds
-    committed entries) so entries beyond are truncated only if uncommitted.
-
-    Runs where pysyncobj's message handler runs, in a raft tick.
-    """
-    if (message.get("type") != "append_entries" or "transmission" in message
-            or message.get("prevLogIdx") is None):
-        return message
-    raft_log = syncobj._SyncObj__raftLog  # type: ignore[attr-defined]
-    first, last = raft_log[0][1], raft_log[-1][1]
-    prev = message["prevLogIdx"]
-    if prev >= last or prev < first or raft_log[prev - first][2] != message["prevLogTerm"]:
-        return message  # nothing of ours to lose, or pysyncobj rejects it anyway
-    entries = message.get("entries", [])
-    index, k = prev + 1, 0
-    while k < len(entries) and index <= last and raft_log[index - first][2] == entries[k][2]:
-        index, k = index + 1, k + 1
-    if k < len(entries):
-        new_prev = index - 1  # first conflict, or our log ended: append from here
-    else:
-        committed = min(last, syncobj._SyncObj__raftCommitIndex)  # type: ignore[attr-defined]
-        new_prev = max(index - 1, committed)
-    if new_prev == prev:
-        return message
-    repaired = dict(message)
-    repaired["prevLogIdx"] = new_prev
-    repaired["prevLogTerm"] = raft_log[new_prev - first][2]
-    repaired["entries"] = entries[k:]
-    return repaired
-
-
-#: The message type of several peer messages sent as one (see ``_RaftTransport.send``).
-_BUNDLE = "skiff_bundle"
-#: A follower's batch sent to the leader, and the answer of a replica that is not leader
-#: (see ``Replica._forward``). Neither reaches pysyncobj.
-_FORWARD = "skiff_forward"
-_FORWARD_REFUSED = "skiff_forward_refused"
-_FORWARD_TYPES = (_FORWARD, _FORWARD_REFUSED)
-#: What a tick may send before its journal sync, as etcd's leader sends its entries
-#: while it writes them: the leader's append_entries (it counts its own copy of an entry
-#: towards a majority only once its sync returned: see ``_SyncObj.doTick``) and
-#: forwarded client batches (not raft state). Answers to append_entries, votes and vote
-#: requests wait for it.
-_SENT_BEFORE_SYNC = frozenset({"append_entries", _FORWARD, _FORWARD_REFUSED})
-
-
-class _RaftTransport(TCPTransport):
-    """pysyncobj's TCP transport, with :func:`repair_append_entries` in front of raft and
-    an early election when the connection to the leader closes.
-
-    A killed process's sockets are closed by its kernel at once, so a follower learns of
-    a dead leader long before its election timeout; it then schedules an election after
-    a short random delay (so the two followers rarely both stand). A leader that merely
-    stalls keeps its connections and is waited for the full timeout.
-    """
-
-    #: Seconds (min, max) before standing for election once the leader's connection closes.
-    leader_lost: tuple[float, float] = RaftTimings.leader_lost
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._outbox: dict[Any, list[Any]] = {}
-        #: Per peer, (sync generation, message) waiting for that journal sync, in order.
-        self._held: dict[Any, deque[tuple[int, Any]]] = {}
-        #: Called with (node, message) for a forwarded batch or its refusal.
-        self.on_forward: Callable[[Any, dict], None] = lambda node, message: None
-        super().__init__(*args, **kwargs)
-
-    def _stand_soon(self, leader: Any) -> None:
-        """Bring this follower's election forward, staggered by rank among the followers.
-
-        Followers that saw the same connection close would otherwise stand at nearly
-        the same moment and split the vote, then wait out a full election timeout; a
-        rank-ordered delay lets the first stand alone (and if its log is behind, the
-        next stands a step later and wins).
-        """
-        syncobj = self._syncObj
-        followers = sorted(n.address for n in (*syncobj.otherNodes, syncobj.selfNode)
-                           if n != leader)
-        low, high = self.leader_lost
-        step = (high - low) / max(1, len(followers))
-        delay = low + followers.index(syncobj.selfNode.address) * step + random.uniform(0, step / 3)
-        deadline = monotonic_time() + delay
-        if deadline < syncobj._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
-            syncobj._SyncObj__raftElectionDeadline = deadline  # type: ignore[attr-defined]
-            log.info("lost the raft leader's connection", leader=leader.address,
-                     election_in=round(delay, 3))
-
-    def setOnNodeDisconnectedCallback(self, callback: Callable | None) -> None:
-        if callback is None:
-            super().setOnNodeDisconnectedCallback(None)
-            return
-
-        def disconnected(node: Any) -> None:
-            callback(node)
-            syncobj = self._syncObj
-            if node == syncobj._getLeader() and not syncobj._isLeader():
-                self._stand_soon(node)
-
-        super().setOnNodeDisconnectedCallback(disconnected)
-
-    def setOnMessageReceivedCallback(self, callback: Callable | None) -> None:
-        if callback is None:
-            super().setOnMessageReceivedCallback(None)
-            return
-
-        def receive(node: Any, message: Any) -> None:
-            if not isinstance(message, dict):
-                callback(node, message)  # pysyncobj's connection handshake
-                return
-            kind = message.get("type")
-            if kind == _BUNDLE:
-                for inner in message["messages"]:
-                    receive(node, inner)
-            elif kind in _FORWARD_TYPES:
-                self.on_forward(node, message)
-            else:
-                callback(node, repair_append_entries(self._syncObj, message))
-
-        super().setOnMessageReceivedCallback(receive)
-
-    def tryGetReady(self) -> None:
-        super().tryGetReady()
-        if not self.ready:
-            # Not ticked by a thread of its own, pysyncobj retries binding in a busy loop
-            # while it constructs; the address may still be held by a dying process.
-            time.sleep(self._syncObj.conf.bindRetryTime)
-
-    def send(self, node: Any, message: Any) -> bool:
-        """Queue ``message`` for ``node``; :meth:`flush` sends the queue.
-
-        Everything pysyncobj sends comes from a tick or from a socket event, and a tick
-        follows every socket event and ends with a flush: so each peer gets one frame
-        (one pickle, one seal, one syscall) per tick, however many append_entries,
-        responses and forwarded commands the tick produced.
-        """
-        connection = self._connections.get(node)
-        if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
-            return False
-        self._outbox.setdefault(node, []).append(message)
-        return True
-
-    def flush(self, required: int = 0, done: int = 0) -> None:
-        """Send each peer what was queued for it, as one message, but what must wait.
-
-        ``required``: the journal sync generation that covers this tick's changes;
-        ``done``: the last one that returned. Until ``required`` is done, a peer's
-        messages wait (:meth:`release` sends them), but its leading ones that may go
-        before a sync (``_SENT_BEFORE_SYNC``); each peer's messages keep their order.
-        """
-        outbox, self._outbox = self._outbox, {}
-        for node, messages in outbox.items():
-            held = self._held.get(node)
-            now: list[Any] = []
-            for message in messages:
-                early = isinstance(message, dict) and message.get("type") in _SENT_BEFORE_SYNC
-                if held is None and (early or required <= done):
-                    now.append(message)
-                    continue
-                if held is None:
-                    held = self._held[node] = deque()
-                held.append((0 if early else required, message))
-            self._send_now(node, now)
-
-    def release(self, done: int) -> None:
-        """Send each peer's held messages whose sync generation is ``done`` (in order)."""
-        for node in list(self._held):
-            held = self._held[node]
-            now = []
-            while held and held[0][0] <= done:
-                now.append(held.popleft()[1])
-            if not held:
-                del self._held[node]
-            self._send_now(node, now)
-
-    def _send_now(self, node: Any, messages: list[Any]) -> None:
-        if not messages:
-            return
-        connection = self._connections.get(node)
-        if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
-            return  # lost, as pysyncobj's own send loses it; raft resends
-        connection.send(messages[0] if len(messages) == 1
-                        else {"type": _BUNDLE, "messages": messages})
-
-
-_READ, _WRITE = POLL_EVENT_TYPE.READ, POLL_EVENT_TYPE.WRITE
-
-
-class _LoopPoller(Poller):
-    """pysyncobj's poller, served by the asyncio loop instead of a thread of its own.
-
-    pysyncobj subscribes its sockets here; the loop watches them (``add_reader`` /
-    ``add_writer``) and calls pysyncobj's handler when one is ready, then ``on_event``
-    so that a raft tick follows. ``poll`` has nothing left to do.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_event: Callable[[], None]) -> None:
-        self._loop = loop
-        self._on_event = on_event
-        self._callbacks: dict[int, Callable[[int, int], None]] = {}
-        self._masks: dict[int, int] = {}
-
-    def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
-        self._callbacks[descr] = callback
-        was = self._masks.get(descr, 0)
-        now = self._masks[descr] = eventMask & (_READ | _WRITE)
-        loop = self._loop
-        if now & _READ and not was & _READ:
-            loop.add_reader(descr, self._ready, descr, _READ)
-        elif was & _READ and not now & _READ:
-            loop.remove_reader(descr)
-        if now & _WRITE and not was & _WRITE:
-            loop.add_writer(descr, self._ready, descr, _WRITE)
-        elif was & _WRITE and not now & _WRITE:
-            loop.remove_writer(descr)
-
-    def unsubscribe(self, descr: int) -> None:
-        # pysyncobj closes a socket before unsubscribing it; the loop copes with that.
-        self._callbacks.pop(descr, None)
-        mask = self._masks.pop(descr, 0)
-        if mask & _READ:
-            self._loop.remove_reader(descr)
-        if mask & _WRITE:
-            self._loop.remove_writer(descr)
-
-    def poll(self, timeout: float) -> None:
-        pass
-
-    def _ready(self, descr: int, kind: int) -> None:
-        callback = self._callbacks.get(descr)
-        if callback is not None:
-            callback(descr, kind)
-        self._on_event()
-
-
-def commit_cap(own_durable: int, follower_matches: list[int]) -> int:
-    """The highest index a leader's count may credit to any follower, given its own copy.
-
-    Raft commits index i when a majority of the replicas hold it on disk; pysyncobj
-    credits the leader with every index. Capping each follower's match index at the
-    larger of the leader's durable index and the highest index the followers alone hold
-    on a majority makes both counts agree: at or below the leader's durable index
-    nothing changes; above it, only indexes the followers commit without the leader
-    keep their votes. Pure: the unit tests call it. Needs at least one follower (a
-    single replica syncs before its next tick instead).
-    """
-    majority = (len(follower_matches) + 1) // 2 + 1
-    ranked = sorted(follower_matches, reverse=True)
-    followers_alone = ranked[majority - 1] if majority <= len(ranked) else 0
-    return max(own_durable, followers_alone)
-
-
-class _TickNotifier:
-    """Stands in for pysyncobj's pipe notifier: a proposed command asks for a tick."""
-
-    def __init__(self, tick_soon: Callable[[], None]) -> None:
-        self.notify = tick_soon
-
-
-class _SyncObj(SyncObj):
-    """pysyncobj ticked by the asyncio loop, with :class:`PeerCipher` sealing peer messages.
-
-    pysyncobj still sees a password (it is what turns on its per-connection key
-    handshake); only the cipher its connections call differs. Its ticks, socket events
-    and applied commands all run on the loop's thread, as the gRPC side does: two busy
-    Python threads in one process spend much of their CPU handing the GIL back and forth.
-    """
-
-    def __init__(self, *args: Any, cipher: PeerCipher, poller: _LoopPoller,
-                 tick_soon: Callable[[], None], own_durable: Callable[[], int] | None = None,
-                 **kwargs: Any) -> None:
-        self._peer_cipher = cipher  # before pysyncobj's transport asks for it
-        self._loop_poller = poller
-        self._append_wanted = False
-        #: The last log index the previous append_entries round carried.
-        self._last_sent_index = 0
-        #: The last index on this replica's disk; None: every entry is (synced inline).
-        self._own_durable = own_durable
-        super().__init__(*args, **kwargs)
-        notifier = self._SyncObj__pipeNotifier  # type: ignore[has-type]
-        poller.unsubscribe(notifier._PipeNotifier__pipeR)
-        os.close(notifier._PipeNotifier__pipeR)
-        os.close(notifier._PipeNotifier__pipeW)
-        self._SyncObj__pipeNotifier = _TickNotifier(tick_soon)
-
-    @property
-    def encryptor(self) -> PeerCipher:
-        return self._peer_cipher
-
-    def _SyncObj__sendAppendEntries(self) -> None:
-        # pysyncobj sends append_entries after every command it appends and after every
-        # batch it applies; one send per tick (see end_tick) carries all of them.
-        self._append_wanted = True
-
-    def doTick(self, timeToWait: float = 0.0) -> None:
-        """pysyncobj's tick, in which a leader counts its own copy only once it is synced.
-
-        pysyncobj's leader counts itself as holding its whole log when it commits
-        (``count = 1``); with the journal synced off the loop its newest entries may
-        still be on their way to disk. For the commit it computes in this tick, each
-        follower's match index is capped at :func:`commit_cap`, so that pysyncobj's
-        count equals raft's with the leader's own durable index; the real indexes are
-        back right after (nothing else in a tick reads them; answers that move them
-        arrive between ticks).
-        """
-        if self._own_durable is None or not self._isLeader():
-            super().doTick(timeToWait)
-            return
-        match = self._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
-        followers = [node for node in self.otherNodes if node in match]
-        real = {node: match[node] for node in followers}
-        cap = commit_cap(self._own_durable(), list(real.values()))
-        capped = {node: min(index, cap) for node, index in real.items()}
-        match.update(capped)
-        try:
-            super().doTick(timeToWait)
-        finally:
-            for node, index in capped.items():
-                if match.get(node) == index:  # not reset meanwhile (a new term)
-                    match[node] = real[node]
-
-    def end_tick(self, *, defer_notice: bool = False) -> bool:
-        """Send the append_entries this tick asked for, once, to every follower.
-
-        ``defer_notice``: when the log did not grow since the last round (the round
-        would only tell the followers a new commit index, or be a heartbeat), send
-        nothing and return True: the caller sends it a little later (see
-        ``Replica._tick``).
-        """
-        if not self._append_wanted:
-            return False
-        if not self._isLeader():  # stepped down since it was asked for
-            self._append_wanted = False
-            return False
-        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
-        last = raft_log[-1][1] if len(raft_log) else 0
-        if defer_notice and last == self._last_sent_index:
-            return True
-        self._append_wanted = False
-        self._last_sent_index = last
-        SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
-        return False
-
-    @property
-    def _poller(self) -> _LoopPoller:
-        return self._loop_poller
-
-    @_poller.setter
-    def _poller(self, _created: Poller) -> None:
-        pass  # pysyncobj creates a poller of its own; ours is the loop
-
-
-class _StateMachine(SyncObjConsumer):
-    """The replicated object: one method, ``apply(bytes)``.
-
-    Its dumps are not pysyncobj's (``_serialize``) but :class:`Snapshotter`'s, written
-    on a thread of their own.
-    """
-
-    def __init__(self, store: Store, lock: threading.Lock,
-                 on_applied: Callable[[raft_pb2.Batch, list[raft_pb2.Result]], None]) -> None:
-        super().__init__()
-        self._store = store
-        self._lock = lock
-        self._on_applied = on_applied
-
-    @replicated
-    def apply(self, data: bytes) -> None:
-        # A replica that fails here exits still holding the lock, so that no dump can
-        # capture what the failure left.
-        with self._lock:
-            try:
-                batch = raft_pb2.Batch.FromString(data)
-                results = self._store.apply_batch(batch)
-            except Exception as e:  # ApplyFailed, or an entry that does not parse
-                stop_replica(e)
-        self._on_applied(batch, results)
-
-
-def stop_replica(error: Exception) -> NoReturn:
-    """Log why a committed entry cannot be applied here, and exit at once, as etcd panics.
-
-    Why not answer the failure and go on: see :class:`~services.store.mvcc.ApplyFailed`.
-    ``os._exit``, not SystemExit: nothing may run after this (no tick, no dump, no answer
-    from a state the peers may not have). supervisord starts the replica again, which
-    replays the entry from its journal.
-    """
-    fields: dict[str, object] = {}
-    if isinstance(error, ApplyFailed):
-        fields = {"cause": repr(error.__cause__), "origin": error.origin, "id": error.id,
-                  "index": error.index,
-                  "command": text_format.MessageToString(
-                      error.command, as_one_line=True)[:COMMAND_LOG_CHARS]}
-    log.critical("cannot apply a committed raft entry; stopping this replica",
-                 error=str(error), exc_info=error, **fields)
-    os._exit(APPLY_FAILED_EXIT)
 
 
 @dataclass
@@ -679,7 +200,7 @@ class Replica:
         #: This tick applied a batch holding a follower's commands.
         self._follower_waits = False
         self._tick_timer: asyncio.TimerHandle | None = None
-        self._machine = _StateMachine(self.store, self.lock, self._applied_later)
+        self._machine = StateMachine(self.store, self.lock, self._applied_later)
         self._snapshotter = snapshotter = Snapshotter(self.store, self.lock, options.dump_file,
                                                       disk=options.disk)
         snapshotter.prepare()
@@ -695,7 +216,7 @@ class Replica:
         timings = options.timings
         conf = SyncObjConf(
             password=options.password,
-            autoTick=False,  # ticked by this loop (see _SyncObj)
+            autoTick=False,  # ticked by this loop (see LoopSyncObj)
             appendEntriesUseBatch=False,  # send at once: latency comes from group commit
             appendEntriesPeriod=timings.heartbeat,
             raftMinTimeout=timings.election_min,
@@ -720,14 +241,14 @@ class Replica:
             bindRetryTime=0.2,
             onStateChanged=self._state_changed,
         )
-        transport = type("RaftTransport", (_RaftTransport,), {"leader_lost": timings.leader_lost})
-        self._syncobj = _SyncObj(options.self_address, options.peer_addresses, conf,
+        transport = type("RaftTransport", (RaftTransport,), {"leader_lost": timings.leader_lost})
+        self._syncobj = LoopSyncObj(options.self_address, options.peer_addresses, conf,
                                  consumers=[self._machine], transportClass=transport,
                                  cipher=PeerCipher.from_password(options.password),
-                                 poller=_LoopPoller(loop, self._tick_soon),
+                                 poller=LoopPoller(loop, self._tick_soon),
                                  tick_soon=self._tick_soon,
                                  own_durable=None if inline else self._own_durable)
-        self._transport: _RaftTransport = self._syncobj._SyncObj__transport  # type: ignore[attr-defined]
+        self._transport: RaftTransport = self._syncobj._SyncObj__transport  # type: ignore[attr-defined]
         self._transport.on_forward = self._on_forward
         self._tick_timer = loop.call_later(TICK_PERIOD, self._periodic_tick)
 
@@ -787,7 +308,7 @@ class Replica:
         # leader's entries and forwarded batches go out at once, so the followers'
         # syncs overlap the leader's. Clients are answered on apply, of entries the
         # leader counted as on a majority's disks (its own copy only once synced: see
-        # _SyncObj.doTick).
+        # LoopSyncObj.doTick).
         self._transport.flush(self._syncer.required(), self._syncer.done)
         self._syncer.kick()
         leader = self._syncobj._getLeader()
@@ -944,7 +465,7 @@ class Replica:
         leader = self._syncobj._getLeader()
         if leader is not None and not self.is_leader:
             inflight.forwarded_to = leader
-            sent = self._transport.send(leader, {"type": _FORWARD, "seq": seq, "attempt": attempt,
+            sent = self._transport.send(leader, {"type": FORWARD, "seq": seq, "attempt": attempt,
                                                  "data": inflight.data})
             self._tick_soon()  # sends what was queued
             inflight.timer = self._loop.call_later(RETRY_AFTER if sent else RETRY_BACKOFF,
@@ -962,11 +483,11 @@ class Replica:
 
     def _on_forward(self, node: Any, message: dict) -> None:
         """A follower's batch arrived: propose its commands with ours (or refuse it)."""
-        if message["type"] == _FORWARD_REFUSED:
+        if message["type"] == FORWARD_REFUSED:
             self._rejected(message["seq"], message["attempt"], _REFUSED)
             return
         if not self.is_leader:
-            self._transport.send(node, {"type": _FORWARD_REFUSED, "seq": message["seq"],
+            self._transport.send(node, {"type": FORWARD_REFUSED, "seq": message["seq"],
                                         "attempt": message["attempt"]})
             return
         batch = raft_pb2.Batch.FromString(message["data"])

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import grpc
 
-from skiff import chaos
 from skiff.api.v1 import core_pb2
+from skiff.chaos import runner as chaos
 from skiff.cli import images
 from skiff.cli.external_etcd import (
     configured_etcd_servers,

@@ -1,13 +1,14 @@
 """Chaos over the whole cluster: SIGKILL store replicas, an apiserver, the scheduler and
 controller-manager leaders while clients write and a Deployment scales; then check.
 
-The cluster is :class:`skiff.chaos.ProcessTarget` (three store replicas, two
+The cluster is :class:`skiff.chaos.targets.ProcessTarget` (three store replicas, two
 apiservers, two schedulers and two controller-managers with short leases, kubelets on
-the real Docker engine); the load, the kills and the checks are :func:`skiff.chaos.run_chaos`
-(see its module docstring). ``SKIFF_CLUSTER_CHAOS_SECONDS`` (default 300: the issue
-asks for five minutes in CI) sets how long the kills go on, ``SKIFF_CLUSTER_CHAOS_NODES``
-how many kubelets run (default 1), ``SKIFF_CHAOS_SEED`` the seed. The JSON report is
-printed (``pytest -s`` shows it) whether or not the run found problems.
+the real Docker engine); the load, the kills and the checks are
+:func:`skiff.chaos.runner.run_chaos` (see the package's docstring).
+``SKIFF_CLUSTER_CHAOS_SECONDS`` (default 300: the issue asks for five minutes in CI) sets
+how long the kills go on, ``SKIFF_CLUSTER_CHAOS_NODES`` how many kubelets run (default 1),
+``SKIFF_CHAOS_SEED`` the seed. The JSON report is printed (``pytest -s`` shows it) whether
+or not the run found problems.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from skiff.chaos import ProcessTarget, run_chaos
+from skiff.chaos.runner import run_chaos
+from skiff.chaos.targets import ProcessTarget
 from skiff.testing.fixtures import failed
 
 CHAOS_SECONDS = float(os.environ.get("SKIFF_CLUSTER_CHAOS_SECONDS", "300"))

@@ -20,11 +20,11 @@ import pytest
 from backends import ON_BOTH_BACKENDS, UNORDERED_PROGRESS, skiff_store_only
 
 from services.apiserver.cacher import ADDED, BOOKMARK, DELETED, MODIFIED, Cacher, WatchEvent
-from services.apiserver.storage import (
+from services.apiserver.storage import Storage
+from services.apiserver.storage_types import (
     KeyConflict,
     KeyExists,
     KeyNotFound,
-    Storage,
     decode,
     encode,
     key_after,

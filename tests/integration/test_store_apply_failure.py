@@ -15,7 +15,7 @@ import os
 from storeclient import DEADLINE, connect_all
 from test_store_cluster import hashes, rejoin
 
-from services.store.raft import APPLY_FAILED_EXIT
+from services.store.raft_node import APPLY_FAILED_EXIT
 from skiff.testing.processes import StoreCluster, wait_for
 
 POISON = b"poison/key"

@@ -21,7 +21,7 @@ from services.apiserver.cacher import (
     WatchEvent,
     translate,
 )
-from services.apiserver.storage import (
+from services.apiserver.storage_types import (
     Change,
     ListResult,
     StoredObject,

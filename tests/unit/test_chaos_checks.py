@@ -5,15 +5,9 @@ and the report's arithmetic. No cluster, no sockets."""
 from __future__ import annotations
 
 from skiff.api.v1 import apps_pb2, coordination_pb2, core_pb2, meta_pb2
-from skiff.chaos import (
-    DEPLOYMENT,
-    FailedCall,
-    History,
-    Kill,
-    Outcome,
+from skiff.chaos.checks import (
     ReplicaState,
     RunningContainer,
-    Write,
     check_containers,
     check_deployment,
     check_replicas_agree,
@@ -24,6 +18,8 @@ from skiff.chaos import (
     percentile,
     recovery_seconds,
 )
+from skiff.chaos.config import DEPLOYMENT
+from skiff.chaos.history import FailedCall, History, Kill, Outcome, Write
 
 A, M, R, F = Outcome.ACKNOWLEDGED, Outcome.AMBIGUOUS, Outcome.REJECTED, Outcome.FAILED
 
@@ -237,7 +233,7 @@ def test_report_counts_operations_kills_and_failed_calls():
 
 
 def test_supervised_programs_come_from_a_skiff_up_config():
-    from skiff.chaos import Component, supervised_programs
+    from skiff.chaos.targets import Component, supervised_programs
 
     config = """[supervisord]
 logfile=/d/supervisord.log

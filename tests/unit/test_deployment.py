@@ -12,36 +12,44 @@ from typing import Any
 import pytest
 
 from services.apiserver.strategies.deployment import default_deployment_spec
-from services.controller_manager.deployment import (
+from services.controller_manager.deployment.progress import (
+    calculate_rollout_status,
+    requeue_after,
+)
+from services.controller_manager.deployment.recreate import (
+    old_pods_running,
+)
+from services.controller_manager.deployment.rolling import (
+    plan_new_replica_set_scale,
+    plan_old_replica_sets_scale_down,
+)
+from services.controller_manager.deployment.sync import (
+    calculate_status,
+    is_scaling_event,
+    paused_condition_status,
+    plan_cleanup,
+    plan_scale,
+)
+from services.controller_manager.deployment.util import (
     DESIRED_REPLICAS_ANNOTATION,
     MAX_REPLICAS_ANNOTATION,
     POD_TEMPLATE_HASH_LABEL,
     REVISION_ANNOTATION,
     REVISION_HISTORY_ANNOTATION,
     WrittenObjects,
-    calculate_rollout_status,
-    calculate_status,
     compute_hash,
     deployment_complete,
     equal_ignoring_hash,
     find_active_or_latest,
     find_new_replica_set,
     get_condition,
-    is_scaling_event,
     max_revision,
     max_surge,
     max_unavailable,
     new_condition,
     new_replica_set,
     new_rs_new_replicas,
-    old_pods_running,
-    paused_condition_status,
-    plan_cleanup,
-    plan_new_replica_set_scale,
-    plan_old_replica_sets_scale_down,
     plan_recreate_scale_down,
-    plan_scale,
-    requeue_after,
     resolve_fenceposts,
     scaled_value,
     set_condition,

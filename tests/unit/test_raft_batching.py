@@ -7,7 +7,8 @@ import socket
 
 from pysyncobj.poller import POLL_EVENT_TYPE
 
-from services.store.raft import _LoopPoller, take_batch
+from services.store.raft import take_batch
+from services.store.raft_transport import LoopPoller
 from skiff.store.v1 import raft_pb2, rpc_pb2
 
 
@@ -58,7 +59,7 @@ async def test_the_loop_poller_reports_readable_and_writable_sockets_then_asks_f
     loop = asyncio.get_running_loop()
     events: list[tuple[int, int]] = []
     ticks = asyncio.Event()
-    poller = _LoopPoller(loop, ticks.set)
+    poller = LoopPoller(loop, ticks.set)
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.store.raft import repair_append_entries
+from services.store.raft_transport import repair_append_entries
 
 
 class FakeSyncObj:

@@ -23,7 +23,9 @@ from services.store.disk import Disk
 from services.store.fsync_helper import REPLY, REQUEST
 from services.store.journal import RaftJournal
 from services.store.journal_sync import JournalSyncer
-from services.store.raft import _FORWARD, Replica, _RaftTransport, _SyncObj, commit_cap
+from services.store.raft import Replica
+from services.store.raft_node import LoopSyncObj, commit_cap
+from services.store.raft_transport import FORWARD, RaftTransport
 
 
 class Recorder:
@@ -71,8 +73,8 @@ def types(message: dict) -> list[str]:
     return [m["type"] for m in inner]
 
 
-def transport_to(**connections: Connection) -> _RaftTransport:
-    transport = _RaftTransport.__new__(_RaftTransport)  # only what send and flush touch
+def transport_to(**connections: Connection) -> RaftTransport:
+    transport = RaftTransport.__new__(RaftTransport)  # only what send and flush touch
     transport._connections = dict(connections)
     transport._outbox = {}
     transport._held = {}
@@ -82,19 +84,19 @@ def transport_to(**connections: Connection) -> _RaftTransport:
 def test_only_each_peers_leading_leader_messages_go_before_the_sync():
     leader, follower = Connection(), Connection()
     transport = transport_to(leader=leader, follower=follower)
-    for message in ({"type": "append_entries"}, {"type": _FORWARD},
+    for message in ({"type": "append_entries"}, {"type": FORWARD},
                     {"type": "response_vote"}, {"type": "append_entries"}):
         transport.send("follower", message)
     transport.send("leader", {"type": "next_node_idx"})
-    transport.send("leader", {"type": _FORWARD})
+    transport.send("leader", {"type": FORWARD})
 
     transport.flush(required=1, done=0)
-    assert [types(m) for m in follower.sent] == [["append_entries", _FORWARD]]
+    assert [types(m) for m in follower.sent] == [["append_entries", FORWARD]]
     assert leader.sent == []  # an acknowledgement first: all of it waits
 
     transport.release(done=1)
     assert [types(m) for m in follower.sent][1:] == [["response_vote", "append_entries"]]
-    assert [types(m) for m in leader.sent] == [["next_node_idx", _FORWARD]]
+    assert [types(m) for m in leader.sent] == [["next_node_idx", FORWARD]]
 
 
 def test_held_messages_go_with_the_sync_that_covers_them_and_in_order():
@@ -103,15 +105,15 @@ def test_held_messages_go_with_the_sync_that_covers_them_and_in_order():
     transport.send("leader", {"type": "next_node_idx", "n": 1})
     transport.flush(required=1, done=0)  # job 1 covers it
     transport.send("leader", {"type": "next_node_idx", "n": 2})
-    transport.send("leader", {"type": _FORWARD})
+    transport.send("leader", {"type": FORWARD})
     transport.flush(required=2, done=0)  # appended during job 1: job 2 covers it
     transport.release(done=1)
     assert [m.get("n") for m in leader.sent] == [1]
-    transport.send("leader", {"type": _FORWARD, "n": 3})
+    transport.send("leader", {"type": FORWARD, "n": 3})
     transport.flush(required=2, done=1)  # behind a held ack, even a forward waits
     assert len(leader.sent) == 1
     transport.release(done=2)
-    assert types(leader.sent[1]) == ["next_node_idx", _FORWARD, _FORWARD]
+    assert types(leader.sent[1]) == ["next_node_idx", FORWARD, FORWARD]
     assert transport._held == {}
     transport.send("leader", {"type": "next_node_idx", "n": 4})
     transport.flush(required=2, done=2)  # nothing unsynced: at once
@@ -253,11 +255,11 @@ def test_commit_cap_counts_the_leaders_copy_only_up_to_what_is_synced():
 
 def test_a_leader_commits_with_capped_match_indexes_and_keeps_the_real_ones(monkeypatch):
     seen: list[dict] = []
-    syncobj = _SyncObj.__new__(_SyncObj)  # only what doTick touches
+    syncobj = LoopSyncObj.__new__(LoopSyncObj)  # only what doTick touches
     syncobj._own_durable = lambda: 5
     syncobj._SyncObj__raftMatchIndex = {"f1": 7, "f2": 3}
-    monkeypatch.setattr(_SyncObj, "_isLeader", lambda self: True)
-    monkeypatch.setattr(_SyncObj, "otherNodes", property(lambda self: {"f1", "f2"}))
+    monkeypatch.setattr(LoopSyncObj, "_isLeader", lambda self: True)
+    monkeypatch.setattr(LoopSyncObj, "otherNodes", property(lambda self: {"f1", "f2"}))
     monkeypatch.setattr(SyncObj, "doTick",
                         lambda self, t=0.0: seen.append(dict(self._SyncObj__raftMatchIndex)))
     syncobj.doTick(0)
@@ -267,10 +269,10 @@ def test_a_leader_commits_with_capped_match_indexes_and_keeps_the_real_ones(monk
 
 def test_a_round_that_only_carries_a_commit_index_is_left_to_the_caller(monkeypatch):
     rounds: list[int] = []
-    syncobj = _SyncObj.__new__(_SyncObj)  # only what end_tick touches
+    syncobj = LoopSyncObj.__new__(LoopSyncObj)  # only what end_tick touches
     syncobj._SyncObj__raftLog = [(b"", 1, 1), (b"", 2, 1)]
     syncobj._last_sent_index = 0
-    monkeypatch.setattr(_SyncObj, "_isLeader", lambda self: True)
+    monkeypatch.setattr(LoopSyncObj, "_isLeader", lambda self: True)
     monkeypatch.setattr(SyncObj, "_SyncObj__sendAppendEntries",
                         lambda self: rounds.append(self._SyncObj__raftLog[-1][1]))
     syncobj._append_wanted = True
@@ -280,6 +282,6 @@ def test_a_round_that_only_carries_a_commit_index_is_left_to_the_caller(monkeypa
     assert syncobj.end_tick(defer_notice=True) is True and rounds == [2]
     assert syncobj.end_tick() is False and rounds == [2, 2]  # sent when the caller says
     assert syncobj.end_tick() is False and rounds == [2, 2]  # and once
-    monkeypatch.setattr(_SyncObj, "_isLeader", lambda self: False)
+    monkeypatch.setattr(LoopSyncObj, "_isLeader", lambda self: False)
     syncobj._append_wanted = True
     assert syncobj.end_tick() is False and rounds == [2, 2]  # stepped down: nothing

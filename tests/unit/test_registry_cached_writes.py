@@ -17,7 +17,7 @@ from services.apiserver.admission import Chain
 from services.apiserver.admission.namespace_lifecycle import NamespaceLifecycle
 from services.apiserver.binding import bind
 from services.apiserver.registry import Registry
-from services.apiserver.storage import (
+from services.apiserver.storage_types import (
     GuardMoved,
     KeyConflict,
     KeyExists,
