@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.apiserver.admission.default_tolerations import DEFAULT_SECONDS
 from services.apiserver.admission.service_allocation import Ranges
+from services.apiserver.rest.server import RESTConfig
 from services.apiserver.storage import endpoint_address
 
 
@@ -27,6 +29,8 @@ class APIServerConfig:
     default_not_ready_toleration_seconds: int = DEFAULT_SECONDS
     default_unreachable_toleration_seconds: int = DEFAULT_SECONDS
     log_level: str = "info"
+    #: The Kubernetes REST API over HTTPS (port 0: not served).
+    rest: RESTConfig = field(default_factory=RESTConfig)
 
 
 def _endpoint(text: str) -> str:
@@ -62,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
                    default=DEFAULT_SECONDS,
                    help="tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute "
                         "toleration added to pods that have none")
+    p.add_argument("--secure-port", type=int, default=0,
+                   help="port of the Kubernetes REST API over HTTPS (0: off; skiff up "
+                        "uses 6444)")
+    p.add_argument("--bind-address", default="0.0.0.0",
+                   help="address the HTTPS port listens on")
+    p.add_argument("--tls-cert-file", type=Path, default=None,
+                   help="the HTTPS serving certificate (PEM)")
+    p.add_argument("--tls-private-key-file", type=Path, default=None,
+                   help="the serving certificate's key (PEM)")
+    p.add_argument("--token-auth-file", type=Path, default=None,
+                   help='bearer tokens, lines of token,user,uid,"group1,group2"; without '
+                        "it the HTTPS API does not authenticate")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -80,10 +96,17 @@ def parse_args(argv: list[str] | None = None) -> APIServerConfig:
                  "default_unreachable_toleration_seconds"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must not be negative")
+    if args.secure_port and not (args.tls_cert_file and args.tls_private_key_file):
+        parser.error("--secure-port needs --tls-cert-file and --tls-private-key-file")
+    if not 0 <= args.secure_port <= 65535:
+        parser.error("--secure-port must be 0-65535")
+    rest = RESTConfig(port=args.secure_port, host=args.bind_address,
+                      cert_file=args.tls_cert_file, key_file=args.tls_private_key_file,
+                      token_file=args.token_auth_file)
     return APIServerConfig(
         store_endpoints=endpoints, listen=args.listen, metrics_url=args.metrics_url,
         ranges=ranges, watch_cache_size=args.watch_cache_size,
         bookmark_interval=args.bookmark_interval, store_timeout=args.store_timeout,
         default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
-        log_level=args.log_level)
+        log_level=args.log_level, rest=rest)
