@@ -31,6 +31,8 @@ from services.apiserver.rest.watch import serve_watch
 from skiff.api import errors
 from skiff.api.kinds import Kind
 
+#: Kinds whose delete answers with the object rather than a Status.
+RETURNS_DELETED_OBJECT = frozenset({"Pod", "Service"})
 #: Attempts of a read-modify-write (scale) when the object changes in between.
 RETRIES = 8
 
@@ -213,7 +215,8 @@ class ResourceHandler:
 
     def _deleted(self, kind: Kind, obj: Message) -> web.Response:
         """Kubernetes' answer to a delete: the object while its deletion is pending (202
-        unless a graceful pod), else a Success Status (pods: the object)."""
+        unless a graceful pod), else a Success Status; pods and services answer with the
+        object always (Kubernetes' ReturnDeletedObject, and the clients' types)."""
         md = obj.metadata  # type: ignore[attr-defined]
         pending = md.HasField("deletion_timestamp") and (
             bool(md.finalizers) or md.deletion_grace_period_seconds > 0
@@ -221,7 +224,7 @@ class ResourceHandler:
         if pending:
             graceful = kind.kind == "Pod" and not md.finalizers
             return respond(codec.encode(obj, kind), 200 if graceful else 202)
-        if kind.kind == "Pod":
+        if kind.kind in RETURNS_DELETED_OBJECT:
             return respond(codec.encode(obj, kind))
         return respond(success(kind, md.name, md.uid))
 

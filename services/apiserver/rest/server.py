@@ -35,7 +35,7 @@ log = get_logger("apiserver.rest")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Paths anyone may read (Kubernetes' system:public-info-viewer and system:discovery).
-PUBLIC_EXACT = frozenset({"/version", "/healthz", "/livez", "/readyz", "/api", "/apis"})
+PUBLIC_EXACT = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz", "/api", "/apis"})
 USER_KEY = web.AppKey("user", tokenfile.User)
 
 
@@ -79,6 +79,7 @@ class RESTServer:
         self.app = web.Application(middlewares=[self._errors, self._authenticate],
                                    client_max_size=64 * 1024 * 1024)
         self.app.router.add_get("/version", self.version)
+        self.app.router.add_get("/version/", self.version)  # the Python client's path
         for path in ("/healthz", "/livez", "/readyz"):
             self.app.router.add_get(path, self.health)
         self.app.router.add_get("/api", self.core_discovery)
