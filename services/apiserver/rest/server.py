@@ -35,7 +35,8 @@ log = get_logger("apiserver.rest")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Paths anyone may read (Kubernetes' system:public-info-viewer and system:discovery).
-PUBLIC_EXACT = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz", "/api", "/apis"})
+PUBLIC_EXACT = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz", "/api",
+                          "/apis"})
 USER_KEY = web.AppKey("user", tokenfile.User)
 
 
