@@ -90,3 +90,20 @@ def test_kubeconfig_written_private_and_merged(tmp_path):
 def test_user_config_path_honours_kubeconfig():
     assert str(kubeconfig.user_config_path({"KUBECONFIG": "/a/b:/c/d", "HOME": "/h"})) == "/a/b"
     assert str(kubeconfig.user_config_path({"HOME": "/h"})) == "/h/.kube/config"
+
+
+def test_skiff_up_setup_is_idempotent_and_flags_match(tmp_path, monkeypatch):
+    from skiff.cli import kubeapi
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    first = kubeapi.prepare(tmp_path / "data", ["127.0.1.2"])
+    second = kubeapi.prepare(tmp_path / "data", ["127.0.1.2"])
+    assert first == second
+    assert first.user_kubeconfig == tmp_path / "home" / ".kube" / "config"
+    assert yaml.safe_load(first.user_kubeconfig.read_text())["current-context"] == "skiff"
+    assert kubeapi.rest_flags(tmp_path / "data") == first.apiserver_flags()
+    assert "--secure-port 6445" in first.apiserver_flags()
+    users = tokenfile.load(first.tokens)
+    config = yaml.safe_load(first.kubeconfig.read_text())
+    assert config["users"][0]["user"]["token"] in users
