@@ -271,3 +271,24 @@ async def test_watch_error_event_is_json_lines(server, ns):
     event = json.loads(line)
     assert event["type"] == "ERROR"
     assert (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
+
+
+async def test_discovery_documents_over_https(server):
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    aggregated = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+                  "application/json")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.rest_url + "/apis", ssl=context,
+                               headers={"Accept": aggregated}) as reply:
+            assert reply.headers["Content-Type"].startswith(
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+            body = await reply.json(content_type=None)
+        assert body["kind"] == "APIGroupDiscoveryList"
+        assert [i["metadata"]["name"] for i in body["items"]] == ["apps",
+                                                                  "coordination.k8s.io"]
+        async with session.get(server.rest_url + "/apis", ssl=context) as reply:
+            assert (await reply.json())["kind"] == "APIGroupList"
+        async with session.get(server.rest_url + "/apis/batch/v1", ssl=context) as reply:
+            assert reply.status == 404
+        async with session.get(server.rest_url + "/openapi/v3", ssl=context) as reply:
+            assert reply.status == 404  # until the OpenAPI module is wired in
