@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from kubernetes import client, config, watch
 
+from services.apiserver.rest import hooks
 from skiff.testing.fixtures import rest_apiserver
 from skiff.testing.processes import APIServer
 
@@ -291,4 +292,4 @@ async def test_discovery_documents_over_https(server):
         async with session.get(server.rest_url + "/apis/batch/v1", ssl=context) as reply:
             assert reply.status == 404
         async with session.get(server.rest_url + "/openapi/v3", ssl=context) as reply:
-            assert reply.status == 404  # until the OpenAPI module is wired in
+            assert reply.status == (200 if hooks.load().openapi else 404)

@@ -150,3 +150,25 @@ def test_table_negotiation():
     with pytest.raises(RequestError) as e:
         wants_table("application/json;as=Table;v=v1;g=meta.k8s.io", tables=False)
     assert e.value.code == 406
+
+
+def test_paths_name_their_targets():
+    from services.apiserver.rest.server import RESTServer, _is_public
+
+    server = RESTServer({}, tokens=None, ready=lambda: True)
+    t = server.target("v1", "namespaces/ns/pods/web/status")
+    assert (t.kind.kind, t.namespace, t.name, t.subresource) == ("Pod", "ns", "web", "status")
+    t = server.target("v1", "pods")
+    assert (t.kind.kind, t.namespace, t.name) == ("Pod", "", "")
+    t = server.target("v1", "namespaces/ns")
+    assert (t.kind.kind, t.namespace, t.name) == ("Namespace", "", "ns")
+    t = server.target("v1", "namespaces/ns/finalize")
+    assert (t.kind.kind, t.name, t.subresource) == ("Namespace", "ns", "finalize")
+    t = server.target("apps/v1", "namespaces/ns/deployments/d/scale")
+    assert (t.kind.kind, t.subresource) == ("Deployment", "scale")
+    assert server.target("v1", "namespaces/ns/nodes/n") is None  # nodes are cluster-scoped
+    assert server.target("v1", "deployments") is None  # not in the core group
+    assert server.target("v1", "namespaces/ns/pods/a/b/c") is None
+    assert server.target("v1", "pods//x") is None
+    assert _is_public("/api/v1") and _is_public("/apis/apps/v1") and _is_public("/version")
+    assert not _is_public("/api/v1/pods") and not _is_public("/apis/apps/v1/deployments")
