@@ -293,3 +293,52 @@ async def test_discovery_documents_over_https(server):
             assert reply.status == 404
         async with session.get(server.rest_url + "/openapi/v3", ssl=context) as reply:
             assert reply.status == (200 if hooks.load().openapi else 404)
+
+
+def test_every_other_kind_round_trips_through_the_clients_models(api, core, apps, ns):
+    coordination = client.CoordinationV1Api(api)
+    labels = {"app": "x"}
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels=labels),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="nginx")]))
+    meta = client.V1ObjectMeta(name="k")
+    core.create_namespaced_endpoints(ns, client.V1Endpoints(metadata=meta, subsets=[
+        client.V1EndpointSubset(addresses=[client.V1EndpointAddress(ip="10.244.0.9")],
+                                ports=[client.CoreV1EndpointPort(port=80)])]))
+    assert core.read_namespaced_endpoints("k", ns).subsets[0].ports[0].port == 80
+    core.create_namespaced_event(ns, client.CoreV1Event(
+        metadata=meta, involved_object=client.V1ObjectReference(kind="Pod", name="p",
+                                                                namespace=ns),
+        reason="Tested", message="m", type="Normal"))
+    assert core.read_namespaced_event("k", ns).reason == "Tested"
+    coordination.create_namespaced_lease(ns, client.V1Lease(
+        metadata=meta, spec=client.V1LeaseSpec(holder_identity="a",
+                                               lease_duration_seconds=15)))
+    assert coordination.read_namespaced_lease("k", ns).spec.holder_identity == "a"
+    rc = core.create_namespaced_replication_controller(ns, client.V1ReplicationController(
+        metadata=meta, spec=client.V1ReplicationControllerSpec(
+            replicas=0, selector=labels, template=template)))
+    assert rc.spec.replicas == 0
+    assert core.read_namespaced_replication_controller_scale("k", ns).spec.replicas == 0
+    rs = apps.create_namespaced_replica_set(ns, client.V1ReplicaSet(
+        metadata=meta, spec=client.V1ReplicaSetSpec(
+            replicas=0, selector=client.V1LabelSelector(match_labels=labels),
+            template=template)))
+    assert rs.spec.replicas == 0
+    status = apps.read_namespaced_replica_set_status("k", ns)
+    assert status.status.replicas == 0  # written although zero, as Kubernetes does
+    node_name = f"rest-node-{secrets.token_hex(3)}"
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=node_name)))
+    try:
+        node = core.read_node_status(node_name)
+        node.status = client.V1NodeStatus(
+            addresses=[client.V1NodeAddress(type="InternalIP", address="10.0.0.1")],
+            daemon_endpoints=client.V1NodeDaemonEndpoints(
+                kubelet_endpoint=client.V1DaemonEndpoint(port=10250)),
+            capacity={"cpu": "2"})
+        updated = core.replace_node_status(node_name, node)
+        assert updated.status.daemon_endpoints.kubelet_endpoint.port == 10250
+        assert updated.status.capacity == {"cpu": "2"}
+        assert node_name in [n.metadata.name for n in core.list_node().items]
+    finally:
+        core.delete_node(node_name)

@@ -43,6 +43,7 @@ SAMPLES = {
                                    "lastTransitionTime": "2024-05-01T10:00:02Z"}],
                    "containerStatuses": [{"name": "c", "ready": False, "restartCount": 0,
                                           "image": "busybox", "imageID": "",
+                                          "lastState": {},
                                           "state": {"terminated": {"exitCode": 0,
                                                                    "reason": "Completed"}},
                                           "started": False}]}},
@@ -141,7 +142,7 @@ def test_fields_kubernetes_always_writes_are_present():
                         "status": {"containerStatuses": [{"name": "c"}]}}, kind)
     status = codec.encode(obj, kind)["status"]["containerStatuses"][0]
     assert status == {"name": "c", "ready": False, "restartCount": 0, "image": "",
-                      "imageID": ""}
+                      "imageID": "", "state": {}, "lastState": {}}
 
 
 def test_a_list_keeps_empty_items_and_metadata():
@@ -155,3 +156,18 @@ def test_a_list_keeps_empty_items_and_metadata():
     empty.metadata.remaining_item_count = 5
     assert codec.encode_list(empty, kind)["metadata"] == {
         "resourceVersion": "7", "continue": "abc", "remainingItemCount": 5}
+
+
+def test_structs_kubernetes_always_writes_are_present_even_empty():
+    kind = lookup("ReplicaSet")
+    obj = codec.decode({"metadata": {"name": "r"}}, kind)
+    body = codec.encode(obj, kind)
+    assert body["status"] == {"replicas": 0}
+    assert body["spec"] == {"template": {"metadata": {}, "spec": {"containers": []}}}
+    node = codec.encode(codec.decode({"metadata": {"name": "n"}}, lookup("Node")),
+                        lookup("Node"))
+    assert node["status"]["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 0}}
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == ""
+    endpoints = codec.encode(codec.decode({"metadata": {"name": "e"}}, lookup("Endpoints")),
+                             lookup("Endpoints"))
+    assert endpoints == {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"}}

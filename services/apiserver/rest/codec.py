@@ -30,9 +30,27 @@ _TIMESTAMP = "google.protobuf.Timestamp"
 _INT64 = frozenset({_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64, _T.TYPE_UINT64,
                     _T.TYPE_FIXED64})
 
-#: Fields Kubernetes always writes (no ``omitempty`` in its Go types), by message.
+#: Fields Kubernetes always writes, by message: scalars without ``omitempty`` in its Go
+#: types, and structs that are not pointers (Go's encoding/json writes those even when
+#: empty, ``omitempty`` or not, so an empty ReplicaSet status is ``{"replicas": 0}``).
 ALWAYS: dict[str, frozenset[str]] = {f"skiff.api.v1.{m}": frozenset(names) for m, names in {
-    "ContainerStatus": ("name", "ready", "restart_count", "image", "image_id"),
+    "Namespace": ("metadata", "spec", "status"),
+    "Pod": ("metadata", "spec", "status"),
+    "Node": ("metadata", "spec", "status"),
+    "Service": ("metadata", "spec", "status"),
+    "EndpointsObject": ("metadata",),
+    "ReplicationController": ("metadata", "spec", "status"),
+    "ReplicaSet": ("metadata", "spec", "status"),
+    "Deployment": ("metadata", "spec", "status"),
+    "Lease": ("metadata", "spec"),
+    "PodTemplateSpec": ("metadata", "spec"),
+    "ReplicaSetSpec": ("template",),
+    "DeploymentSpec": ("template", "strategy"),
+    "NodeStatus": ("daemon_endpoints", "node_info"),
+    "NodeDaemonEndpoints": ("kubelet_endpoint",),
+    "ServiceStatus": ("load_balancer",),
+    "ContainerStatus": ("name", "state", "last_state", "ready", "restart_count", "image",
+                        "image_id"),
     "ContainerStateTerminated": ("exit_code",),
     "ContainerPort": ("container_port",),
     "Container": ("name",),
@@ -65,7 +83,7 @@ ALWAYS: dict[str, frozenset[str]] = {f"skiff.api.v1.{m}": frozenset(names) for m
     "HTTPHeader": ("name", "value"),
     "PodSpec": ("containers",),
     "Binding": ("target",),
-    "Event": ("involved_object",),
+    "Event": ("metadata", "involved_object", "source"),
 }.items()}
 
 #: Where Kubernetes' JSON name differs from the .proto's (``DaemonEndpoint.Port``).
@@ -125,7 +143,11 @@ def encode_message(message: Message) -> dict[str, Any]:
             field = descriptor.fields_by_name[field_name]
             name = RENAMED.get((descriptor.full_name, field.name), field.json_name)
             if name not in out:
-                out[name] = _zero(field)
+                if field.type == _T.TYPE_MESSAGE and not field.is_repeated and (
+                        field.message_type.full_name not in (_INT_OR_STRING, _TIMESTAMP)):
+                    out[name] = encode_message(getattr(message, field_name))
+                else:
+                    out[name] = _zero(field)
     return out
 
 
