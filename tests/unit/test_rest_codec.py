@@ -171,3 +171,20 @@ def test_structs_kubernetes_always_writes_are_present_even_empty():
     endpoints = codec.encode(codec.decode({"metadata": {"name": "e"}}, lookup("Endpoints")),
                              lookup("Endpoints"))
     assert endpoints == {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"}}
+
+
+def test_json_bytes_equal_the_documents_and_lists_join_them():
+    import json
+
+    kind = lookup("Pod")
+    result = kind.list_message()
+    result.metadata.resource_version = "9"
+    for i in range(3):
+        obj = codec.decode({"metadata": {"name": f"p{i}", "resourceVersion": str(i + 1)},
+                            "spec": {"containers": [{"name": "c"}]}}, kind)
+        result.items.append(obj)
+    assert json.loads(codec.encode_list_json(result, kind)) == codec.encode_list(result, kind)
+    first = result.items[0]
+    assert codec.encode_json(first, kind) is codec.encode_json(first, kind)  # cached
+    empty = kind.list_message()
+    assert json.loads(codec.encode_list_json(empty, kind))["items"] == []

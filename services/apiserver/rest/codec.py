@@ -15,7 +15,11 @@ leaves them out, as Kubernetes defaults them from the request.
 from __future__ import annotations
 
 import base64
+import json
+import threading
 from collections.abc import Mapping
+from copy import copy
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -107,47 +111,109 @@ def _is_map(field: FieldDescriptor) -> bool:
             and field.message_type.GetOptions().map_entry)
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+# What to do with each field of a message, worked out once per message type: its JSON
+# name, how a value converts, and the always-written fields' zero values. Encoding a
+# list of thousands of pods is this walk, so it avoids per-field lookups.
+_PLAIN, _MESSAGE, _INTSTR, _TIME, _ENUM, _BYTES, _FLOAT = range(7)
+
+
+def _mode(field: FieldDescriptor) -> int:
     if field.type == _T.TYPE_MESSAGE:
         name = field.message_type.full_name
-        if name == _INT_OR_STRING:
-            return value.str_val if value.type == value.STRING else value.int_val
-        if name == _TIMESTAMP:
-            return value.ToJsonString()
-        return encode_message(value)
+        return _INTSTR if name == _INT_OR_STRING else _TIME if name == _TIMESTAMP else _MESSAGE
     if field.type == _T.TYPE_ENUM:
-        return field.enum_type.values_by_number[value].name
+        return _ENUM
     if field.type == _T.TYPE_BYTES:
+        return _BYTES
+    if field.type in (_T.TYPE_DOUBLE, _T.TYPE_FLOAT):
+        return _FLOAT
+    return _PLAIN
+
+
+@dataclass(frozen=True)
+class _FieldPlan:
+    name: str
+    mode: int
+    repeated: bool
+    is_map: bool
+    field: FieldDescriptor
+
+
+@dataclass(frozen=True)
+class _Plan:
+    fields: dict[str, _FieldPlan]
+    #: (json name, proto field name, whether to encode the default sub-message, zero)
+    always: tuple[tuple[str, str, bool, Any], ...]
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(descriptor: Descriptor) -> _Plan:
+    plan = _PLANS.get(descriptor.full_name)
+    if plan is not None:
+        return plan
+    fields: dict[str, _FieldPlan] = {}
+    for f in descriptor.fields:
+        name = RENAMED.get((descriptor.full_name, f.name), f.json_name)
+        mapped = _is_map(f)
+        mode = _mode(f.message_type.fields_by_name["value"]) if mapped else _mode(f)
+        fields[f.name] = _FieldPlan(name, mode, f.is_repeated and not mapped, mapped, f)
+    always = []
+    for field_name in sorted(ALWAYS.get(descriptor.full_name, ())):
+        f = descriptor.fields_by_name[field_name]
+        sub = (f.type == _T.TYPE_MESSAGE and not f.is_repeated
+               and _mode(f) == _MESSAGE)
+        always.append((fields[field_name].name, field_name, sub, _zero(f)))
+    plan = _PLANS[descriptor.full_name] = _Plan(fields, tuple(always))
+    return plan
+
+
+def _convert(mode: int, field: FieldDescriptor, value: Any) -> Any:
+    if mode == _PLAIN:
+        return value  # str, bool, ints (int64 stay numbers, unlike protobuf's JSON)
+    if mode == _MESSAGE:
+        return encode_message(value)
+    if mode == _INTSTR:
+        return value.str_val if value.type == 1 else value.int_val
+    if mode == _TIME:
+        return value.ToJsonString()
+    if mode == _ENUM:
+        return field.enum_type.values_by_number[value].name
+    if mode == _BYTES:
         return base64.b64encode(value).decode()
-    if field.type == _T.TYPE_DOUBLE or field.type == _T.TYPE_FLOAT:
-        return int(value) if float(value).is_integer() else value
-    return value  # str, bool, ints (int64 stay numbers, unlike protobuf's JSON)
+    return int(value) if float(value).is_integer() else value
 
 
 def encode_message(message: Message) -> dict[str, Any]:
     """``message`` as Kubernetes JSON (no apiVersion/kind added)."""
-    descriptor = message.DESCRIPTOR
+    plan = _plan(message.DESCRIPTOR)
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
-        name = RENAMED.get((descriptor.full_name, field.name), field.json_name)
-        if _is_map(field):
-            entry = field.message_type.fields_by_name["value"]
-            out[name] = {k: _scalar(entry, value[k]) for k in sorted(value)}
-        elif field.is_repeated:
-            out[name] = [_scalar(field, v) for v in value]
+        fp = plan.fields[field.name]
+        mode = fp.mode
+        if fp.is_map:
+            if mode == _PLAIN:
+                out[fp.name] = {k: value[k] for k in sorted(value)}
+            else:
+                entry = field.message_type.fields_by_name["value"]
+                out[fp.name] = {k: _convert(mode, entry, value[k]) for k in sorted(value)}
+        elif fp.repeated:
+            if mode == _PLAIN:
+                out[fp.name] = list(value)
+            elif mode == _MESSAGE:
+                out[fp.name] = [encode_message(v) for v in value]
+            else:
+                out[fp.name] = [_convert(mode, field, v) for v in value]
+        elif mode == _PLAIN:
+            out[fp.name] = value
+        elif mode == _MESSAGE:
+            out[fp.name] = encode_message(value)
         else:
-            out[name] = _scalar(field, value)
-    always = ALWAYS.get(descriptor.full_name)
-    if always:
-        for field_name in always:
-            field = descriptor.fields_by_name[field_name]
-            name = RENAMED.get((descriptor.full_name, field.name), field.json_name)
-            if name not in out:
-                if field.type == _T.TYPE_MESSAGE and not field.is_repeated and (
-                        field.message_type.full_name not in (_INT_OR_STRING, _TIMESTAMP)):
-                    out[name] = encode_message(getattr(message, field_name))
-                else:
-                    out[name] = _zero(field)
+            out[fp.name] = _convert(mode, field, value)
+    for name, field_name, sub, zero in plan.always:
+        if name not in out:
+            out[name] = encode_message(getattr(message, field_name)) if sub else copy(zero)
     return out
 
 
@@ -165,6 +231,44 @@ def encode_list(result: Message, kind: Kind) -> dict[str, Any]:
     return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
             "metadata": encode_message(result.metadata),  # type: ignore[attr-defined]
             "items": [encode(item, kind) for item in result.items]}  # type: ignore[attr-defined]
+
+
+# ---- JSON bytes, cached per object version ----
+
+#: Encoded objects kept: a stored object at a resourceVersion never changes, so its
+#: JSON is made once for every LIST and every watcher that sends it.
+CACHE_SIZE = 50_000
+_cache: dict[tuple[str, str, str, str], bytes] = {}
+_cache_lock = threading.Lock()
+
+
+def dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_json(obj: Message, kind: Kind) -> bytes:
+    """:func:`encode` as JSON bytes, from the cache when this version was encoded."""
+    md = obj.metadata  # type: ignore[attr-defined]
+    rv = md.resource_version
+    if not rv:
+        return dumps(encode(obj, kind))
+    key = (kind.kind, md.namespace, md.name, rv)
+    data = _cache.get(key)
+    if data is None:
+        data = dumps(encode(obj, kind))
+        with _cache_lock:
+            _cache[key] = data
+            while len(_cache) > CACHE_SIZE:
+                del _cache[next(iter(_cache))]
+    return data
+
+
+def encode_list_json(result: Message, kind: Kind) -> bytes:
+    """:func:`encode_list` as JSON bytes, the items from :func:`encode_json`."""
+    head = dumps({"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
+                  "metadata": encode_message(result.metadata)})  # type: ignore[attr-defined]
+    items = b",".join(encode_json(item, kind) for item in result.items)  # type: ignore[attr-defined]
+    return head[:-1] + b',"items":[' + items + b"]}"
 
 
 class DecodeError(ValueError):

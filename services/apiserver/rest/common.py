@@ -28,6 +28,7 @@ def dumps(body: Any) -> bytes:
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None
             ) -> web.Response:
-    """``body`` as a JSON response."""
-    return web.Response(body=dumps(body), status=status, content_type="application/json",
+    """``body`` (a document, or JSON already encoded) as a JSON response."""
+    data = body if isinstance(body, bytes) else dumps(body)
+    return web.Response(body=data, status=status, content_type="application/json",
                         headers=headers)

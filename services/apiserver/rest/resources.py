@@ -4,6 +4,7 @@ translation to the kind's :class:`~services.apiserver.registry.Registry` call.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -31,6 +32,8 @@ from services.apiserver.rest.watch import serve_watch
 from skiff.api import errors
 from skiff.api.kinds import Kind
 
+#: Lists longer than this are encoded on a thread.
+THREADED_ENCODING = 500
 #: Kinds whose delete answers with the object rather than a Status.
 RETURNS_DELETED_OBJECT = frozenset({"Pod", "Service"})
 #: Attempts of a read-modify-write (scale) when the object changes in between.
@@ -87,20 +90,26 @@ class ResourceHandler:
         table = self._check_table(request)
         obj = await registry.get(target.namespace, target.name,
                                  request.query.get("resourceVersion", ""))
-        body = codec.encode(obj, target.kind)
         if table:
+            body = codec.encode(obj, target.kind)
             return respond(self._table(request, target.kind, [body], {}))
-        return respond(body)
+        return respond(codec.encode_json(obj, target.kind))
 
     async def list(self, request: web.Request, registry: Registry,
                    target: Target) -> web.Response:
         table = self._check_table(request)
         options = list_options(request.query, target.namespace)
         result = await registry.list(options)
-        body = codec.encode_list(result, target.kind)
         if table:
+            body = codec.encode_list(result, target.kind)
             return respond(self._table(request, target.kind, body["items"], body["metadata"]))
-        return respond(body)
+        if len(result.items) > THREADED_ENCODING:  # type: ignore[attr-defined]
+            # Off the loop: the first encoding of thousands of objects takes a while
+            # (later ones come from the cache of encoded versions).
+            data = await asyncio.to_thread(codec.encode_list_json, result, target.kind)
+        else:
+            data = codec.encode_list_json(result, target.kind)
+        return respond(data)
 
     # --------------------------------------------------------------- writes
 

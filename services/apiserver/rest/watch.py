@@ -31,14 +31,14 @@ log = get_logger("apiserver.rest.watch")
 
 
 def event_line(kind: Kind, event_type: str, obj: Any) -> bytes:
-    """One watch event as its JSON line."""
+    """One watch event as its JSON line (the object's JSON from the codec's cache: every
+    watcher of a change sends the same bytes)."""
     if event_type == "BOOKMARK":
-        body: dict[str, Any] = {"apiVersion": kind.api_version, "kind": kind.kind,
-                                "metadata": {"resourceVersion":
-                                             obj.metadata.resource_version}}
+        body = dumps({"apiVersion": kind.api_version, "kind": kind.kind,
+                      "metadata": {"resourceVersion": obj.metadata.resource_version}})
     else:
-        body = codec.encode(obj, kind)
-    return dumps({"type": event_type, "object": body}) + b"\n"
+        body = codec.encode_json(obj, kind)
+    return b'{"type":"' + event_type.encode() + b'","object":' + body + b"}\n"
 
 
 async def serve_watch(request: web.Request, registry: Registry, namespace: str,
