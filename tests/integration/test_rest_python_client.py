@@ -204,6 +204,18 @@ def test_deployment_and_scale(apps, ns):
     assert apps.list_namespaced_deployment(ns).items == []
 
 
+def test_eviction_deletes_the_pod(core, ns):
+    core.create_namespaced_pod(ns, pod("ev"))
+    core.create_namespaced_pod_eviction("ev", ns, client.V1Eviction(
+        metadata=client.V1ObjectMeta(name="ev", namespace=ns),
+        delete_options=client.V1DeleteOptions(grace_period_seconds=0)))
+    assert core.list_namespaced_pod(ns).items == []
+    with pytest.raises(client.ApiException) as e:
+        core.create_namespaced_pod_eviction("ev", ns, client.V1Eviction(
+            metadata=client.V1ObjectMeta(name="ev", namespace=ns)))
+    assert e.value.status == 404
+
+
 def test_delete_collection(core, ns):
     for i in range(3):
         core.create_namespaced_pod(ns, pod(f"c{i}", {"sweep": "yes" if i else "no"}))

@@ -40,7 +40,9 @@ def test_short_names_categories_and_subresources():
     assert "categories" not in core["nodes"]
     assert core["pods/status"]["verbs"] == ["get", "update"]
     assert core["pods/binding"]["verbs"] == ["create"]
-    assert "pods/eviction" not in core
+    assert core["pods/eviction"] == {"name": "pods/eviction", "singularName": "",
+                                     "namespaced": True, "kind": "Eviction",
+                                     "verbs": ["create"], "group": "policy", "version": "v1"}
     apps = _resources("apps/v1")
     assert apps["deployments/scale"] == {"name": "deployments/scale", "singularName": "",
                                          "namespaced": True, "kind": "Scale",
@@ -72,7 +74,7 @@ def test_aggregated_discovery_matches_legacy():
     assert resources["pods"]["scope"] == "Namespaced"
     assert resources["nodes"]["scope"] == "Cluster"
     assert {s["subresource"] for s in resources["pods"]["subresources"]} == {
-        "status", "binding", "log"}
+        "status", "binding", "log", "eviction"}
     groups = discovery.aggregated(False, SERVED)
     assert [i["metadata"]["name"] for i in groups["items"]] == ["apps", "coordination.k8s.io"]
 

@@ -30,7 +30,7 @@ class Served:
 
     patch: bool = False
     pod_log: bool = True
-    eviction: bool = False
+    eviction: bool = True
 
 
 @dataclass(frozen=True)

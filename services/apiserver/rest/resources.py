@@ -275,6 +275,8 @@ class ResourceHandler:
                 return await subresources.patch_scale(request, registry, target, self.hooks)
         elif sub == "binding" and kind == "Pod" and method == "POST":
             return await self._bind(request, registry, target)
+        elif sub == "eviction" and kind == "Pod" and method == "POST":
+            return await self._evict(request, registry, target)
         elif sub == "log" and kind == "Pod" and method == "GET":
             return await subresources.pod_log(request, registry, self.registries["Node"],
                                               target)
@@ -286,6 +288,24 @@ class ResourceHandler:
                                f"resource ({target.kind.plural}/{sub})")
         raise RequestError(405, "MethodNotAllowed", f"{method} is not allowed on "
                            f"{target.kind.plural}/{sub}")
+
+    async def _evict(self, request: web.Request, registry: Registry,
+                     target: Target) -> web.Response:
+        """policy/v1 Eviction: the pod's deletion with the eviction's DeleteOptions
+        (there are no PodDisruptionBudgets to consult yet)."""
+        doc = await read_document(request)
+        if not isinstance(doc, dict) or doc.get("kind", "Eviction") != "Eviction":
+            raise bad("the request body must be a policy/v1 Eviction")
+        meta = doc.get("metadata") or {}
+        if isinstance(meta, dict) and meta.get("name") not in (None, target.name):
+            raise bad(f"name in URL does not match name in Eviction object "
+                      f"({meta.get('name')} != {target.name})")
+        deletion = delete_request(request.query, doc.get("deleteOptions"), target.namespace,
+                                  target.name)
+        await registry.delete(deletion)
+        body = success()
+        body["code"] = 201
+        return respond(body, 201)
 
     async def _bind(self, request: web.Request, registry: Registry,
                     target: Target) -> web.Response:
