@@ -10,6 +10,7 @@ namespaced (``/namespaces/<ns>/<plural>[/<name>[/<sub>]]``) and cluster-wide
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ssl
 import time
@@ -112,6 +113,9 @@ class RESTServer:
                               target.name if target else "")
             code = body["code"]
             return respond(body, code)
+        except asyncio.CancelledError:
+            code = 499  # the client went away, or the server is stopping (nginx's 499)
+            raise
         except web.HTTPException as e:
             code = e.status
             return respond(status(e.status, e.reason.replace(" ", ""), e.text or e.reason),
