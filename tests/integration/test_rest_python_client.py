@@ -178,6 +178,28 @@ def test_watch_without_version_starts_with_added(core, ns):
     assert [(e["type"], e["object"].metadata.name) for e in stream] == [("ADDED", "a1")]
 
 
+def test_watch_sees_an_object_leave_its_selector_and_bookmarks(core, ns):
+    created = core.create_namespaced_pod(ns, pod("sel", {"app": "in"}))
+    start = created.metadata.resource_version
+    current = core.read_namespaced_pod("sel", ns)
+    current.metadata.labels = {"app": "out"}
+    core.replace_namespaced_pod("sel", ns, current)
+    seen = []
+    for event in watch.Watch().stream(core.list_namespaced_pod, ns, label_selector="app=in",
+                                      resource_version=start, allow_watch_bookmarks=True,
+                                      timeout_seconds=3):
+        obj = event["object"]  # a bookmark's stays a dict: the client does not decode it
+        name = obj["metadata"] if event["type"] == "BOOKMARK" else obj.metadata.name
+        seen.append((event["type"], name))
+        if event["type"] == "DELETED":  # progress the watcher does not see: a bookmark
+            core.create_namespaced_pod(ns, pod("other", {"app": "other"}))
+        if event["type"] == "BOOKMARK":
+            break
+    assert seen[0] == ("DELETED", "sel")
+    assert [t for t, _ in seen] == ["DELETED", "BOOKMARK"]  # bookmarks: every 1 s
+    assert int(seen[1][1]["resourceVersion"]) > int(start)
+
+
 def test_status_subresource(core, ns):
     core.create_namespaced_pod(ns, pod("s1"))
     current = core.read_namespaced_pod_status("s1", ns)
