@@ -23,6 +23,7 @@ from services.apiserver.rest.request import (
     delete_request,
     flag,
     list_options,
+    parse_document,
     read_body,
     read_document,
     wants_table,
@@ -75,13 +76,12 @@ class ResourceHandler:
                            f"resource ({method} {request.path})")
 
     def _check_table(self, request: web.Request) -> bool:
-        return wants_table(request.headers.get("Accept", ""), self.hooks.printers is not None)
+        return wants_table(request.headers.get("Accept", ""), self.hooks.tables)
 
     def _table(self, request: web.Request, kind: Kind, objects: list[dict[str, Any]],
                list_meta: dict[str, Any]) -> dict[str, Any]:
-        assert self.hooks.printers is not None
-        return self.hooks.printers.to_table(kind, objects, list_meta,  # type: ignore[no-any-return]
-                                            request.query.get("includeObject"))
+        return self.hooks.to_table(kind, objects, list_meta,
+                                   request.query.get("includeObject"))
 
     # ---------------------------------------------------------------- reads
 
@@ -115,18 +115,23 @@ class ResourceHandler:
 
     async def _decode_body(self, request: web.Request, target: Target,
                            document: Any | None = None) -> tuple[Message, list[str]]:
-        """The request body as an object of the target's kind, checked against the path
-        (namespace, name), and the warnings to send."""
-        doc = await read_document(request) if document is None else document
+        """The request body (or ``document``, a patched object) as an object of the
+        target's kind, checked against the path (namespace, name), and the warnings
+        field validation has for it."""
+        warnings: list[str] = []
+        if document is None:
+            directive = self.hooks.directive(request.query.get("fieldValidation"))
+            raw = await read_body(request)
+            doc = parse_document(raw, request.headers.get("Content-Type", ""))
+            if not isinstance(doc, dict):
+                raise bad("the request body must be a JSON object")
+            json_body = doc is not None and raw.lstrip()[:1] == b"{"
+            doc, warnings = self.hooks.check_body(doc, raw if json_body else None,
+                                                  target.kind, directive)
+        else:
+            doc = document
         if not isinstance(doc, dict):
             raise bad("the request body must be a JSON object")
-        warnings: list[str] = []
-        directive = request.query.get("fieldValidation", "Strict")
-        if directive not in ("Strict", "Warn", "Ignore"):
-            raise bad(f'fieldValidation: Unsupported value: "{directive}": supported '
-                      f'values: "Ignore", "Strict", "Warn"')
-        if self.hooks.field_validation is not None:
-            doc, warnings = self.hooks.field_validation.check(target.kind, doc, directive)
         try:
             obj = codec.decode(doc, target.kind)
         except codec.DecodeError as e:
@@ -142,12 +147,8 @@ class ResourceHandler:
                       f"the URL ({target.name})")
         return obj, warnings
 
-    @staticmethod
-    def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
-        if not warnings:
-            return None
-        # aiohttp joins one header per key; Kubernetes' clients split on ", " too.
-        return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
+    def _warning_headers(self, warnings: list[str]) -> dict[str, str] | None:
+        return self.hooks.warning_headers(warnings)
 
     async def create(self, request: web.Request, registry: Registry,
                      target: Target) -> web.Response:
@@ -174,30 +175,41 @@ class ResourceHandler:
 
     async def patch(self, request: web.Request, registry: Registry,
                     target: Target, *, status: bool = False) -> web.Response:
-        """PATCH: the patch module applies it to the current object, then an update
-        conditional on the version it was applied to (retried on Conflict)."""
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-        module = self.hooks.patch
-        if module is None or content_type not in module.CONTENT_TYPES:
-            supported = sorted(module.CONTENT_TYPES) if module is not None else []
-            raise RequestError(415, "UnsupportedMediaType",
-                               f'the body of the request was in an unknown format - accepted '
-                               f'media types include: {", ".join(supported) or "none"} '
-                               f'(got "{content_type}")')
-        patch = await read_body(request)
+        """PATCH: the patch applied to the current object (and checked for unknown
+        fields), then an update conditional on the version it was applied to, retried
+        when that moved (unless the patch names a resourceVersion itself)."""
+        self._refuse_dry_run(request)
+        content_type = request.headers.get("Content-Type", "")
+        directive = self.hooks.directive(request.query.get("fieldValidation"))
+        if self.hooks.patch is None:  # 415 before reading the body
+            self.hooks.apply_patch(content_type, {}, b"", target.kind, directive)
+        body = await read_body(request)
         for _ in range(RETRIES):
             current = await registry.get(target.namespace, target.name)
-            patched = module.apply_patch(content_type, codec.encode(current, target.kind),
-                                         patch, target.kind)
-            if isinstance(patched, dict):
-                patched.setdefault("metadata", {})
-                patched["metadata"].setdefault(
-                    "resourceVersion", current.metadata.resource_version)  # type: ignore[attr-defined]
+            original = codec.encode(current, target.kind)
+            patched, warnings = self.hooks.apply_patch(content_type, original, body,
+                                                       target.kind, directive)
+            if not isinstance(patched, dict):
+                raise bad("the patched object is not a JSON object")
+            meta = patched.get("metadata")
+            if not isinstance(meta, dict):
+                meta = patched["metadata"] = {}
+            pinned = bool(meta.get("resourceVersion")) and (
+                meta["resourceVersion"] != original["metadata"].get("resourceVersion"))
+            stored = current.metadata.resource_version  # type: ignore[attr-defined]
+            meta["resourceVersion"] = meta.get("resourceVersion") or stored
+            obj, _ = await self._decode_body(request, target, patched)
             try:
-                return await self.update(request, registry, target, status=status,
-                                         document=patched)
+                if status:
+                    updated = await registry.update_status(obj)
+                else:
+                    updated = await registry.update(obj)
             except errors.Conflict:
+                if pinned:
+                    raise
                 continue
+            return respond(codec.encode_json(updated, target.kind), 200,
+                           self._warning_headers(warnings))
         raise errors.Conflict(f'Operation cannot be fulfilled on {target.kind.plural} '
                               f'"{target.name}": too many concurrent changes')
 

@@ -212,16 +212,20 @@ class RESTServer:
                                f"on {request.path}")
 
     async def openapi(self, request: web.Request) -> web.Response:
-        module = self.hooks.openapi
+        """``/openapi/v3`` and each group-version's document (``?hash=`` ignored: the
+        document is served with its ETag and cached by clients by that URL)."""
         tail = request.match_info["tail"]
-        if module is None:
-            raise _not_found(request)
         if tail == "v3":
-            return respond(module.v3_index())
-        if tail.startswith("v3/"):
-            document = module.v3_document(tail[3:])
-            if document is not None:
-                return respond(document)
+            index = self.hooks.openapi_index()
+            if index is not None:
+                return respond(index)
+        elif tail.startswith("v3/"):
+            found = self.hooks.openapi_document(tail[3:])
+            if found is not None:
+                body, etag = found
+                return web.Response(body=body, content_type="application/json",
+                                    headers={"ETag": f'"{etag}"',
+                                             "Cache-Control": "public, immutable"})
         raise _not_found(request)
 
     # ------------------------------------------------------------ resources

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from services.apiserver.registry import Registry
 from services.apiserver.rest.common import Target, respond
 from services.apiserver.rest.hooks import Hooks
-from services.apiserver.rest.request import RequestError, bad, flag, read_body, read_document
+from services.apiserver.rest.request import bad, flag, read_body, read_document
 from skiff.api import errors, labels
 from skiff.api.v1 import core_pb2
 from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
@@ -97,18 +97,14 @@ async def put_scale(request: web.Request, registry: Registry, target: Target) ->
 
 async def patch_scale(request: web.Request, registry: Registry, target: Target,
                       hooks: Hooks) -> web.Response:
-    """PATCH of a Scale (kubectl scale sends a merge patch): applied to the current
-    Scale by the patch module."""
-    content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-    module = hooks.patch
-    if module is None or content_type not in module.CONTENT_TYPES:
-        raise RequestError(415, "UnsupportedMediaType",
-                           f'the body of the request was in an unknown format - accepted '
-                           f'media types include: '
-                           f'{", ".join(sorted(module.CONTENT_TYPES)) if module else "none"}')
+    """PATCH of a Scale (kubectl scale sends a merge patch), applied to the current
+    Scale; conditional on a resourceVersion only if the patch sets one."""
+    content_type = request.headers.get("Content-Type", "")
+    if hooks.patch is None:  # 415 before reading the body
+        hooks.apply_patch(content_type, {}, b"", None, "Strict")
     patch = await read_body(request)
     current = scale_of(await registry.get(target.namespace, target.name))
-    patched = module.apply_patch(content_type, current, patch, None)
+    patched, _ = hooks.apply_patch(content_type, current, patch, None, "Strict")
     replicas, resource_version = _wanted_replicas(patched)
     explicit = resource_version if resource_version != current["metadata"][
         "resourceVersion"] else ""

@@ -45,7 +45,7 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
                       hooks: Hooks) -> web.StreamResponse:
     """Stream the registry's watch events until the client goes, the watch's
     ``timeoutSeconds`` pass, or the server ends it."""
-    table = wants_table(request.headers.get("Accept", ""), hooks.printers is not None)
+    table = wants_table(request.headers.get("Accept", ""), hooks.tables)
     options = list_options(request.query, namespace)
     kind = registry.kind
     events = _Events(registry.watch(options))
@@ -66,8 +66,10 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
             await response.write_eof()
             return response
         await response.prepare(request)
+        headers_sent = False  # a Table's column definitions go with its first event only
         if first is not None:
-            await _send(response, request, kind, first, table, hooks)
+            headers_sent = await _send(response, request, kind, first, table, hooks,
+                                       headers_sent)
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -77,7 +79,8 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
                 if events.finished:
                     break
                 continue
-            await _send(response, request, kind, data, table, hooks)
+            headers_sent = await _send(response, request, kind, data, table, hooks,
+                                       headers_sent)
     except errors.APIError as e:
         if not response.prepared:
             raise
@@ -133,13 +136,17 @@ class _Events:
 
 
 async def _send(response: web.StreamResponse, request: web.Request, kind: Kind,
-                data: bytes, table: bool, hooks: Hooks) -> None:
+                data: bytes, table: bool, hooks: Hooks, headers_sent: bool) -> bool:
+    """Write one event; returns whether a Table's column definitions have been sent."""
     event = kind.watch_event.FromString(data)
-    obj = event.object  # type: ignore[attr-defined]
-    if table and event.type != "BOOKMARK" and hooks.printers is not None:  # type: ignore[attr-defined]
-        rows = hooks.printers.to_table(kind, [codec.encode(obj, kind)], {},
-                                       request.query.get("includeObject"))
-        line = dumps({"type": event.type, "object": rows}) + b"\n"  # type: ignore[attr-defined]
+    event_type, obj = event.type, event.object  # type: ignore[attr-defined]
+    if table and event_type != "BOOKMARK":
+        rows = hooks.to_table(kind, [codec.encode(obj, kind)],
+                              {"resourceVersion": obj.metadata.resource_version},
+                              request.query.get("includeObject"), no_headers=headers_sent)
+        line = dumps({"type": event_type, "object": rows}) + b"\n"
+        headers_sent = True
     else:
-        line = event_line(kind, event.type, obj)  # type: ignore[attr-defined]
+        line = event_line(kind, event_type, obj)
     await response.write(line)
+    return headers_sent
