@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.apiserver.rest import hooks
 from skiff.testing.fixtures import rest_apiserver
 from skiff.testing.processes import APIServer
 
@@ -188,3 +189,67 @@ async def test_errors_reach_the_user(kubectl, ns, server, tmp_path):
     stranger = Kubectl(bad, tmp_path / "cache2")
     code, _, err = await stranger.run("get", "pods", "-n", ns, check=False)
     assert code != 0 and ("Unauthorized" in err or "must be logged in" in err)
+
+
+# ---- with the pure modules wired in (PATCH, Tables, field validation, OpenAPI) ----
+
+_HOOKS = hooks.load()
+needs_patch = pytest.mark.skipif(
+    _HOOKS.patch is None or _HOOKS.openapi is None or _HOOKS.field_validation is None,
+    reason="services/apiserver/rest/{patch,openapi,field_validation}.py not in this tree")
+needs_tables = pytest.mark.skipif(_HOOKS.printers is None,
+                                  reason="services/apiserver/rest/printers.py not in this tree")
+
+
+@needs_patch
+async def test_apply_three_way_then_patches_label_annotate_scale_edit(kubectl, ns, tmp_path):
+    deployment = MANIFEST.split("---")[1]
+    out = await kubectl("apply", "-n", ns, "-f", "-", stdin=deployment)  # strict validation
+    assert out.strip() == "deployment.apps/d created"
+    changed = deployment.replace("replicas: 2", "replicas: 3").replace(
+        "image: nginx}", "image: nginx:1.27}")
+    assert (await kubectl("apply", "-n", ns, "-f", "-", stdin=changed)).strip() == (
+        "deployment.apps/d configured")
+    got = await kubectl("get", "deploy", "d", "-n", ns, "-o",
+                        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}")
+    assert got == "3 nginx:1.27"
+    code, _, err = await kubectl.run("apply", "-n", ns, "-f", "-", check=False,
+                                     stdin=changed.replace("replicas: 3", "replicaz: 3"))
+    assert code != 0 and 'unknown field "spec.replicaz"' in err
+    await kubectl("label", "deploy", "d", "-n", ns, "tier=front")
+    await kubectl("annotate", "deploy", "d", "-n", ns, "note=hi")
+    await kubectl("patch", "deploy", "d", "-n", ns, "--type=json",
+                  "-p", '[{"op":"replace","path":"/spec/replicas","value":5}]')
+    await kubectl("patch", "deploy", "d", "-n", ns, "--type=merge",
+                  "-p", '{"spec":{"minReadySeconds":2}}')
+    await kubectl("patch", "deploy", "d", "-n", ns, "-p",
+                  '{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:2"}]}}}}')
+    assert (await kubectl("scale", "deploy", "d", "-n", ns, "--replicas=4")).strip() == (
+        "deployment.apps/d scaled")
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/tier: front/tier: back/' \"$1\"\n")
+    editor.chmod(0o755)
+    kubectl.env["EDITOR"] = str(editor)
+    await kubectl("edit", "deploy", "d", "-n", ns)
+    got = json.loads(await kubectl("get", "deploy", "d", "-n", ns, "-o", "json"))
+    assert got["metadata"]["labels"] == {"tier": "back"}
+    assert got["metadata"]["annotations"]["note"] == "hi"
+    assert (got["spec"]["replicas"], got["spec"]["minReadySeconds"]) == (4, 2)
+    assert got["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:2"
+    code, _, err = await kubectl.run("apply", "--server-side", "-n", ns, "-f", "-",
+                                     stdin=changed, check=False)
+    assert code != 0  # server-side apply: 415
+
+
+@needs_tables
+async def test_get_prints_kubernetes_columns(kubectl, ns):
+    await kubectl("create", "-n", ns, "--validate=false", "-f", "-", stdin=MANIFEST)
+    pods = (await kubectl("get", "pods", "-n", ns, "-o", "wide")).splitlines()
+    assert pods[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert pods[1].split()[:3] == ["web", "0/1", "Pending"]
+    services = (await kubectl("get", "svc", "-n", ns)).splitlines()
+    assert services[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)",
+                                   "AGE"]
+    everywhere = (await kubectl("get", "deploy", "-A")).splitlines()
+    assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert any(line.split()[:2] == [ns, "d"] for line in everywhere[1:])
