@@ -71,10 +71,9 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
             headers_sent = await _send(response, request, kind, first, table, hooks,
                                        headers_sent)
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if deadline is not None and deadline <= time.monotonic():
                 break
-            data = await events.next(remaining)
+            data = await events.until(deadline)
             if data is None:
                 if events.finished:
                     break
@@ -98,6 +97,11 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
 FIRST_EVENT_WAIT = 0.05
 
 
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
 class _Events:
     """A registry watch read with timeouts that do not end it (cancelling an async
     generator's ``__anext__`` would): the pending read is kept for the next call."""
@@ -109,7 +113,8 @@ class _Events:
 
     async def next(self, timeout: float | None) -> bytes | None:
         """The next event, or None if none came within ``timeout`` (or the watch
-        ended: then :attr:`finished`)."""
+        ended: then :attr:`finished`). A read cut short stays pending for the next
+        call (the first event's short wait)."""
         if self.finished:
             return None
         if self._pending is None:
@@ -121,6 +126,22 @@ class _Events:
         try:
             return pending.result()
         except StopAsyncIteration:
+            self.finished = True
+            return None
+
+    async def until(self, deadline: float | None) -> bytes | None:
+        """The next event before ``deadline`` (monotonic; None: no limit), reading the
+        watch directly (no task per event); at the deadline the watch ends, so a
+        read cut short there may end the registry's iterator."""
+        if self._pending is not None or self.finished:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return await self.next(remaining)
+        try:
+            if deadline is None:
+                return await self._events.__anext__()
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return await self._events.__anext__()
+        except (StopAsyncIteration, TimeoutError):
             self.finished = True
             return None
 
@@ -138,6 +159,9 @@ class _Events:
 async def _send(response: web.StreamResponse, request: web.Request, kind: Kind,
                 data: bytes, table: bool, hooks: Hooks, headers_sent: bool) -> bool:
     """Write one event; returns whether a Table's column definitions have been sent."""
+    if not table:
+        await response.write(_cached_line(kind, data))
+        return headers_sent
     event = kind.watch_event.FromString(data)
     event_type, obj = event.type, event.object  # type: ignore[attr-defined]
     if table and event_type != "BOOKMARK":
@@ -150,3 +174,21 @@ async def _send(response: web.StreamResponse, request: web.Request, kind: Kind,
         line = event_line(kind, event_type, obj)
     await response.write(line)
     return headers_sent
+
+
+#: The JSON line of each recent event, by the registry's serialized event: every
+#: watcher of a change gets the same bytes object, so the line is made once.
+LINE_CACHE_SIZE = 4096
+_lines: dict[tuple[str, bytes], bytes] = {}
+
+
+def _cached_line(kind: Kind, data: bytes) -> bytes:
+    key = (kind.kind, data)
+    line = _lines.get(key)
+    if line is None:
+        event = kind.watch_event.FromString(data)
+        line = event_line(kind, event.type, event.object)  # type: ignore[attr-defined]
+        _lines[key] = line
+        while len(_lines) > LINE_CACHE_SIZE:
+            del _lines[next(iter(_lines))]
+    return line
