@@ -174,3 +174,19 @@ def test_paths_name_their_targets():
     assert server.target("v1", "pods//x") is None
     assert _is_public("/api/v1") and _is_public("/apis/apps/v1") and _is_public("/version")
     assert not _is_public("/api/v1/pods") and not _is_public("/apis/apps/v1/deployments")
+
+
+def test_streaming_and_other_groups_are_advertised_when_mounted():
+    served = discovery.Served(streaming=True, extra_groups=(
+        {"kind": "APIGroup", "apiVersion": "v1", "name": "metrics.k8s.io",
+         "versions": [{"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}]},),
+        extra_aggregated=({"metadata": {"name": "metrics.k8s.io"}, "versions": []},))
+    core = {r["name"]: r for r in discovery.api_resource_list("v1", served)["resources"]}
+    assert core["pods/exec"]["verbs"] == ["create", "get"]
+    assert core["pods/portforward"]["kind"] == "PodPortForwardOptions"
+    names = [g["name"] for g in discovery.api_group_list(served)["groups"]]
+    assert names == ["apps", "coordination.k8s.io", "metrics.k8s.io"]
+    aggregated = discovery.aggregated(False, served)
+    assert aggregated["items"][-1]["metadata"]["name"] == "metrics.k8s.io"
+    assert "pods/exec" not in {r["name"] for r in discovery.api_resource_list(
+        "v1", SERVED)["resources"]}

@@ -31,6 +31,12 @@ class Served:
     patch: bool = False
     pod_log: bool = True
     eviction: bool = True
+    #: pods/exec, attach and portforward (rest/streaming.py mounted).
+    streaming: bool = False
+    #: Groups served by other modules (metrics.k8s.io): their APIGroup documents and
+    #: their aggregated discovery entries.
+    extra_groups: tuple[dict[str, Any], ...] = ()
+    extra_aggregated: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,10 @@ def subresources(kind: Kind, served: Served) -> list[Subresource]:
             out.append(Subresource("log", ("get",), "", "v1", "Pod"))
         if served.eviction:
             out.append(Subresource("eviction", ("create",), "policy", "v1", "Eviction"))
+        if served.streaming:
+            for name, options in (("exec", "PodExecOptions"), ("attach", "PodAttachOptions"),
+                                  ("portforward", "PodPortForwardOptions")):
+                out.append(Subresource(name, ("create", "get"), "", "v1", options))
     if kind.kind == "Namespace":
         out.append(Subresource("finalize", ("update",), "", "v1", "Namespace"))
     return out
@@ -106,7 +116,7 @@ def api_versions(server_address: str) -> dict[str, Any]:
                                             "serverAddress": server_address}]}
 
 
-def api_group_list() -> dict[str, Any]:
+def api_group_list(served: Served | None = None) -> dict[str, Any]:
     """``/apis``: every named group (the core group is at ``/api``)."""
     groups = []
     for api_version in group_versions():
@@ -115,6 +125,8 @@ def api_group_list() -> dict[str, Any]:
             continue
         entry = {"groupVersion": api_version, "version": version}
         groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
+    for extra in (served.extra_groups if served else ()):
+        groups.append({k: v for k, v in extra.items() if k not in ("kind", "apiVersion")})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
@@ -191,5 +203,7 @@ def aggregated(core: bool, served: Served) -> dict[str, Any]:
             "versions": [{"version": version, "freshness": "Current",
                           "resources": [_resource_v2(k, served) for k in kinds]}],
         })
+    if not core:  # the other modules' groups after ours, as /apis lists them
+        items += served.extra_aggregated
     return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
             "metadata": {}, "items": items}

@@ -33,7 +33,8 @@ from skiff.api.kinds import Kind
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
-def _optional(name: str) -> ModuleType | None:
+def optional(name: str) -> ModuleType | None:
+    """``services.apiserver.rest.<name>`` if it is in the tree, else None."""
     full = f"services.apiserver.rest.{name}"
     try:
         return importlib.import_module(full)
@@ -156,6 +157,6 @@ class Hooks:
 
 
 def load() -> Hooks:
-    return Hooks(patch=_optional("patch"), printers=_optional("printers"),
-                 field_validation=_optional("field_validation"),
-                 openapi=_optional("openapi"))
+    return Hooks(patch=optional("patch"), printers=optional("printers"),
+                 field_validation=optional("field_validation"),
+                 openapi=optional("openapi"))

@@ -11,25 +11,28 @@ namespaced (``/namespaces/<ns>/<plural>[/<name>[/<sub>]]``) and cluster-wide
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from services.apiserver.registry import Registry
 from services.apiserver.rest import discovery
 from services.apiserver.rest.common import Target, respond
-from services.apiserver.rest.hooks import Hooks, load
+from services.apiserver.rest.hooks import Hooks, load, optional
 from services.apiserver.rest.request import RequestError, accepted
 from services.apiserver.rest.resources import ResourceHandler
 from services.apiserver.rest.status import from_error, status
 from skiff import tokenfile
 from skiff.api import errors
 from skiff.api.kinds import KINDS, Kind
+from skiff.api.v1 import meta_pb2
 from skiff.logging import get_logger
 
 log = get_logger("apiserver.rest")
@@ -75,11 +78,13 @@ class RESTServer:
         self.hooks = hooks or load()
         self.tokens = tokens
         self.ready = ready
-        self.served = discovery.Served(patch=self.hooks.patch is not None)
         self.resources = ResourceHandler(registries, self.hooks)
         self.kinds = _kinds_by_path()
         self.app = web.Application(middlewares=[self._errors, self._authenticate],
                                    client_max_size=64 * 1024 * 1024)
+        # Routes of other modules go first: aiohttp matches in the order of adding.
+        self.served = mount_extensions(self.app, registries,
+                                       discovery.Served(patch=self.hooks.patch is not None))
         self.app.router.add_get("/version", self.version)
         self.app.router.add_get("/version/", self.version)  # the Python client's path
         for path in ("/healthz", "/livez", "/readyz"):
@@ -176,7 +181,7 @@ class RESTServer:
             return response
         if core:
             return respond(discovery.api_versions(request.host))
-        return respond(discovery.api_group_list())
+        return respond(discovery.api_group_list(self.served))
 
     async def core_discovery(self, request: web.Request) -> web.Response:
         return self._discovery_response(request, core=True)
@@ -276,6 +281,38 @@ class RESTServer:
                            ssl_context=ssl_context(config), shutdown_timeout=1.0)
         await site.start()
         return runner
+
+
+def mount_extensions(app: web.Application, registries: dict[str, Registry],
+                     served: discovery.Served) -> discovery.Served:
+    """Mount the streaming subresources (``rest/streaming.py``: exec, attach,
+    port-forward, log) and ``metrics.k8s.io`` (``rest/metrics_api.py``) when those
+    modules are present, reaching kubelets through the registries; returns what
+    discovery must then advertise. The app's middlewares authenticate for them."""
+    kubelets = optional("kubelets")
+    if kubelets is None:
+        return served
+    pods, nodes = registries["Pod"], registries["Node"]
+
+    async def list_nodes() -> list[Any]:
+        return list((await nodes.list(meta_pb2.ListOptions())).items)  # type: ignore[attr-defined]
+
+    async def list_pods(namespace: str, selector: str) -> list[Any]:
+        options = meta_pb2.ListOptions(namespace=namespace, label_selector=selector)
+        return list((await pods.list(options)).items)  # type: ignore[attr-defined]
+
+    connector = kubelets.LookupConnector(
+        get_pod=pods.get, get_node=lambda name: nodes.get("", name),
+        list_nodes=list_nodes, list_pods=list_pods)
+    streaming, metrics_api = optional("streaming"), optional("metrics_api")
+    if streaming is not None:
+        streaming.add_routes(app, connector)
+        served = dataclasses.replace(served, streaming=True)
+    if metrics_api is not None:
+        metrics_api.add_routes(app, connector, discovery=True)
+        served = dataclasses.replace(served, extra_groups=(metrics_api.api_group(),),
+                                     extra_aggregated=(metrics_api.aggregated_group(),))
+    return served
 
 
 def ssl_context(config: RESTConfig) -> ssl.SSLContext:
