@@ -172,6 +172,7 @@ def test_paths_name_their_targets():
     assert server.target("v1", "deployments") is None  # not in the core group
     assert server.target("v1", "namespaces/ns/pods/a/b/c") is None
     assert server.target("v1", "pods//x") is None
+    assert server.target("v1", "pods/web") is None  # a pod's path names its namespace
     assert _is_public("/api/v1") and _is_public("/apis/apps/v1") and _is_public("/version")
     assert not _is_public("/api/v1/pods") and not _is_public("/apis/apps/v1/deployments")
 

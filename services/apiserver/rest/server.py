@@ -267,6 +267,8 @@ class RESTServer:
         kind = self.kinds.get((api_version, parts[0]))
         if kind is None or (namespace and not kind.namespaced):
             return None
+        if kind.namespaced and not namespace and len(parts) > 1:
+            return None  # /api/v1/pods/<name>: a namespaced object needs its namespace
         name = parts[1] if len(parts) > 1 else ""
         sub = parts[2] if len(parts) > 2 else ""
         return Target(kind, namespace, name, sub)
