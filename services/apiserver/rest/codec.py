@@ -15,7 +15,6 @@ leaves them out, as Kubernetes defaults them from the request.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from collections.abc import Mapping
 from copy import copy
@@ -25,6 +24,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from services.apiserver.rest.common import dumps
 from skiff.api import manifest
 from skiff.api.kinds import Kind
 
@@ -240,10 +240,6 @@ def encode_list(result: Message, kind: Kind) -> dict[str, Any]:
 CACHE_SIZE = 50_000
 _cache: dict[tuple[str, str, str, str], bytes] = {}
 _cache_lock = threading.Lock()
-
-
-def dumps(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def encode_json(obj: Message, kind: Kind) -> bytes:
