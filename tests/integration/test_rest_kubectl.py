@@ -253,3 +253,17 @@ async def test_get_prints_kubernetes_columns(kubectl, ns):
     everywhere = (await kubectl("get", "deploy", "-A")).splitlines()
     assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]
     assert any(line.split()[:2] == [ns, "d"] for line in everywhere[1:])
+
+
+async def test_delete_by_label_with_grace_period_and_wait(kubectl, ns):
+    pods = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": f"p{i}", "labels": {"sweep": "yes" if i else "no"}},
+             "spec": {"containers": [{"name": "c", "image": "busybox"}]}} for i in range(3)]
+    await kubectl("create", "-n", ns, "--validate=false", "-f", "-",
+                  stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    out = await kubectl("delete", "pods", "-n", ns, "-l", "sweep=yes", "--grace-period=0",
+                        "--force", "--wait")
+    assert sorted(out.split("\n")[-3:-1]) == ['pod "p1" force deleted', 'pod "p2" force deleted']
+    assert (await kubectl("get", "pods", "-n", ns, "-o", "name")).split() == ["pod/p0"]
+    await kubectl("delete", "pod", "p0", "-n", ns, "--wait=false")
+    await kubectl("wait", "--for=delete", "pod/p0", "-n", ns, "--timeout=10s")
