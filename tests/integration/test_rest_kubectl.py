@@ -60,9 +60,8 @@ def kubectl(server, tmp_path) -> Kubectl:
 @pytest.fixture
 async def ns(kubectl) -> str:
     name = f"kc-{secrets.token_hex(4)}"
-    # Not `kubectl create namespace`: its typed client sends protobuf, not served (415).
-    await kubectl("create", "--validate=false", "-f", "-", stdin=json.dumps(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+    # Its typed client sends the namespace as Kubernetes protobuf.
+    assert (await kubectl("create", "namespace", name)).strip() == f"namespace/{name} created"
     return name
 
 
@@ -267,3 +266,16 @@ async def test_delete_by_label_with_grace_period_and_wait(kubectl, ns):
     assert (await kubectl("get", "pods", "-n", ns, "-o", "name")).split() == ["pod/p0"]
     await kubectl("delete", "pod", "p0", "-n", ns, "--wait=false")
     await kubectl("wait", "--for=delete", "pod/p0", "-n", ns, "--timeout=10s")
+
+
+async def test_typed_create_commands_send_protobuf(kubectl, ns):
+    await kubectl("create", "deployment", "web", "-n", ns, "--image=nginx:1.27",
+                  "--replicas=2", "--port=8080")
+    await kubectl("create", "service", "nodeport", "web", "-n", ns, "--tcp=80:http")
+    deploy = json.loads(await kubectl("get", "deploy", "web", "-n", ns, "-o", "json"))
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["ports"] == [
+        {"containerPort": 8080, "protocol": "TCP"}]
+    service = json.loads(await kubectl("get", "svc", "web", "-n", ns, "-o", "json"))
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["targetPort"] == "http"

@@ -11,6 +11,7 @@ import yaml
 from aiohttp import web
 from multidict import MultiMapping
 
+from services.apiserver.rest import protobuf
 from skiff.api.v1 import meta_pb2
 
 #: Largest request body, as Kubernetes (3 MiB).
@@ -64,6 +65,11 @@ def parse_document(data: bytes, content_type: str) -> Any:
             return yaml.safe_load(data)
         except yaml.YAMLError as e:
             raise bad(f"the request body is not valid YAML: {e}") from None
+    if media == protobuf.MEDIA_TYPE:  # kubectl's typed commands (create namespace...)
+        try:
+            return protobuf.decode(data)
+        except protobuf.ProtobufError as e:
+            raise RequestError(415, "UnsupportedMediaType", str(e)) from None
     raise RequestError(415, "UnsupportedMediaType",
                        f'the body of the request was in an unknown format - accepted media '
                        f'types include: {JSON}, {YAML} (got "{media}")')
