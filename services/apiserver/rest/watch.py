@@ -84,12 +84,13 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
         if not response.prepared:
             raise
         await response.write(dumps({"type": "ERROR", "object": from_error(e)}) + b"\n")
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         log.debug("watcher went away", kind=kind.kind)
-        raise
+        return response
     finally:
         await events.close()
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
     return response
 
 
