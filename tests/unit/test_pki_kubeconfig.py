@@ -107,3 +107,17 @@ def test_skiff_up_setup_is_idempotent_and_flags_match(tmp_path, monkeypatch):
     users = tokenfile.load(first.tokens)
     config = yaml.safe_load(first.kubeconfig.read_text())
     assert config["users"][0]["user"]["token"] in users
+
+
+def test_skiff_up_gives_the_apiserver_its_https_flags(tmp_path):
+    from services.apiserver.config import parse_args
+    from skiff.cli.cluster import ClusterSettings, render_programs
+
+    programs = render_programs(tmp_path, ClusterSettings())
+    line = next(line for line in programs.splitlines()
+                if line.startswith("command=") and "services.apiserver" in line)
+    argv = line.split()[3:]  # after "command=<python> -m services.apiserver"
+    config = parse_args(argv)
+    assert config.rest.port == 6445
+    assert config.rest.cert_file == tmp_path / "pki" / "apiserver.crt"
+    assert config.rest.token_file == tmp_path / "tokens.csv"
