@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -164,11 +165,15 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                                     previous=request.previous)
             if request.HasField("tail_lines") and request.tail_lines < 0:
                 raise errors.BadRequest("tail_lines: must be 0 or more")
+            if request.HasField("since_seconds") and request.since_seconds < 1:
+                raise errors.BadRequest("since_seconds: must be 1 or more")
         except errors.APIError as e:
             await context.abort(*errors.to_grpc(e))
         params: dict[str, Any] = {"timestamps": request.timestamps,
                                   "tail": str(request.tail_lines)
                                   if request.HasField("tail_lines") else "all"}
+        if request.HasField("since_seconds"):
+            params["since"] = int(time.time()) - request.since_seconds
         container = self._docker.containers.container(found.id)
         try:
             if request.follow:

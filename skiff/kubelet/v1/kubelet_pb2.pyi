@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogsRequest(_message.Message):
-    __slots__ = ("namespace", "pod", "container", "tail_lines", "follow", "timestamps", "previous")
+    __slots__ = ("namespace", "pod", "container", "tail_lines", "follow", "timestamps", "previous", "since_seconds")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class LogsRequest(_message.Message):
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     pod: str
     container: str
@@ -25,7 +26,8 @@ class LogsRequest(_message.Message):
     follow: bool
     timestamps: bool
     previous: bool
-    def __init__(self, namespace: _Optional[str] = ..., pod: _Optional[str] = ..., container: _Optional[str] = ..., tail_lines: _Optional[int] = ..., follow: _Optional[bool] = ..., timestamps: _Optional[bool] = ..., previous: _Optional[bool] = ...) -> None: ...
+    since_seconds: int
+    def __init__(self, namespace: _Optional[str] = ..., pod: _Optional[str] = ..., container: _Optional[str] = ..., tail_lines: _Optional[int] = ..., follow: _Optional[bool] = ..., timestamps: _Optional[bool] = ..., previous: _Optional[bool] = ..., since_seconds: _Optional[int] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("data",)
