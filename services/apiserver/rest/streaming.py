@@ -204,6 +204,24 @@ async def _relay_output(call: Any, ws: web.WebSocketResponse, codec: Codec, *,
     return channels.exit_status(0)
 
 
+async def _read_port_frames(
+        ws: web.WebSocketResponse, codec: Codec,
+        queues: list[asyncio.Queue[kubelet_pb2.PortForwardInput | None]]) -> None:
+    """Client frames into each port's call: data channel 2i feeds port i (the error
+    channels carry nothing from clients)."""
+    async for message in ws:
+        if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+            continue
+        try:
+            channel, data = codec.decode(message.data)
+        except channels.FrameError as e:
+            log.debug("bad frame from client", error=str(e))
+            continue
+        index, is_error = divmod(channel, 2)
+        if not is_error and index < len(queues) and data:
+            await queues[index].put(kubelet_pb2.PortForwardInput(data=data))
+
+
 class StreamingHandlers:
     """The handlers :func:`add_routes` mounts."""
 
