@@ -243,20 +243,26 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         async for output in streaming.port_forward(pod, start.port, inputs):
             yield output
 
-    def ExecStream(self, request_iterator: AsyncIterator[kubelet_pb2.StreamInput],
+    async def ExecStream(self, request_iterator: AsyncIterator[kubelet_pb2.StreamInput],
                    context: grpc.aio.ServicerContext,
                    ) -> AsyncIterator[kubelet_pb2.StreamOutput]:
-        return _guarded(self._exec_stream(request_iterator), context, "ExecStream")
+        # An async generator function itself: grpc.aio tells streaming handlers by that.
+        async for output in _guarded(self._exec_stream(request_iterator), context, "ExecStream"):
+            yield output
 
-    def Attach(self, request_iterator: AsyncIterator[kubelet_pb2.StreamInput],
+    async def Attach(self, request_iterator: AsyncIterator[kubelet_pb2.StreamInput],
                context: grpc.aio.ServicerContext,
                ) -> AsyncIterator[kubelet_pb2.StreamOutput]:
-        return _guarded(self._attach(request_iterator), context, "Attach")
+        # An async generator function itself: grpc.aio tells streaming handlers by that.
+        async for output in _guarded(self._attach(request_iterator), context, "Attach"):
+            yield output
 
-    def PortForward(self, request_iterator: AsyncIterator[kubelet_pb2.PortForwardInput],
+    async def PortForward(self, request_iterator: AsyncIterator[kubelet_pb2.PortForwardInput],
                     context: grpc.aio.ServicerContext,
                     ) -> AsyncIterator[kubelet_pb2.PortForwardOutput]:
-        return _guarded(self._port_forward(request_iterator), context, "PortForward")
+        # An async generator function itself: grpc.aio tells streaming handlers by that.
+        async for output in _guarded(self._port_forward(request_iterator), context, "PortForward"):
+            yield output
 
     # ---- stats ----
 

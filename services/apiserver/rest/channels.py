@@ -70,6 +70,10 @@ class Codec:
         """(channel, data) of one received message."""
         if not message:
             raise FrameError("empty message: no channel byte")
+        if isinstance(message, str) and not self.base64:
+            # Binary protocols accept text messages too (the Python client sends stdin
+            # as text): the channel is the first character's code.
+            message = message.encode()
         if isinstance(message, str):
             channel = ord(message[0]) - ord("0")
             try:

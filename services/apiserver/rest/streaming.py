@@ -268,6 +268,7 @@ class StreamingHandlers:
                 final = await _relay_output(call, ws, codec, attach=attach)
             finally:
                 reader.cancel()
+                queue.put_nowait(None)  # ends the request stream before the call
                 call.cancel()
             if final is not None and not ws.closed:
                 with contextlib.suppress(ConnectionError):
@@ -307,6 +308,8 @@ class StreamingHandlers:
                 await asyncio.wait([asyncio.gather(*relays), reader],
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
+                for queue in queues:
+                    queue.put_nowait(None)
                 for task in (*relays, reader):
                     task.cancel()
                 await asyncio.gather(*relays, reader, return_exceptions=True)
