@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 from kubernetes import client as k8s
@@ -20,6 +20,7 @@ from kubernetes.stream import portforward, stream
 from services.apiserver.rest import metrics_api, streaming
 from services.apiserver.rest.kubelets import LookupConnector
 from skiff.client.client import Client
+from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from tests.e2e.e2e_pods import container, http_server, pod, running_ready, wait_pod
 
 TICKER = ("i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")
@@ -175,7 +176,7 @@ async def test_portforward_to_a_closed_port_says_so(api, ns, node, core):
         try:
             while sock.recv(4096):
                 pass
-        except (ConnectionError, socket.timeout):
+        except (TimeoutError, ConnectionError):
             pass
         return forward.error(9)
 
@@ -256,3 +257,30 @@ async def test_metrics_api_reports_node_and_pods(api, ns, node, rest):
         async with session.get(prefix) as reply:
             kinds = {r["kind"] for r in (await reply.json())["resources"]}
         assert kinds == {"NodeMetrics", "PodMetrics"}
+
+
+async def test_kubelet_streams_name_the_bad_field(api, ns, node):
+    """The kubelet's own streaming calls: bad first messages are INVALID_ARGUMENT naming
+    the field; a pod it does not run is NOT_FOUND."""
+    await running(api, ns, node, "box", container("main", "sleep", "3600"))
+    address = await connector(api).pod_kubelet(ns, "box")
+
+    async def first(method: str, message) -> grpc.aio.AioRpcError:
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = getattr(kubelet_pb2_grpc.KubeletStub(channel), method)(iter([message]))
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async for _ in call:
+                    pass
+            return raised.value
+
+    start = kubelet_pb2.StreamStart(namespace=ns, pod="box", stdout=True)
+    error = await first("ExecStream", kubelet_pb2.StreamInput(start=start))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "command" in error.details()
+    error = await first("ExecStream", kubelet_pb2.StreamInput(stdin=b"x"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "start" in error.details()
+    error = await first("PortForward", kubelet_pb2.PortForwardInput(
+        start=kubelet_pb2.PortForwardStart(namespace=ns, pod="box", port=0)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "port" in error.details()
+    error = await first("Attach", kubelet_pb2.StreamInput(
+        start=kubelet_pb2.StreamStart(namespace=ns, pod="nope", stdout=True)))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "nope" in error.details()
