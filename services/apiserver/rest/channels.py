@@ -30,11 +30,13 @@ V4_BASE64 = "v4.base64.channel.k8s.io"
 V1 = "channel.k8s.io"
 V1_BASE64 = "base64.channel.k8s.io"
 PORT_FORWARD = "portforward.k8s.io"
+#: kubectl 1.31+: SPDY/3.1 tunnelled in the WebSocket (services.apiserver.rest.spdy).
+SPDY_PORT_FORWARD = "SPDY/3.1+portforward.k8s.io"
 
 #: What exec and attach speak, best first (a client's own order decides among them).
 EXEC_PROTOCOLS = (V5, V4, V4_BASE64)
-#: Port-forward's protocols: all binary channels except the base64 ones.
-PORT_FORWARD_PROTOCOLS = (V4, V4_BASE64, PORT_FORWARD, V1, V1_BASE64)
+#: Port-forward's protocols: WebSocket channels, or SPDY tunnelled in the WebSocket.
+PORT_FORWARD_PROTOCOLS = (SPDY_PORT_FORWARD, V4, V4_BASE64, PORT_FORWARD, V1, V1_BASE64)
 
 
 class FrameError(ValueError):

@@ -10,6 +10,7 @@ registers (as ``skiffctl`` finds it). The streaming and metrics handlers take a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -112,3 +113,13 @@ def status_of_api_error(error: errors.APIError) -> dict[str, Any]:
     code, message = errors.to_grpc(error)
     http, reason = http_status(code)
     return status(http, reason, message)
+
+
+async def write(call: Any, message: Any) -> bool:
+    """Send one request message on a streaming kubelet call; False once the call has
+    ended (its outcome is then read from the call, not from here)."""
+    try:
+        await call.write(message)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return False
+    return True

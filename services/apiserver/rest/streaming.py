@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import grpc
 from aiohttp import WSMsgType, web
 
-from services.apiserver.rest import channels
+from services.apiserver.rest import channels, portforward_spdy
 from services.apiserver.rest.channels import Codec
 from services.apiserver.rest.kubelets import (
     KubeletConnector,
@@ -32,6 +32,7 @@ from services.apiserver.rest.kubelets import (
     status,
     status_of_api_error,
     status_of_rpc_error,
+    write,
 )
 from skiff.api import errors
 from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
@@ -139,13 +140,6 @@ async def _send(ws: web.WebSocketResponse, codec: Codec, channel: int, data: byt
         await ws.send_bytes(frame)
 
 
-async def _queued(first: Any, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
-    """A call's request stream: ``first``, then what the queue gets until None."""
-    yield first
-    while (item := await queue.get()) is not None:
-        yield item
-
-
 async def _upgrade(request: web.Request, protocols: tuple[str, ...],
                    ) -> web.WebSocketResponse | web.Response:
     """The WebSocket, or a 400 Status when the request cannot upgrade to one of them."""
@@ -163,7 +157,7 @@ async def _upgrade(request: web.Request, protocols: tuple[str, ...],
 
 
 async def _read_client(ws: web.WebSocketResponse, codec: Codec,
-                       queue: asyncio.Queue[kubelet_pb2.StreamInput | None]) -> None:
+                       call: Any) -> None:
     """Client frames into the kubelet call: stdin, resize, stdin close (v5)."""
     async for message in ws:
         if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
@@ -171,13 +165,13 @@ async def _read_client(ws: web.WebSocketResponse, codec: Codec,
         try:
             channel, data = codec.decode(message.data)
             if channel == channels.STDIN and data:
-                await queue.put(kubelet_pb2.StreamInput(stdin=data))
+                await write(call, kubelet_pb2.StreamInput(stdin=data))
             elif channel == channels.RESIZE:
                 width, height = channels.parse_resize(data)
-                await queue.put(kubelet_pb2.StreamInput(
+                await write(call, kubelet_pb2.StreamInput(
                     resize=kubelet_pb2.TerminalSize(width=width, height=height)))
             elif channel == channels.CLOSE and codec.closes and data[:1] == b"\x00":
-                await queue.put(kubelet_pb2.StreamInput(close_stdin=True))
+                await write(call, kubelet_pb2.StreamInput(close_stdin=True))
         except channels.FrameError as e:
             log.debug("bad frame from client", error=str(e))
 
@@ -206,7 +200,7 @@ async def _relay_output(call: Any, ws: web.WebSocketResponse, codec: Codec, *,
 
 async def _read_port_frames(
         ws: web.WebSocketResponse, codec: Codec,
-        queues: list[asyncio.Queue[kubelet_pb2.PortForwardInput | None]]) -> None:
+        calls: list[Any]) -> None:
     """Client frames into each port's call: data channel 2i feeds port i (the error
     channels carry nothing from clients)."""
     async for message in ws:
@@ -218,8 +212,23 @@ async def _read_port_frames(
             log.debug("bad frame from client", error=str(e))
             continue
         index, is_error = divmod(channel, 2)
-        if not is_error and index < len(queues) and data:
-            await queues[index].put(kubelet_pb2.PortForwardInput(data=data))
+        if not is_error and index < len(calls) and data:
+            await write(calls[index], kubelet_pb2.PortForwardInput(data=data))
+
+
+async def _forward_port(call: Any, ws: web.WebSocketResponse, codec: Codec,
+                        index: int) -> None:
+    """One port's bytes from the kubelet onto its data channel; a failure as text on its
+    error channel."""
+    try:
+        async for output in call:
+            await _send(ws, codec, 2 * index, output.data)
+    except grpc.aio.AioRpcError as e:
+        if e.code() != grpc.StatusCode.CANCELLED:
+            with contextlib.suppress(ConnectionError):
+                await _send(ws, codec, 2 * index + 1, (e.details() or "").encode())
+    except ConnectionError:
+        pass
 
 
 class StreamingHandlers:
@@ -255,12 +264,11 @@ class StreamingHandlers:
         if not isinstance(ws, web.WebSocketResponse):
             return ws
         codec = Codec(ws.ws_protocol or channels.V4)
-        queue: asyncio.Queue[kubelet_pb2.StreamInput | None] = asyncio.Queue()
         async with grpc.aio.insecure_channel(address) as channel:
             stub = kubelet_pb2_grpc.KubeletStub(channel)
-            method = stub.Attach if attach else stub.ExecStream
-            call = method(_queued(kubelet_pb2.StreamInput(start=start), queue))
-            reader = asyncio.create_task(_read_client(ws, codec, queue))
+            call = (stub.Attach if attach else stub.ExecStream)()
+            await write(call, kubelet_pb2.StreamInput(start=start))
+            reader = asyncio.create_task(_read_client(ws, codec, call))
             # The client leaving ends the call (the kubelet then closes the process's
             # streams).
             reader.add_done_callback(lambda _: call.cancel())
@@ -268,7 +276,6 @@ class StreamingHandlers:
                 final = await _relay_output(call, ws, codec, attach=attach)
             finally:
                 reader.cancel()
-                queue.put_nowait(None)  # ends the request stream before the call
                 call.cancel()
             if final is not None and not ws.closed:
                 with contextlib.suppress(ConnectionError):
@@ -279,8 +286,11 @@ class StreamingHandlers:
     # ---- port-forward ----
 
     async def portforward(self, request: web.Request) -> web.StreamResponse:
+        # kubectl's SPDY tunnel names the ports in its streams, not in the query.
+        offered = web.WebSocketResponse(protocols=channels.PORT_FORWARD_PROTOCOLS)
+        tunnel = offered.can_prepare(request).protocol == channels.SPDY_PORT_FORWARD
         try:
-            ports = channels.parse_ports(request.query.getall("ports", []))
+            ports = [] if tunnel else channels.parse_ports(request.query.getall("ports", []))
         except ValueError as e:
             return _error(status(400, "BadRequest", str(e)))
         try:
@@ -290,49 +300,37 @@ class StreamingHandlers:
         ws = await _upgrade(request, channels.PORT_FORWARD_PROTOCOLS)
         if not isinstance(ws, web.WebSocketResponse):
             return ws
+        if tunnel:
+            async with grpc.aio.insecure_channel(address) as channel:
+                await portforward_spdy.serve(ws, kubelet_pb2_grpc.KubeletStub(channel),
+                                             namespace, name)
+            await ws.close()
+            return ws
         codec = Codec(ws.ws_protocol or channels.V4)
         for index, port in enumerate(ports):
             await _send(ws, codec, 2 * index, channels.port_prefix(port))
             await _send(ws, codec, 2 * index + 1, channels.port_prefix(port))
-        queues: list[asyncio.Queue[kubelet_pb2.PortForwardInput | None]] = [
-            asyncio.Queue() for _ in ports]
         async with grpc.aio.insecure_channel(address) as channel:
             stub = kubelet_pb2_grpc.KubeletStub(channel)
-            relays = [asyncio.create_task(self._forward_port(
-                stub, ws, codec, index, kubelet_pb2.PortForwardStart(
-                    namespace=namespace, pod=name, port=port), queues[index]))
-                for index, port in enumerate(ports)]
-            reader = asyncio.create_task(_read_port_frames(ws, codec, queues))
+            calls = [stub.PortForward() for _ in ports]
+            for call, port in zip(calls, ports, strict=True):
+                await write(call, kubelet_pb2.PortForwardInput(start=kubelet_pb2.
+                            PortForwardStart(namespace=namespace, pod=name, port=port)))
+            relays = [asyncio.create_task(_forward_port(call, ws, codec, index))
+                      for index, call in enumerate(calls)]
+            reader = asyncio.create_task(_read_port_frames(ws, codec, calls))
             try:
                 # Done when every port's connection closed, or the client left.
                 await asyncio.wait([asyncio.gather(*relays), reader],
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for queue in queues:
-                    queue.put_nowait(None)
                 for task in (*relays, reader):
                     task.cancel()
+                for call in calls:
+                    call.cancel()
                 await asyncio.gather(*relays, reader, return_exceptions=True)
         await ws.close()
         return ws
-
-    async def _forward_port(self, stub: kubelet_pb2_grpc.KubeletStub,
-                            ws: web.WebSocketResponse, codec: Codec, index: int,
-                            start: kubelet_pb2.PortForwardStart,
-                            queue: asyncio.Queue[kubelet_pb2.PortForwardInput | None],
-                            ) -> None:
-        call = stub.PortForward(_queued(kubelet_pb2.PortForwardInput(start=start), queue))
-        try:
-            async for output in call:
-                await _send(ws, codec, 2 * index, output.data)
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                with contextlib.suppress(ConnectionError):
-                    await _send(ws, codec, 2 * index + 1, (e.details() or "").encode())
-        except ConnectionError:
-            pass
-        finally:
-            call.cancel()
 
     # ---- logs ----
 
