@@ -144,3 +144,18 @@ async def test_kubectl_port_forward(api, ns, node, server, tmp_path):
         proc.terminate()
         _, err = await proc.communicate()
     assert "error forwarding port 9" in err.decode()
+
+
+async def test_kubectl_attach_follows_the_main_process(api, ns, node, server, tmp_path):
+    await running(api, ns, node, "ticker", container(
+        "main", "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"))
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl", "--server", server, "attach", "-n", ns, "ticker",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(tmp_path))
+    try:
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        second = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    finally:
+        proc.terminate()
+        await proc.communicate()
+    assert first.startswith("tick ") and int(second.split()[1]) == int(first.split()[1]) + 1
