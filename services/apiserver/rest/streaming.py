@@ -239,10 +239,13 @@ class StreamingHandlers:
         self._connector = connector
         self._authenticate = authenticate
 
-    async def _prelude(self, request: web.Request) -> tuple[str, str, str]:
-        """Authenticate; (namespace, pod, kubelet address); API errors propagate."""
+    async def _check(self, request: web.Request) -> None:
+        """Authenticate first of all (before parameters are looked at)."""
         if self._authenticate is not None:
             await self._authenticate(request)
+
+    async def _prelude(self, request: web.Request) -> tuple[str, str, str]:
+        """(namespace, pod, kubelet address); API errors propagate."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         return namespace, name, await self._connector.pod_kubelet(namespace, name)
 
@@ -254,6 +257,7 @@ class StreamingHandlers:
 
     async def _exec_or_attach(self, request: web.Request, *,
                               attach: bool) -> web.StreamResponse:
+        await self._check(request)
         try:
             start = stream_start(request.query, request.match_info["namespace"],
                                  request.match_info["name"], attach=attach)
@@ -286,6 +290,7 @@ class StreamingHandlers:
     # ---- port-forward ----
 
     async def portforward(self, request: web.Request) -> web.StreamResponse:
+        await self._check(request)
         # kubectl's SPDY tunnel names the ports in its streams, not in the query.
         offered = web.WebSocketResponse(protocols=channels.PORT_FORWARD_PROTOCOLS)
         tunnel = offered.can_prepare(request).protocol == channels.SPDY_PORT_FORWARD
@@ -335,6 +340,7 @@ class StreamingHandlers:
     # ---- logs ----
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
+        await self._check(request)
         try:
             logs, limit = logs_request(request.query, request.match_info["namespace"],
                                        request.match_info["name"])
