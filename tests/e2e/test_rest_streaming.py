@@ -30,9 +30,12 @@ def connector(api: Client) -> LookupConnector:
     async def list_nodes() -> list:
         return list((await api.nodes.list()).items)
 
+    async def list_pods(namespace: str, selector: str) -> list:
+        return list((await api.pods.list(namespace, label_selector=selector)).items)
+
     return LookupConnector(get_pod=lambda ns, name: api.pods.get(name, ns),
                            get_node=lambda name: api.nodes.get(name, ""),
-                           list_nodes=list_nodes)
+                           list_nodes=list_nodes, list_pods=list_pods)
 
 
 @pytest.fixture
@@ -235,7 +238,11 @@ async def test_exec_errors_before_the_upgrade(api, ns, node, rest):
 
 
 async def test_metrics_api_reports_node_and_pods(api, ns, node, rest):
-    await running(api, ns, node, "ticker", container("main", "sh", "-c", TICKER))
+    labelled = pod("ticker", ns, node.name, container("main", "sh", "-c", TICKER))
+    labelled.metadata.labels["app"] = "tick"
+    await api.pods.create(labelled)
+    await running(api, ns, node, "idle", container("main", "sleep", "3600"))
+    await wait_pod(api, ns, "ticker", running_ready, timeout=90, what="running")
     prefix = f"{rest}/apis/metrics.k8s.io/v1beta1"
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{prefix}/nodes/{node.name}") as reply:
@@ -248,6 +255,10 @@ async def test_metrics_api_reports_node_and_pods(api, ns, node, rest):
         async with session.get(f"{prefix}/namespaces/{ns}/pods") as reply:
             pods = await reply.json()
         assert pods["kind"] == "PodMetricsList"
+        assert [p["metadata"]["name"] for p in pods["items"]] == ["idle", "ticker"]
+        async with session.get(f"{prefix}/namespaces/{ns}/pods",
+                               params={"labelSelector": "app=tick"}) as reply:
+            pods = await reply.json()
         [ticker] = pods["items"]
         assert ticker["metadata"] == {"name": "ticker", "namespace": ns,
                                       "creationTimestamp": ticker["timestamp"]}

@@ -53,7 +53,10 @@ async def base() -> AsyncIterator[str]:
         if request.headers.get("Authorization") != "Bearer good":
             raise web.HTTPUnauthorized(text="no")
 
-    connector = LookupConnector(get_pod, get_node, list_nodes)
+    async def list_pods(namespace: str, selector: str) -> list[core_pb2.Pod]:
+        raise errors.BadRequest(f"labelSelector: {selector!r} does not parse")
+
+    connector = LookupConnector(get_pod, get_node, list_nodes, list_pods)
     app = web.Application()
     streaming.add_routes(app, connector, authenticate)
     metrics_api.add_routes(app, connector, authenticate)
@@ -102,6 +105,9 @@ async def test_unreachable_kubelets_are_left_out_of_metrics(base):
             assert (await reply.json())["items"] == []
         async with session.get(f"{base}/apis/metrics.k8s.io/v1beta1/nodes/n1") as reply:
             assert reply.status == 404
+        async with session.get(f"{base}/apis/metrics.k8s.io/v1beta1/pods",
+                               params={"labelSelector": "a in (b"}) as reply:
+            assert reply.status == 400 and "labelSelector" in (await reply.json())["message"]
         async with session.get(f"{base}/apis/metrics.k8s.io") as reply:
             assert (await reply.json())["name"] == "metrics.k8s.io"
 

@@ -33,6 +33,11 @@ class KubeletConnector(Protocol):
         """Node name -> ``host:port`` of its kubelet, for nodes that published one."""
         ...
 
+    async def pods(self, namespace: str, label_selector: str) -> set[tuple[str, str]]:
+        """(namespace, name) of the pods a label selector matches (namespace "": all);
+        BadRequest for a selector that does not parse."""
+        ...
+
 
 def kubelet_address(node: core_pb2.Node) -> str | None:
     """``host:port`` of the node's kubelet API, or None before it published one (pure)."""
@@ -52,6 +57,8 @@ class LookupConnector:
     get_pod: Callable[[str, str], Awaitable[core_pb2.Pod]]  # (namespace, name)
     get_node: Callable[[str], Awaitable[core_pb2.Node]]
     list_nodes: Callable[[], Awaitable[Sequence[core_pb2.Node]]]
+    #: (namespace, label selector) -> the pods; for metrics' labelSelector.
+    list_pods: Callable[[str, str], Awaitable[Sequence[core_pb2.Pod]]]
 
     async def pod_kubelet(self, namespace: str, name: str) -> str:
         pod = await self.get_pod(namespace, name)
@@ -63,6 +70,10 @@ class LookupConnector:
             raise errors.Unavailable(f'node "{node.metadata.name}" has no kubelet address '
                                      "yet (InternalIP and kubelet port)")
         return address
+
+    async def pods(self, namespace: str, label_selector: str) -> set[tuple[str, str]]:
+        return {(p.metadata.namespace, p.metadata.name)
+                for p in await self.list_pods(namespace, label_selector)}
 
     async def node_kubelets(self) -> dict[str, str]:
         found = {}

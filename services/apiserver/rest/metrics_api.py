@@ -6,7 +6,8 @@ second) and shapes the answers as metrics-server does: ``timestamp``, ``window``
 ``cpu`` in cores as a quantity (``"123456n"``) and ``memory`` in bytes (``"1234Ki"``).
 A node's usage is its own (the kubelet's root-cgroup figures), a pod's the sum of its
 containers'. A kubelet that does not answer in time is left out, as metrics-server
-leaves out nodes it could not scrape.
+leaves out nodes it could not scrape. ``labelSelector`` on pod lists keeps the pods it
+matches (the connector lists them).
 
 Mount with :func:`add_routes`; the core's discovery includes :func:`api_group`,
 :func:`api_resource_list` and :func:`aggregated_group`.
@@ -21,7 +22,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from services.apiserver.rest.kubelets import KubeletConnector, status
+from services.apiserver.rest.kubelets import KubeletConnector, status, status_of_api_error
+from skiff.api import errors
 from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 from skiff.logging import get_logger
 
@@ -170,8 +172,17 @@ class MetricsHandlers:
 
     async def pods(self, request: web.Request) -> web.Response:
         namespace = request.match_info.get("namespace", "")
-        items = [pod_metrics(p, s) for s in await self._stats(request, namespace)
-                 for p in s.pods if not namespace or p.namespace == namespace]
+        selector = request.query.get("labelSelector", "")
+        stats = await self._stats(request, namespace)
+        chosen: set[tuple[str, str]] | None = None
+        if selector:
+            try:
+                chosen = await self._connector.pods(namespace, selector)
+            except errors.APIError as e:
+                return web.json_response(status_of_api_error(e), status=400)
+        items = [pod_metrics(p, s) for s in stats for p in s.pods
+                 if (not namespace or p.namespace == namespace)
+                 and (chosen is None or (p.namespace, p.name) in chosen)]
         items.sort(key=lambda m: (m["metadata"]["namespace"], m["metadata"]["name"]))
         return web.json_response(metrics_list("PodMetrics", items))
 
