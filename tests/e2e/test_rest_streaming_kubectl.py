@@ -164,15 +164,15 @@ async def test_kubectl_attach_follows_the_main_process(api, ns, node, server, tm
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script (util-linux)")
 async def test_kubectl_exec_with_a_terminal_sends_its_size(api, ns, node, server, tmp_path):
     """``kubectl exec -it`` in a pseudo-terminal of 45x123 (util-linux ``script``): the
-    command runs on a terminal of that size. It reads a line first: Docker's API 1.41
-    has no console size at exec creation, so the size lands just after the start (as
-    with ``docker exec -it``)."""
+    command's terminal takes that size. Docker's API 1.41 has no console size at exec
+    creation, so the size lands just after the start (as with ``docker exec -it``): the
+    command waits for it (bounded by the test's deadline)."""
     await running(api, ns, node, "box", container("main", "sleep", "3600"))
     command = (f"stty rows 45 cols 123; kubectl --server {server} exec -it -n {ns} box "
-               "-- sh -c 'read line; stty size; tty'")
+               "-- sh -c 'until stty size | grep -q 45; do sleep 0.1; done; stty size; tty'")
     proc = await asyncio.create_subprocess_exec(
         "script", "-qec", command, "/dev/null", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(tmp_path))
-    out, err = await asyncio.wait_for(proc.communicate(b"go\n"), 60)
+    out, err = await asyncio.wait_for(proc.communicate(b""), 60)
     assert proc.returncode == 0, err
     assert b"45 123\r\n/dev/pts/" in out
