@@ -148,7 +148,8 @@ async def _upgrade(request: web.Request, protocols: tuple[str, ...],
     if not ready.ok or not ready.protocol:
         return _error(status(400, "BadRequest",
                              "Upgrade request required: a WebSocket with one of the "
-                             f"subprotocols {', '.join(protocols)} (SPDY is not served)"))
+                             f"subprotocols {', '.join(protocols)} (plain SPDY upgrades are not "
+                             "served)"))
     await ws.prepare(request)
     return ws
 
