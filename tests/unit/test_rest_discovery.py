@@ -16,11 +16,9 @@ from services.apiserver.rest.request import (
 from skiff.api import errors
 from skiff.api.kinds import KINDS, lookup
 
-SERVED = discovery.Served()
-
 
 def _resources(api_version):
-    return {r["name"]: r for r in discovery.api_resource_list(api_version, SERVED)["resources"]}
+    return {r["name"]: r for r in discovery.api_resource_list(api_version)["resources"]}
 
 
 def test_every_kind_is_in_legacy_discovery_with_what_kubectl_needs():
@@ -30,15 +28,15 @@ def test_every_kind_is_in_legacy_discovery_with_what_kubectl_needs():
         assert entry["singularName"] == kind.singular
         assert entry["namespaced"] is kind.namespaced
         assert entry.get("shortNames", []) == list(kind.short_names)
-        assert "patch" not in entry["verbs"]  # not served until the patch module is in
-        assert set(entry["verbs"]) >= {"get", "list", "watch", "create", "update", "delete"}
+        assert set(entry["verbs"]) >= {"get", "list", "watch", "create", "update", "delete",
+                                       "patch"}
 
 
 def test_short_names_categories_and_subresources():
     core = _resources("v1")
     assert core["pods"]["shortNames"] == ["po"] and core["pods"]["categories"] == ["all"]
     assert "categories" not in core["nodes"]
-    assert core["pods/status"]["verbs"] == ["get", "update"]
+    assert core["pods/status"]["verbs"] == ["get", "patch", "update"]
     assert core["pods/binding"]["verbs"] == ["create"]
     assert core["pods/eviction"] == {"name": "pods/eviction", "singularName": "",
                                      "namespaced": True, "kind": "Eviction",
@@ -46,37 +44,31 @@ def test_short_names_categories_and_subresources():
     apps = _resources("apps/v1")
     assert apps["deployments/scale"] == {"name": "deployments/scale", "singularName": "",
                                          "namespaced": True, "kind": "Scale",
-                                         "verbs": ["get", "update"],
+                                         "verbs": ["get", "patch", "update"],
                                          "group": "autoscaling", "version": "v1"}
     assert "events/status" not in core  # events have no status
 
 
-def test_patch_is_advertised_once_served():
-    served = discovery.Served(patch=True)
-    doc = discovery.api_resource_list("v1", served)
-    pods = next(r for r in doc["resources"] if r["name"] == "pods")
-    assert "patch" in pods["verbs"]
-
-
 def test_group_list_and_unknown_group_version():
     groups = {g["name"]: g for g in discovery.api_group_list()["groups"]}
-    assert set(groups) == {"apps", "coordination.k8s.io"}
+    assert set(groups) == {"apps", "coordination.k8s.io", "metrics.k8s.io"}
     assert groups["apps"]["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
-    assert discovery.api_resource_list("batch/v1", SERVED) is None
+    assert discovery.api_resource_list("batch/v1") is None
     assert discovery.api_group("batch") is None
 
 
 def test_aggregated_discovery_matches_legacy():
-    core = discovery.aggregated(True, SERVED)
+    core = discovery.aggregated(True)
     assert core["kind"] == "APIGroupDiscoveryList"
     assert len(core["items"]) == 1 and core["items"][0]["metadata"] == {}
     resources = {r["resource"]: r for r in core["items"][0]["versions"][0]["resources"]}
     assert resources["pods"]["scope"] == "Namespaced"
     assert resources["nodes"]["scope"] == "Cluster"
     assert {s["subresource"] for s in resources["pods"]["subresources"]} == {
-        "status", "binding", "log", "eviction"}
-    groups = discovery.aggregated(False, SERVED)
-    assert [i["metadata"]["name"] for i in groups["items"]] == ["apps", "coordination.k8s.io"]
+        "status", "binding", "log", "eviction", "exec", "attach", "portforward"}
+    groups = discovery.aggregated(False)
+    assert [i["metadata"]["name"] for i in groups["items"]] == [
+        "apps", "coordination.k8s.io", "metrics.k8s.io"]
 
 
 def test_version_is_kubernetes_shaped():
@@ -145,49 +137,41 @@ def test_bodies_parse_or_say_why():
 def test_table_negotiation():
     kubectl = ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;"
                "v=v1beta1;g=meta.k8s.io,application/json")
-    assert wants_table(kubectl, tables=True)
-    assert not wants_table(kubectl, tables=False)
-    assert not wants_table("", tables=True)
-    assert not wants_table("application/vnd.kubernetes.protobuf, */*", tables=True)
+    assert wants_table(kubectl)
+    assert wants_table("application/json;as=Table;v=v1;g=meta.k8s.io")
+    assert not wants_table("")
+    assert not wants_table("application/vnd.kubernetes.protobuf, */*")
     with pytest.raises(RequestError) as e:
-        wants_table("application/json;as=Table;v=v1;g=meta.k8s.io", tables=False)
+        wants_table("application/vnd.kubernetes.protobuf")
     assert e.value.code == 406
 
 
 def test_paths_name_their_targets():
-    from services.apiserver.rest.server import RESTServer, _is_public
+    from services.apiserver.rest.server import _is_public, target_of
 
-    server = RESTServer({}, tokens=None, ready=lambda: True)
-    t = server.target("v1", "namespaces/ns/pods/web/status")
+    t = target_of("v1", "namespaces/ns/pods/web/status")
     assert (t.kind.kind, t.namespace, t.name, t.subresource) == ("Pod", "ns", "web", "status")
-    t = server.target("v1", "pods")
+    t = target_of("v1", "pods")
     assert (t.kind.kind, t.namespace, t.name) == ("Pod", "", "")
-    t = server.target("v1", "namespaces/ns")
+    t = target_of("v1", "namespaces/ns")
     assert (t.kind.kind, t.namespace, t.name) == ("Namespace", "", "ns")
-    t = server.target("v1", "namespaces/ns/finalize")
+    t = target_of("v1", "namespaces/ns/finalize")
     assert (t.kind.kind, t.name, t.subresource) == ("Namespace", "ns", "finalize")
-    t = server.target("apps/v1", "namespaces/ns/deployments/d/scale")
+    t = target_of("apps/v1", "namespaces/ns/deployments/d/scale")
     assert (t.kind.kind, t.subresource) == ("Deployment", "scale")
-    assert server.target("v1", "namespaces/ns/nodes/n") is None  # nodes are cluster-scoped
-    assert server.target("v1", "deployments") is None  # not in the core group
-    assert server.target("v1", "namespaces/ns/pods/a/b/c") is None
-    assert server.target("v1", "pods//x") is None
-    assert server.target("v1", "pods/web") is None  # a pod's path names its namespace
+    assert target_of("v1", "namespaces/ns/nodes/n") is None  # nodes are cluster-scoped
+    assert target_of("v1", "deployments") is None  # not in the core group
+    assert target_of("v1", "namespaces/ns/pods/a/b/c") is None
+    assert target_of("v1", "pods//x") is None
+    assert target_of("v1", "pods/web") is None  # a pod's path names its namespace
     assert _is_public("/api/v1") and _is_public("/apis/apps/v1") and _is_public("/version")
     assert not _is_public("/api/v1/pods") and not _is_public("/apis/apps/v1/deployments")
 
 
-def test_streaming_and_other_groups_are_advertised_when_mounted():
-    served = discovery.Served(streaming=True, extra_groups=(
-        {"kind": "APIGroup", "apiVersion": "v1", "name": "metrics.k8s.io",
-         "versions": [{"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}]},),
-        extra_aggregated=({"metadata": {"name": "metrics.k8s.io"}, "versions": []},))
-    core = {r["name"]: r for r in discovery.api_resource_list("v1", served)["resources"]}
+def test_streaming_and_metrics_are_advertised():
+    core = _resources("v1")
     assert core["pods/exec"]["verbs"] == ["create", "get"]
     assert core["pods/portforward"]["kind"] == "PodPortForwardOptions"
-    names = [g["name"] for g in discovery.api_group_list(served)["groups"]]
-    assert names == ["apps", "coordination.k8s.io", "metrics.k8s.io"]
-    aggregated = discovery.aggregated(False, served)
+    assert core["pods/log"]["verbs"] == ["get"]
+    aggregated = discovery.aggregated(False)
     assert aggregated["items"][-1]["metadata"]["name"] == "metrics.k8s.io"
-    assert "pods/exec" not in {r["name"] for r in discovery.api_resource_list(
-        "v1", SERVED)["resources"]}

@@ -94,6 +94,12 @@ ALWAYS: dict[str, frozenset[str]] = {f"skiff.api.v1.{m}": frozenset(names) for m
 RENAMED: dict[tuple[str, str], str] = {("skiff.api.v1.DaemonEndpoint", "port"): "Port"}
 
 
+def json_name(field: FieldDescriptor) -> str:
+    """The field's name in Kubernetes' JSON: the proto's ``json_name`` but where
+    :data:`RENAMED` says otherwise (the OpenAPI schemas use this too)."""
+    return RENAMED.get((field.containing_type.full_name, field.name), field.json_name)
+
+
 def _zero(field: FieldDescriptor) -> Any:
     if field.is_repeated:
         return {} if _is_map(field) else []
@@ -155,7 +161,7 @@ def _plan(descriptor: Descriptor) -> _Plan:
         return plan
     fields: dict[str, _FieldPlan] = {}
     for f in descriptor.fields:
-        name = RENAMED.get((descriptor.full_name, f.name), f.json_name)
+        name = json_name(f)
         mapped = _is_map(f)
         mode = _mode(f.message_type.fields_by_name["value"]) if mapped else _mode(f)
         fields[f.name] = _FieldPlan(name, mode, f.is_repeated and not mapped, mapped, f)

@@ -1,8 +1,8 @@
 """Discovery documents: ``/version``, legacy discovery (``/api``, ``/apis``, each
 group-version's ``APIResourceList``) and aggregated discovery v2
 (``APIGroupDiscoveryList``), all made from :data:`skiff.api.kinds.KINDS` and what the
-REST edge serves (:class:`Served`), so nothing is advertised that is not served.
-Pure functions of their arguments.
+REST edge serves besides (the streaming subresources, ``metrics.k8s.io``), so nothing
+is advertised that is not served. Pure functions of their arguments.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from services.apiserver.rest import metrics_api
 from skiff.api.kinds import KINDS, Kind
 
 KUBERNETES_MAJOR, KUBERNETES_MINOR = "1", "32"
@@ -22,21 +23,6 @@ CATEGORY_ALL = frozenset({"Pod", "Service", "ReplicationController", "ReplicaSet
 #: Kinds with an autoscaling/v1 ``scale`` subresource.
 SCALABLE = frozenset({"Deployment", "ReplicaSet", "ReplicationController"})
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
-
-
-@dataclass(frozen=True)
-class Served:
-    """What the REST edge can do beyond the basic verbs (the pure modules wired in)."""
-
-    patch: bool = False
-    pod_log: bool = True
-    eviction: bool = True
-    #: pods/exec, attach and portforward (rest/streaming.py mounted).
-    streaming: bool = False
-    #: Groups served by other modules (metrics.k8s.io): their APIGroup documents and
-    #: their aggregated discovery entries.
-    extra_groups: tuple[dict[str, Any], ...] = ()
-    extra_aggregated: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,37 +48,28 @@ def _version_of(kind: Kind) -> str:
     return kind.api_version.rpartition("/")[2]
 
 
-def verbs(served: Served) -> tuple[str, ...]:
-    base = ["create", "delete", "deletecollection", "get", "list", "update", "watch"]
-    if served.patch:
-        base.append("patch")
-    return tuple(sorted(base))
+VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+#: The pods' streaming subresources (rest/streaming.py) and their options' kinds.
+STREAMING = (("exec", "PodExecOptions"), ("attach", "PodAttachOptions"),
+             ("portforward", "PodPortForwardOptions"))
 
 
-def _with_patch(served: Served, *names: str) -> tuple[str, ...]:
-    return tuple(sorted((*names, "patch") if served.patch else names))
-
-
-def subresources(kind: Kind, served: Served) -> list[Subresource]:
+def subresources(kind: Kind) -> list[Subresource]:
     """The subresources of ``kind`` this edge serves."""
     group, version = kind.group, _version_of(kind)
     out: list[Subresource] = []
     if kind.has_status:
-        out.append(Subresource("status", _with_patch(served, "get", "update"), group,
+        out.append(Subresource("status", ("get", "patch", "update"), group,
                                version, kind.kind))
     if kind.kind in SCALABLE:
-        out.append(Subresource("scale", _with_patch(served, "get", "update"), "autoscaling",
+        out.append(Subresource("scale", ("get", "patch", "update"), "autoscaling",
                                "v1", "Scale"))
     if kind.kind == "Pod":
         out.append(Subresource("binding", ("create",), "", "v1", "Binding"))
-        if served.pod_log:
-            out.append(Subresource("log", ("get",), "", "v1", "Pod"))
-        if served.eviction:
-            out.append(Subresource("eviction", ("create",), "policy", "v1", "Eviction"))
-        if served.streaming:
-            for name, options in (("exec", "PodExecOptions"), ("attach", "PodAttachOptions"),
-                                  ("portforward", "PodPortForwardOptions")):
-                out.append(Subresource(name, ("create", "get"), "", "v1", options))
+        out.append(Subresource("log", ("get",), "", "v1", "Pod"))
+        out.append(Subresource("eviction", ("create",), "policy", "v1", "Eviction"))
+        out += [Subresource(name, ("create", "get"), "", "v1", options)
+                for name, options in STREAMING]
     if kind.kind == "Namespace":
         out.append(Subresource("finalize", ("update",), "", "v1", "Namespace"))
     return out
@@ -116,7 +93,7 @@ def api_versions(server_address: str) -> dict[str, Any]:
                                             "serverAddress": server_address}]}
 
 
-def api_group_list(served: Served | None = None) -> dict[str, Any]:
+def api_group_list() -> dict[str, Any]:
     """``/apis``: every named group (the core group is at ``/api``)."""
     groups = []
     for api_version in group_versions():
@@ -125,8 +102,8 @@ def api_group_list(served: Served | None = None) -> dict[str, Any]:
             continue
         entry = {"groupVersion": api_version, "version": version}
         groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
-    for extra in (served.extra_groups if served else ()):
-        groups.append({k: v for k, v in extra.items() if k not in ("kind", "apiVersion")})
+    metrics = metrics_api.api_group()
+    groups.append({k: v for k, v in metrics.items() if k not in ("kind", "apiVersion")})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
@@ -138,7 +115,7 @@ def api_group(group: str) -> dict[str, Any] | None:
     return None
 
 
-def api_resource_list(api_version: str, served: Served) -> dict[str, Any] | None:
+def api_resource_list(api_version: str) -> dict[str, Any] | None:
     """``/api/v1`` or ``/apis/<group>/<version>``, or None if not served."""
     kinds = group_versions().get(api_version)
     if kinds is None:
@@ -147,13 +124,13 @@ def api_resource_list(api_version: str, served: Served) -> dict[str, Any] | None
     for kind in kinds:
         entry: dict[str, Any] = {"name": kind.plural, "singularName": kind.singular,
                                  "namespaced": kind.namespaced, "kind": kind.kind,
-                                 "verbs": list(verbs(served))}
+                                 "verbs": list(VERBS)}
         if kind.short_names:
             entry["shortNames"] = list(kind.short_names)
         if kind.kind in CATEGORY_ALL:
             entry["categories"] = ["all"]
         resources.append(entry)
-        for sub in subresources(kind, served):
+        for sub in subresources(kind):
             sub_entry: dict[str, Any] = {"name": f"{kind.plural}/{sub.name}",
                                          "singularName": "", "namespaced": kind.namespaced,
                                          "kind": sub.kind, "verbs": list(sub.verbs)}
@@ -171,13 +148,13 @@ def _scope(kind: Kind) -> str:
     return "Namespaced" if kind.namespaced else "Cluster"
 
 
-def _resource_v2(kind: Kind, served: Served) -> dict[str, Any]:
+def _resource_v2(kind: Kind) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "resource": kind.plural,
         "responseKind": {"group": kind.group, "version": _version_of(kind),
                          "kind": kind.kind},
         "scope": _scope(kind), "singularResource": kind.singular,
-        "verbs": list(verbs(served)),
+        "verbs": list(VERBS),
     }
     if kind.short_names:
         entry["shortNames"] = list(kind.short_names)
@@ -185,13 +162,13 @@ def _resource_v2(kind: Kind, served: Served) -> dict[str, Any]:
         entry["categories"] = ["all"]
     subs = [{"subresource": s.name,
              "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
-             "verbs": list(s.verbs)} for s in subresources(kind, served)]
+             "verbs": list(s.verbs)} for s in subresources(kind)]
     if subs:
         entry["subresources"] = subs
     return entry
 
 
-def aggregated(core: bool, served: Served) -> dict[str, Any]:
+def aggregated(core: bool) -> dict[str, Any]:
     """``/api`` (core) or ``/apis`` (named groups) as an APIGroupDiscoveryList."""
     items = []
     for api_version, kinds in group_versions().items():
@@ -201,9 +178,9 @@ def aggregated(core: bool, served: Served) -> dict[str, Any]:
         items.append({
             "metadata": {"name": group} if group else {},
             "versions": [{"version": version, "freshness": "Current",
-                          "resources": [_resource_v2(k, served) for k in kinds]}],
+                          "resources": [_resource_v2(k) for k in kinds]}],
         })
     if not core:  # the other modules' groups after ours, as /apis lists them
-        items += served.extra_aggregated
+        items.append(metrics_api.aggregated_group())
     return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
             "metadata": {}, "items": items}

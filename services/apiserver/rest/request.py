@@ -191,15 +191,13 @@ def accepted(header: str) -> list[MediaType]:
     return out
 
 
-def wants_table(header: str, tables: bool) -> bool:
-    """Whether to answer a GET/LIST with a Table: the first acceptable entry is one and
-    Tables are served. 406 when only Tables are acceptable but not served."""
+def wants_table(header: str) -> bool:
+    """Whether to answer a GET/LIST with a Table: the first acceptable entry is one.
+    406 when nothing acceptable is served (protobuf only)."""
     plain = False
     for media in accepted(header):
         if media.type == JSON and media.wants(**TABLE_PARAMS):
-            if tables:
-                return True
-            continue
+            return True
         if media.is_json() and "as" not in media.params:
             plain = True
             break

@@ -1,5 +1,5 @@
 """The verbs of every kind over HTTP: get, list, watch, create, update, delete, delete
-collection, and the subresources (status, scale, binding, log, finalize), each a thin
+collection, and the subresources (status, scale, binding, eviction, finalize), each a thin
 translation to the kind's :class:`~services.apiserver.registry.Registry` call."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from google.protobuf.message import Message
 from services.apiserver.binding import bind
 from services.apiserver.finalize import finalize
 from services.apiserver.registry import Registry
-from services.apiserver.rest import codec, subresources
+from services.apiserver.rest import codec, subresources, translate
 from services.apiserver.rest.common import Target, respond
-from services.apiserver.rest.hooks import Hooks
 from services.apiserver.rest.request import (
     RequestError,
     bad,
@@ -44,9 +43,8 @@ RETRIES = 8
 class ResourceHandler:
     """Serves the REST verbs of every kind from their registries."""
 
-    def __init__(self, registries: dict[str, Registry], hooks: Hooks) -> None:
+    def __init__(self, registries: dict[str, Registry]) -> None:
         self.registries = registries
-        self.hooks = hooks
 
     # ------------------------------------------------------------- dispatch
 
@@ -59,7 +57,7 @@ class ResourceHandler:
             if target.name:
                 return await self.get(request, registry, target)
             if flag(request.query, "watch"):
-                return await serve_watch(request, registry, target.namespace, self.hooks)
+                return await serve_watch(request, registry, target.namespace)
             return await self.list(request, registry, target)
         if method == "POST" and not target.name:
             return await self.create(request, registry, target)
@@ -75,13 +73,15 @@ class ResourceHandler:
                            f"the server does not allow this method on the requested "
                            f"resource ({method} {request.path})")
 
-    def _check_table(self, request: web.Request) -> bool:
-        return wants_table(request.headers.get("Accept", ""), self.hooks.tables)
+    @staticmethod
+    def _check_table(request: web.Request) -> bool:
+        return wants_table(request.headers.get("Accept", ""))
 
-    def _table(self, request: web.Request, kind: Kind, objects: list[dict[str, Any]],
+    @staticmethod
+    def _table(request: web.Request, kind: Kind, objects: list[dict[str, Any]],
                list_meta: dict[str, Any]) -> dict[str, Any]:
-        return self.hooks.to_table(kind, objects, list_meta,
-                                   request.query.get("includeObject"))
+        return translate.to_table(kind, objects, list_meta,
+                                  request.query.get("includeObject"))
 
     # ---------------------------------------------------------------- reads
 
@@ -120,14 +120,14 @@ class ResourceHandler:
         field validation has for it."""
         warnings: list[str] = []
         if document is None:
-            directive = self.hooks.directive(request.query.get("fieldValidation"))
+            directive = translate.directive(request.query.get("fieldValidation"))
             raw = await read_body(request)
             doc = parse_document(raw, request.headers.get("Content-Type", ""))
             if not isinstance(doc, dict):
                 raise bad("the request body must be a JSON object")
             json_body = doc is not None and raw.lstrip()[:1] == b"{"
-            doc, warnings = self.hooks.check_body(doc, raw if json_body else None,
-                                                  target.kind, directive)
+            doc, warnings = translate.check_body(doc, raw if json_body else None,
+                                                 target.kind, directive)
         else:
             doc = document
         if not isinstance(doc, dict):
@@ -147,9 +147,6 @@ class ResourceHandler:
                       f"the URL ({target.name})")
         return obj, warnings
 
-    def _warning_headers(self, warnings: list[str]) -> dict[str, str] | None:
-        return self.hooks.warning_headers(warnings)
-
     async def create(self, request: web.Request, registry: Registry,
                      target: Target) -> web.Response:
         if target.kind.namespaced and not target.namespace:
@@ -160,7 +157,7 @@ class ResourceHandler:
         obj, warnings = await self._decode_body(request, target)
         created = await registry.create(obj)
         return respond(codec.encode(created, target.kind), 201,
-                       self._warning_headers(warnings))
+                       translate.warning_headers(warnings))
 
     async def update(self, request: web.Request, registry: Registry, target: Target, *,
                      status: bool, document: Any | None = None) -> web.Response:
@@ -171,7 +168,7 @@ class ResourceHandler:
         else:
             updated = await registry.update(obj)
         return respond(codec.encode(updated, target.kind), 200,
-                       self._warning_headers(warnings))
+                       translate.warning_headers(warnings))
 
     async def patch(self, request: web.Request, registry: Registry,
                     target: Target, *, status: bool = False) -> web.Response:
@@ -180,15 +177,14 @@ class ResourceHandler:
         when that moved (unless the patch names a resourceVersion itself)."""
         self._refuse_dry_run(request)
         content_type = request.headers.get("Content-Type", "")
-        directive = self.hooks.directive(request.query.get("fieldValidation"))
-        if self.hooks.patch is None:  # 415 before reading the body
-            self.hooks.apply_patch(content_type, {}, b"", target.kind, directive)
+        directive = translate.directive(request.query.get("fieldValidation"))
+        translate.patch_media_type(content_type)  # 415 before reading the body
         body = await read_body(request)
         for _ in range(RETRIES):
             current = await registry.get(target.namespace, target.name)
             original = codec.encode(current, target.kind)
-            patched, warnings = self.hooks.apply_patch(content_type, original, body,
-                                                       target.kind, directive)
+            patched, warnings = translate.apply_patch(content_type, original, body,
+                                                      target.kind, directive)
             if not isinstance(patched, dict):
                 raise bad("the patched object is not a JSON object")
             meta = patched.get("metadata")
@@ -209,7 +205,7 @@ class ResourceHandler:
                     raise
                 continue
             return respond(codec.encode_json(updated, target.kind), 200,
-                           self._warning_headers(warnings))
+                           translate.warning_headers(warnings))
         raise errors.Conflict(f'Operation cannot be fulfilled on {target.kind.plural} '
                               f'"{target.name}": too many concurrent changes')
 
@@ -284,14 +280,11 @@ class ResourceHandler:
             if method == "PUT":
                 return await subresources.put_scale(request, registry, target)
             if method == "PATCH":
-                return await subresources.patch_scale(request, registry, target, self.hooks)
+                return await subresources.patch_scale(request, registry, target)
         elif sub == "binding" and kind == "Pod" and method == "POST":
             return await self._bind(request, registry, target)
         elif sub == "eviction" and kind == "Pod" and method == "POST":
             return await self._evict(request, registry, target)
-        elif sub == "log" and kind == "Pod" and method == "GET":
-            return await subresources.pod_log(request, registry, self.registries["Node"],
-                                              target)
         elif sub == "finalize" and kind == "Namespace" and method == "PUT":
             obj, _ = await self._decode_body(request, target)
             return respond(codec.encode(await finalize(registry, obj), target.kind))  # type: ignore[arg-type]

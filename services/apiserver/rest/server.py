@@ -11,7 +11,6 @@ namespaced (``/namespaces/<ns>/<plural>[/<name>[/<sub>]]``) and cluster-wide
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import ssl
 import time
@@ -23,9 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from services.apiserver.registry import Registry
-from services.apiserver.rest import discovery
+from services.apiserver.rest import discovery, metrics_api, openapi, streaming
 from services.apiserver.rest.common import Target, respond
-from services.apiserver.rest.hooks import Hooks, load, optional
+from services.apiserver.rest.kubelets import LookupConnector
 from services.apiserver.rest.request import RequestError, accepted
 from services.apiserver.rest.resources import ResourceHandler
 from services.apiserver.rest.status import from_error, status
@@ -64,27 +63,22 @@ def _is_public(path: str) -> bool:
                                                        and len(parts) in (2, 3))
 
 
-def _kinds_by_path() -> dict[tuple[str, str], Kind]:
-    """(apiVersion, plural) -> kind."""
-    return {(k.api_version, k.plural): k for k in KINDS}
+#: (apiVersion, plural) -> kind.
+KINDS_BY_PATH: dict[tuple[str, str], Kind] = {(k.api_version, k.plural): k for k in KINDS}
 
 
 class RESTServer:
     """The aiohttp application of the REST edge over the apiserver's registries."""
 
     def __init__(self, registries: dict[str, Registry], *,
-                 tokens: dict[str, tokenfile.User] | None, ready: Callable[[], bool],
-                 hooks: Hooks | None = None) -> None:
-        self.hooks = hooks or load()
+                 tokens: dict[str, tokenfile.User] | None, ready: Callable[[], bool]) -> None:
         self.tokens = tokens
         self.ready = ready
-        self.resources = ResourceHandler(registries, self.hooks)
-        self.kinds = _kinds_by_path()
+        self.resources = ResourceHandler(registries)
         self.app = web.Application(middlewares=[self._errors, self._authenticate],
                                    client_max_size=64 * 1024 * 1024)
         # Routes of other modules go first: aiohttp matches in the order of adding.
-        self.served = mount_extensions(self.app, registries,
-                                       discovery.Served(patch=self.hooks.patch is not None))
+        mount_kubelet_routes(self.app, registries)
         self.app.router.add_get("/version", self.version)
         self.app.router.add_get("/version/", self.version)  # the Python client's path
         for path in ("/healthz", "/livez", "/readyz"):
@@ -175,13 +169,13 @@ class RESTServer:
 
     def _discovery_response(self, request: web.Request, core: bool) -> web.Response:
         if self._aggregated(request):
-            response = respond(discovery.aggregated(core, self.served))
+            response = respond(discovery.aggregated(core))
             response.content_type = "application/json"
             response.headers["Content-Type"] = discovery.AGGREGATED_V2
             return response
         if core:
             return respond(discovery.api_versions(request.host))
-        return respond(discovery.api_group_list(self.served))
+        return respond(discovery.api_group_list())
 
     async def core_discovery(self, request: web.Request) -> web.Response:
         return self._discovery_response(request, core=True)
@@ -205,7 +199,7 @@ class RESTServer:
 
     def _resource_list(self, request: web.Request, api_version: str) -> web.Response:
         self._only_get(request)
-        document = discovery.api_resource_list(api_version, self.served)
+        document = discovery.api_resource_list(api_version)
         if document is None:
             raise _not_found(request)
         return respond(document)
@@ -221,16 +215,12 @@ class RESTServer:
         document is served with its ETag and cached by clients by that URL)."""
         tail = request.match_info["tail"]
         if tail == "v3":
-            index = self.hooks.openapi_index()
-            if index is not None:
-                return respond(index)
-        elif tail.startswith("v3/"):
-            found = self.hooks.openapi_document(tail[3:])
-            if found is not None:
-                body, etag = found
-                return web.Response(body=body, content_type="application/json",
-                                    headers={"ETag": f'"{etag}"',
-                                             "Cache-Control": "public, immutable"})
+            return respond(openapi.index_document())
+        document = openapi.documents().get(tail[3:]) if tail.startswith("v3/") else None
+        if document is not None:
+            return web.Response(body=document.body, content_type="application/json",
+                                headers={"ETag": f'"{document.etag}"',
+                                         "Cache-Control": "public, immutable"})
         raise _not_found(request)
 
     # ------------------------------------------------------------ resources
@@ -246,32 +236,11 @@ class RESTServer:
 
     async def _resource(self, request: web.Request, api_version: str,
                         tail: str) -> web.StreamResponse:
-        target = self.target(api_version, tail)
+        target = target_of(api_version, tail)
         if target is None:
             raise _not_found(request)
         request["target"] = target
         return await self.resources.handle(request, target)
-
-    def target(self, api_version: str, tail: str) -> Target | None:
-        """What ``tail`` (after the group-version) names, or None if nothing served."""
-        parts = tail.strip("/").split("/")
-        if any(p == "" for p in parts):
-            return None
-        namespace = ""
-        # /namespaces/<ns>/<plural>/..., except a Namespace's own subresources.
-        if (parts[0] == "namespaces" and len(parts) >= 3
-                and not (len(parts) == 3 and parts[2] in ("status", "finalize"))):
-            namespace, parts = parts[1], parts[2:]
-        if len(parts) > 3:
-            return None
-        kind = self.kinds.get((api_version, parts[0]))
-        if kind is None or (namespace and not kind.namespaced):
-            return None
-        if kind.namespaced and not namespace and len(parts) > 1:
-            return None  # /api/v1/pods/<name>: a namespaced object needs its namespace
-        name = parts[1] if len(parts) > 1 else ""
-        sub = parts[2] if len(parts) > 2 else ""
-        return Target(kind, namespace, name, sub)
 
     # -------------------------------------------------------------- serving
 
@@ -285,15 +254,32 @@ class RESTServer:
         return runner
 
 
-def mount_extensions(app: web.Application, registries: dict[str, Registry],
-                     served: discovery.Served) -> discovery.Served:
-    """Mount the streaming subresources (``rest/streaming.py``: exec, attach,
-    port-forward, log) and ``metrics.k8s.io`` (``rest/metrics_api.py``) when those
-    modules are present, reaching kubelets through the registries; returns what
-    discovery must then advertise. The app's middlewares authenticate for them."""
-    kubelets = optional("kubelets")
-    if kubelets is None:
-        return served
+def target_of(api_version: str, tail: str) -> Target | None:
+    """What ``tail`` (after the group-version) names, or None if nothing served."""
+    parts = tail.strip("/").split("/")
+    if any(p == "" for p in parts):
+        return None
+    namespace = ""
+    # /namespaces/<ns>/<plural>/..., except a Namespace's own subresources.
+    if (parts[0] == "namespaces" and len(parts) >= 3
+            and not (len(parts) == 3 and parts[2] in ("status", "finalize"))):
+        namespace, parts = parts[1], parts[2:]
+    if len(parts) > 3:
+        return None
+    kind = KINDS_BY_PATH.get((api_version, parts[0]))
+    if kind is None or (namespace and not kind.namespaced):
+        return None
+    if kind.namespaced and not namespace and len(parts) > 1:
+        return None  # /api/v1/pods/<name>: a namespaced object needs its namespace
+    name = parts[1] if len(parts) > 1 else ""
+    sub = parts[2] if len(parts) > 2 else ""
+    return Target(kind, namespace, name, sub)
+
+
+def mount_kubelet_routes(app: web.Application, registries: dict[str, Registry]) -> None:
+    """Mount the streaming subresources (exec, attach, port-forward, log) and
+    ``metrics.k8s.io``, which reach kubelets found through the Pod and Node
+    registries. The app's middlewares authenticate for them."""
     pods, nodes = registries["Pod"], registries["Node"]
 
     async def list_nodes() -> list[Any]:
@@ -303,18 +289,10 @@ def mount_extensions(app: web.Application, registries: dict[str, Registry],
         options = meta_pb2.ListOptions(namespace=namespace, label_selector=selector)
         return list((await pods.list(options)).items)  # type: ignore[attr-defined]
 
-    connector = kubelets.LookupConnector(
-        get_pod=pods.get, get_node=lambda name: nodes.get("", name),
-        list_nodes=list_nodes, list_pods=list_pods)
-    streaming, metrics_api = optional("streaming"), optional("metrics_api")
-    if streaming is not None:
-        streaming.add_routes(app, connector)
-        served = dataclasses.replace(served, streaming=True)
-    if metrics_api is not None:
-        metrics_api.add_routes(app, connector, discovery=True)
-        served = dataclasses.replace(served, extra_groups=(metrics_api.api_group(),),
-                                     extra_aggregated=(metrics_api.aggregated_group(),))
-    return served
+    connector = LookupConnector(get_pod=pods.get, get_node=lambda name: nodes.get("", name),
+                                list_nodes=list_nodes, list_pods=list_pods)
+    streaming.add_routes(app, connector)
+    metrics_api.add_routes(app, connector)
 
 
 def ssl_context(config: RESTConfig) -> ssl.SSLContext:

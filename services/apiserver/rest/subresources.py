@@ -1,24 +1,21 @@
 """Subresources beyond ``status``: ``scale`` (autoscaling/v1 Scale) of Deployments,
-ReplicaSets and ReplicationControllers, ``pods/binding``'s body, and ``pods/log``,
-which the apiserver fetches from the pod's kubelet (its gRPC ContainerLogs, at the
-node's InternalIP and ``status.daemonEndpoints.kubeletEndpoint.port``)."""
+ReplicaSets and ReplicationControllers, and ``pods/binding``'s body. ``pods/log`` and
+the other streaming ones are :mod:`services.apiserver.rest.streaming`'s."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.apiserver.registry import Registry
+from services.apiserver.rest import translate
 from services.apiserver.rest.common import Target, respond
-from services.apiserver.rest.hooks import Hooks
-from services.apiserver.rest.request import bad, flag, read_body, read_document
+from services.apiserver.rest.request import bad, read_body, read_document
 from skiff.api import errors, labels
 from skiff.api.v1 import core_pb2
-from skiff.kubelet.v1 import kubelet_pb2, kubelet_pb2_grpc
 
 SCALABLE = frozenset({"Deployment", "ReplicaSet", "ReplicationController"})
 #: Attempts of a scale's read-modify-write when the object changes in between.
@@ -95,16 +92,15 @@ async def put_scale(request: web.Request, registry: Registry, target: Target) ->
     return await _scale_to(registry, target, replicas, resource_version)
 
 
-async def patch_scale(request: web.Request, registry: Registry, target: Target,
-                      hooks: Hooks) -> web.Response:
+async def patch_scale(request: web.Request, registry: Registry,
+                      target: Target) -> web.Response:
     """PATCH of a Scale (kubectl scale sends a merge patch), applied to the current
     Scale; conditional on a resourceVersion only if the patch sets one."""
     content_type = request.headers.get("Content-Type", "")
-    if hooks.patch is None:  # 415 before reading the body
-        hooks.apply_patch(content_type, {}, b"", None, "Strict")
+    translate.patch_media_type(content_type)  # 415 before reading the body
     patch = await read_body(request)
     current = scale_of(await registry.get(target.namespace, target.name))
-    patched, _ = hooks.apply_patch(content_type, current, patch, None, "Strict")
+    patched, _ = translate.apply_patch(content_type, current, patch, None, "Strict")
     replicas, resource_version = _wanted_replicas(patched)
     explicit = resource_version if resource_version != current["metadata"][
         "resourceVersion"] else ""
@@ -125,59 +121,3 @@ def decode_binding(doc: Any) -> core_pb2.Binding:
         return json_format.ParseDict(body, core_pb2.Binding())
     except json_format.ParseError as e:
         raise bad(f"invalid Binding: {e}") from None
-
-
-# ---- log ----
-
-
-def _kubelet_address(node: Message) -> str:
-    status = node.status  # type: ignore[attr-defined]
-    host = next((a.address for a in status.addresses if a.type == "InternalIP"), "")
-    port = status.daemon_endpoints.kubelet_endpoint.port
-    if not host or not port:
-        raise errors.Unavailable(f'node "{node.metadata.name}" has no kubelet address yet')  # type: ignore[attr-defined]
-    return f"{host}:{port}"
-
-
-def logs_request(query: Any, namespace: str, pod: str) -> kubelet_pb2.LogsRequest:
-    request = kubelet_pb2.LogsRequest(
-        namespace=namespace, pod=pod, container=query.get("container", ""),
-        follow=flag(query, "follow"), timestamps=flag(query, "timestamps"),
-        previous=flag(query, "previous"))
-    tail = query.get("tailLines")
-    if tail:
-        try:
-            request.tail_lines = int(tail)
-        except ValueError:
-            raise bad(f'tailLines: invalid value "{tail}"') from None
-    return request
-
-
-async def pod_log(request: web.Request, pods: Registry, nodes: Registry,
-                  target: Target) -> web.StreamResponse:
-    """The container's log as text/plain, streamed while ``follow``."""
-    pod = await pods.get(target.namespace, target.name)
-    node_name = pod.spec.node_name  # type: ignore[attr-defined]
-    if not node_name:
-        raise bad(f'pod "{target.name}" is not scheduled to a node yet')
-    address = _kubelet_address(await nodes.get("", node_name))
-    logs = logs_request(request.query, target.namespace, target.name)
-    response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
-    response.enable_chunked_encoding()
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = kubelet_pb2_grpc.KubeletStub(channel)
-        try:
-            async for chunk in stub.ContainerLogs(logs):
-                if not response.prepared:
-                    await response.prepare(request)
-                await response.write(chunk.data)
-        except grpc.aio.AioRpcError as e:
-            if response.prepared:
-                return response
-            raise errors.from_grpc(e) from None
-    if not response.prepared:
-        await response.prepare(request)
-    await response.write_eof()
-    return response
-
-

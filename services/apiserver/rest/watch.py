@@ -18,9 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from services.apiserver.registry import Registry
-from services.apiserver.rest import codec
+from services.apiserver.rest import codec, translate
 from services.apiserver.rest.common import dumps
-from services.apiserver.rest.hooks import Hooks
 from services.apiserver.rest.request import list_options, wants_table
 from services.apiserver.rest.status import from_error
 from skiff.api import errors
@@ -41,11 +40,11 @@ def event_line(kind: Kind, event_type: str, obj: Any) -> bytes:
     return b'{"type":"' + event_type.encode() + b'","object":' + body + b"}\n"
 
 
-async def serve_watch(request: web.Request, registry: Registry, namespace: str,
-                      hooks: Hooks) -> web.StreamResponse:
+async def serve_watch(request: web.Request, registry: Registry,
+                      namespace: str) -> web.StreamResponse:
     """Stream the registry's watch events until the client goes, the watch's
     ``timeoutSeconds`` pass, or the server ends it."""
-    table = wants_table(request.headers.get("Accept", ""), hooks.tables)
+    table = wants_table(request.headers.get("Accept", ""))
     options = list_options(request.query, namespace)
     kind = registry.kind
     events = _Events(registry.watch(options))
@@ -68,7 +67,7 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
         await response.prepare(request)
         headers_sent = False  # a Table's column definitions go with its first event only
         if first is not None:
-            headers_sent = await _send(response, request, kind, first, table, hooks,
+            headers_sent = await _send(response, request, kind, first, table,
                                        headers_sent)
         while True:
             if deadline is not None and deadline <= time.monotonic():
@@ -78,7 +77,7 @@ async def serve_watch(request: web.Request, registry: Registry, namespace: str,
                 if events.finished:
                     break
                 continue
-            headers_sent = await _send(response, request, kind, data, table, hooks,
+            headers_sent = await _send(response, request, kind, data, table,
                                        headers_sent)
     except errors.APIError as e:
         if not response.prepared:
@@ -158,7 +157,7 @@ class _Events:
 
 
 async def _send(response: web.StreamResponse, request: web.Request, kind: Kind,
-                data: bytes, table: bool, hooks: Hooks, headers_sent: bool) -> bool:
+                data: bytes, table: bool, headers_sent: bool) -> bool:
     """Write one event; returns whether a Table's column definitions have been sent."""
     if not table:
         await response.write(_cached_line(kind, data))
@@ -166,9 +165,10 @@ async def _send(response: web.StreamResponse, request: web.Request, kind: Kind,
     event = kind.watch_event.FromString(data)
     event_type, obj = event.type, event.object  # type: ignore[attr-defined]
     if table and event_type != "BOOKMARK":
-        rows = hooks.to_table(kind, [codec.encode(obj, kind)],
-                              {"resourceVersion": obj.metadata.resource_version},
-                              request.query.get("includeObject"), no_headers=headers_sent)
+        rows = translate.to_table(kind, [codec.encode(obj, kind)],
+                                  {"resourceVersion": obj.metadata.resource_version},
+                                  request.query.get("includeObject"),
+                                  no_headers=headers_sent)
         line = dumps({"type": event_type, "object": rows}) + b"\n"
         headers_sent = True
     else:
