@@ -1,15 +1,11 @@
 """The cluster's certificates: a CA and the apiserver's serving certificate.
 
 ``skiff up`` calls :func:`ensure_ca` and :func:`ensure_serving_cert` on every start:
-the CA (RSA 2048, 10 years) is made once and reused; a leaf (1 year) is reused while it
+the CA (EC P-256, 10 years) is made once and reused; a leaf (1 year) is reused while it
 is valid for more than :data:`RENEW_BEFORE` and still covers the names asked for, and
 re-issued otherwise, as k3s does. Keys are written 0600. The serving certificate's
 subject alternative names cover loopback, the node addresses, the ``kubernetes``
 Service's IP and its DNS names, so kubectl and in-cluster clients verify it.
-
-Keys are RSA 2048, as kubeadm makes them: small TLS 1.2 clients in pods (busybox's
-``wget``/``ssl_client``) sign-check only RSA and offer only X25519, with which a P-256
-ECDSA certificate cannot be used. A key of another data dir that is EC still loads.
 
 Reusable for other certificates ([6/7]: client certificates for components).
 """
@@ -25,7 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
@@ -36,8 +32,6 @@ RENEW_BEFORE = datetime.timedelta(days=90)
 KUBERNETES_DNS_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
                         "kubernetes.default.svc.cluster.local", "localhost")
 DEFAULT_SERVICE_IP = "10.96.0.1"
-#: The key types a certificate of the cluster may have (new ones are RSA).
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 LOOPBACK = "127.0.0.1"
 
 
@@ -54,15 +48,11 @@ class CertPair:
     def load_cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert.read_bytes())
 
-    def load_key(self) -> PrivateKey:
+    def load_key(self) -> ec.EllipticCurvePrivateKey:
         key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{self.key}: not an RSA or EC private key")
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.key}: not an EC private key")
         return key
-
-
-def _new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def _now() -> datetime.datetime:
@@ -81,7 +71,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _save(pair: CertPair, cert: x509.Certificate, key: PrivateKey) -> None:
+def _save(pair: CertPair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     _write(pair.key, key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()), 0o600)
@@ -93,7 +83,7 @@ def ensure_ca(directory: Path, *, common_name: str = "skiff-ca") -> CertPair:
     pair = CertPair(directory / "ca.crt", directory / "ca.key")
     if pair.exists():
         return pair
-    key = _new_key()
+    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
     cert = (x509.CertificateBuilder()
@@ -173,7 +163,7 @@ def issue(pair: CertPair, ca: CertPair, *, common_name: str, ips: Iterable[str] 
     """Write a new key and a leaf certificate signed by ``ca`` to ``pair``: a serving
     certificate when ``server``, a client one otherwise (CN = user, O = groups)."""
     ca_cert, ca_key = ca.load_cert(), ca.load_key()
-    key = _new_key()
+    key = ec.generate_private_key(ec.SECP256R1())
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     now = _now()

@@ -41,6 +41,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_EXACT = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz", "/api",
                           "/apis"})
 USER_KEY = web.AppKey("user", tokenfile.User)
+#: Python's own server ciphers at OpenSSL security level 0: a TLS 1.2 client that
+#: sends no signature_algorithms (busybox's wget and ssl_client in pods) must get a
+#: SHA-1 signature (RFC 5246 7.4.1.4.1), which OpenSSL 3 refuses from level 1 up; Go,
+#: so Kubernetes, serves it. Clients that offer better still get better.
+CIPHERS = ("@SECLEVEL=0:ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:"
+           "DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM")
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,7 @@ def ssl_context(config: RESTConfig) -> ssl.SSLContext:
         raise ValueError("--secure-port needs --tls-cert-file and --tls-private-key-file")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHERS)
     context.load_cert_chain(config.cert_file, config.key_file)
     context.set_alpn_protocols(["http/1.1"])
     return context
