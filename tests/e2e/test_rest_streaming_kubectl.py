@@ -79,7 +79,7 @@ def _stand_in(app: web.Application, api, node_name: str) -> None:
 async def server(api, node) -> AsyncIterator[str]:
     app = web.Application()
     streaming.add_routes(app, connector(api))
-    metrics_api.add_routes(app, connector(api), discovery=True)
+    metrics_api.add_routes(app, connector(api))
     _stand_in(app, api, node.name)
     runner = web.AppRunner(app)
     await runner.setup()

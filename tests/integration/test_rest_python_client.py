@@ -264,6 +264,13 @@ async def test_authentication_required_except_discovery(server):
     assert (status, body["reason"]) == (401, "Unauthorized")
     assert (await _request(server, "GET", "/api/v1", token=False))[0] == 200
     assert (await _request(server, "GET", "/version", token=False))[0] == 200
+    # The kubelet routes (rest/streaming.py, rest/metrics_api.py) too, before they look
+    # at their parameters.
+    for path in ("/api/v1/namespaces/ns/pods/web/exec",
+                 "/api/v1/namespaces/ns/pods/web/portforward?ports=x",
+                 "/api/v1/namespaces/ns/pods/web/log?tailLines=x",
+                 "/apis/metrics.k8s.io/v1beta1/nodes"):
+        assert (await _request(server, "GET", path, token=False))[0] == 401, path
     context = ssl.create_default_context(cafile=str(server.ca_file))
     async with aiohttp.ClientSession() as session, session.get(
             server.rest_url + "/api/v1/pods", ssl=context,

@@ -1,7 +1,7 @@
 """The streaming and metrics routes' edges over real HTTP on loopback, before any
-kubelet is involved: authentication runs first, a pod the connector cannot find is a
-404 Status, a request that does not upgrade is a 400, and a node without a reachable
-kubelet is left out of the metrics."""
+kubelet is involved: a pod the connector cannot find is a 404 Status, a request that
+does not upgrade is a 400, and a node without a reachable kubelet is left out of the
+metrics (authentication: the REST server's middleware, test_rest_python_client.py)."""
 
 from __future__ import annotations
 
@@ -49,17 +49,13 @@ async def base() -> AsyncIterator[str]:
     async def list_nodes() -> list[core_pb2.Node]:
         return [_node("n1", dead)]
 
-    async def authenticate(request: web.Request) -> None:
-        if request.headers.get("Authorization") != "Bearer good":
-            raise web.HTTPUnauthorized(text="no")
-
     async def list_pods(namespace: str, selector: str) -> list[core_pb2.Pod]:
         raise errors.BadRequest(f"labelSelector: {selector!r} does not parse")
 
     connector = LookupConnector(get_pod, get_node, list_nodes, list_pods)
     app = web.Application()
-    streaming.add_routes(app, connector, authenticate)
-    metrics_api.add_routes(app, connector, authenticate)
+    streaming.add_routes(app, connector)
+    metrics_api.add_routes(app, connector)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -70,21 +66,8 @@ async def base() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-GOOD = {"Authorization": "Bearer good"}
-
-
-async def test_authentication_comes_first(base):
-    async with aiohttp.ClientSession() as session:
-        for path in ("/api/v1/namespaces/ns/pods/web/exec",
-                     "/api/v1/namespaces/ns/pods/web/portforward?ports=x",
-                     "/api/v1/namespaces/ns/pods/web/log?tailLines=x",
-                     "/apis/metrics.k8s.io/v1beta1/nodes"):
-            async with session.get(base + path) as reply:
-                assert reply.status == 401, path
-
-
 async def test_errors_before_the_upgrade_are_statuses(base):
-    async with aiohttp.ClientSession(headers=GOOD) as session:
+    async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/api/v1/namespaces/ns/pods/nope/exec",
                                params={"command": "true"}) as reply:
             body = await reply.json()
@@ -100,7 +83,7 @@ async def test_errors_before_the_upgrade_are_statuses(base):
 
 
 async def test_unreachable_kubelets_are_left_out_of_metrics(base):
-    async with aiohttp.ClientSession(headers=GOOD) as session:
+    async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/apis/metrics.k8s.io/v1beta1/nodes") as reply:
             assert (await reply.json())["items"] == []
         async with session.get(f"{base}/apis/metrics.k8s.io/v1beta1/nodes/n1") as reply:

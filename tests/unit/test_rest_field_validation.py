@@ -10,9 +10,8 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from services.apiserver.rest import codec
+from services.apiserver.rest import codec, openapi
 from services.apiserver.rest import field_validation as fv
-from services.apiserver.rest import openapi
 from skiff.api import manifest
 from skiff.api.kinds import KINDS, Kind, lookup
 

@@ -16,7 +16,6 @@ Mount with :func:`add_routes`; the core's discovery includes :func:`api_group`,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -38,7 +37,6 @@ SCRAPE_TIMEOUT = 10.0
 #: The sampling window the figures cover (Docker's CPU sampling interval, about 1 s).
 WINDOW = "1s"
 
-Authenticate = Callable[[web.Request], Awaitable[None]]
 _BINARY = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20),
            ("Ki", 2**10))
 _DECIMAL = (("", 10**9), ("m", 10**6), ("u", 10**3))
@@ -143,15 +141,11 @@ async def _scrape(node: str, address: str, namespace: str,
 class MetricsHandlers:
     """The handlers :func:`add_routes` mounts."""
 
-    def __init__(self, connector: KubeletConnector,
-                 authenticate: Authenticate | None = None) -> None:
+    def __init__(self, connector: KubeletConnector) -> None:
         self._connector = connector
-        self._authenticate = authenticate
 
-    async def _stats(self, request: web.Request, namespace: str = "",
+    async def _stats(self, namespace: str = "",
                      only_node: str = "") -> list[kubelet_pb2.StatsResponse]:
-        if self._authenticate is not None:
-            await self._authenticate(request)
         kubelets = await self._connector.node_kubelets()
         if only_node:
             kubelets = {n: a for n, a in kubelets.items() if n == only_node}
@@ -160,12 +154,12 @@ class MetricsHandlers:
         return [a for a in answers if a is not None]
 
     async def nodes(self, request: web.Request) -> web.Response:
-        items = [node_metrics(s) for s in await self._stats(request)]
+        items = [node_metrics(s) for s in await self._stats()]
         return web.json_response(metrics_list("NodeMetrics", items))
 
     async def node(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        found = await self._stats(request, only_node=name)
+        found = await self._stats(only_node=name)
         if not found:
             return _not_found("nodemetrics", name)
         return web.json_response(node_metrics(found[0]))
@@ -173,7 +167,7 @@ class MetricsHandlers:
     async def pods(self, request: web.Request) -> web.Response:
         namespace = request.match_info.get("namespace", "")
         selector = request.query.get("labelSelector", "")
-        stats = await self._stats(request, namespace)
+        stats = await self._stats(namespace)
         chosen: set[tuple[str, str]] | None = None
         if selector:
             try:
@@ -188,20 +182,18 @@ class MetricsHandlers:
 
     async def pod(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        for stats in await self._stats(request, namespace):
+        for stats in await self._stats(namespace):
             for pod in stats.pods:
                 if pod.namespace == namespace and pod.name == name:
                     return web.json_response(pod_metrics(pod, stats))
         return _not_found("podmetrics", name)
 
-    async def resources(self, request: web.Request) -> web.Response:
-        if self._authenticate is not None:
-            await self._authenticate(request)
+    @staticmethod
+    async def resources(request: web.Request) -> web.Response:
         return web.json_response(api_resource_list())
 
-    async def group(self, request: web.Request) -> web.Response:
-        if self._authenticate is not None:
-            await self._authenticate(request)
+    @staticmethod
+    async def group(request: web.Request) -> web.Response:
         return web.json_response(api_group())
 
 
@@ -211,17 +203,13 @@ def _not_found(resource: str, name: str) -> web.Response:
     return web.json_response(body, status=404)
 
 
-def add_routes(app: web.Application, connector: KubeletConnector,
-               authenticate: Authenticate | None = None, *,
-               discovery: bool = True) -> MetricsHandlers:
-    """Mount the metrics API on ``app`` (GET only). With ``discovery`` also
-    ``/apis/metrics.k8s.io`` and ``/apis/metrics.k8s.io/v1beta1`` (leave it False when
-    the core's discovery serves those)."""
-    handlers = MetricsHandlers(connector, authenticate)
+def add_routes(app: web.Application, connector: KubeletConnector) -> MetricsHandlers:
+    """Mount the metrics API on ``app`` (GET only; its middlewares authenticate), with
+    ``/apis/metrics.k8s.io`` and ``/apis/metrics.k8s.io/v1beta1``."""
+    handlers = MetricsHandlers(connector)
     get = app.router.add_get
-    if discovery:
-        get(f"/apis/{GROUP}", handlers.group)
-        get(PREFIX, handlers.resources)
+    get(f"/apis/{GROUP}", handlers.group)
+    get(PREFIX, handlers.resources)
     get(f"{PREFIX}/nodes", handlers.nodes)
     get(f"{PREFIX}/nodes/{{name}}", handlers.node)
     get(f"{PREFIX}/pods", handlers.pods)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -40,8 +40,6 @@ from skiff.logging import get_logger
 
 log = get_logger("apiserver.rest.streaming")
 
-#: Checks a request's credentials; raises an aiohttp HTTP error to refuse it.
-Authenticate = Callable[[web.Request], Awaitable[None]]
 #: Seconds pods/log waits for the first bytes before sending its headers anyway.
 LOG_HEADERS_WAIT = 1.0
 
@@ -235,15 +233,8 @@ async def _forward_port(call: Any, ws: web.WebSocketResponse, codec: Codec,
 class StreamingHandlers:
     """The handlers :func:`add_routes` mounts."""
 
-    def __init__(self, connector: KubeletConnector,
-                 authenticate: Authenticate | None = None) -> None:
+    def __init__(self, connector: KubeletConnector) -> None:
         self._connector = connector
-        self._authenticate = authenticate
-
-    async def _check(self, request: web.Request) -> None:
-        """Authenticate first of all (before parameters are looked at)."""
-        if self._authenticate is not None:
-            await self._authenticate(request)
 
     async def _prelude(self, request: web.Request) -> tuple[str, str, str]:
         """(namespace, pod, kubelet address); API errors propagate."""
@@ -258,7 +249,6 @@ class StreamingHandlers:
 
     async def _exec_or_attach(self, request: web.Request, *,
                               attach: bool) -> web.StreamResponse:
-        await self._check(request)
         try:
             start = stream_start(request.query, request.match_info["namespace"],
                                  request.match_info["name"], attach=attach)
@@ -291,7 +281,6 @@ class StreamingHandlers:
     # ---- port-forward ----
 
     async def portforward(self, request: web.Request) -> web.StreamResponse:
-        await self._check(request)
         # kubectl's SPDY tunnel names the ports in its streams, not in the query.
         offered = web.WebSocketResponse(protocols=channels.PORT_FORWARD_PROTOCOLS)
         tunnel = offered.can_prepare(request).protocol == channels.SPDY_PORT_FORWARD
@@ -341,7 +330,6 @@ class StreamingHandlers:
     # ---- logs ----
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
-        await self._check(request)
         try:
             logs, limit = logs_request(request.query, request.match_info["namespace"],
                                        request.match_info["name"])
@@ -389,12 +377,10 @@ async def _stream_logs(request: web.Request, call: Any, limit: int | None,
     return response
 
 
-def add_routes(app: web.Application, connector: KubeletConnector,
-               authenticate: Authenticate | None = None) -> StreamingHandlers:
+def add_routes(app: web.Application, connector: KubeletConnector) -> StreamingHandlers:
     """Mount pods/exec, attach, portforward (GET and POST, WebSocket) and pods/log (GET)
-    on ``app``. ``authenticate`` runs first on each request when given (leave it None
-    when a middleware of the app already does)."""
-    handlers = StreamingHandlers(connector, authenticate)
+    on ``app`` (whose middlewares authenticate)."""
+    handlers = StreamingHandlers(connector)
     for method in ("GET", "POST"):
         app.router.add_route(method, f"{POD_PATH}/exec", handlers.exec)
         app.router.add_route(method, f"{POD_PATH}/attach", handlers.attach)
