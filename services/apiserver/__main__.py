@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,11 +20,12 @@ from services.apiserver.config import APIServerConfig, parse_args
 from services.apiserver.endpoint_reconciler import LeaseEndpointReconciler
 from services.apiserver.metrics import WatchCacheCollector
 from services.apiserver.registry import Registry
+from services.apiserver.rest.server import RESTServer
 from services.apiserver.server import add_servicer
 from services.apiserver.storage import Storage
 from services.apiserver.storage_types import decode
 from services.apiserver.strategies import STRATEGIES
-from skiff import metrics
+from skiff import metrics, tokenfile
 from skiff.api import errors
 from skiff.api.kinds import KINDS, Kind, lookup
 from skiff.api.namespaces import SYSTEM_NAMESPACES
@@ -63,7 +65,8 @@ class APIServer:
         self.endpoints = (None if config.endpoint_reconciler_type == "none" else
                           LeaseEndpointReconciler(
                               self.registries, ip=config.advertised_ip,
-                              port=config.listen_port,
+                              # In-cluster clients speak HTTPS REST when served.
+                              port=config.rest.port or config.listen_port,
                               service_ip=first_address(config.ranges.cluster_ips),
                               timing=config.lease_timing))
 
@@ -158,6 +161,7 @@ async def serve(config: APIServerConfig) -> None:
         metrics.serve(config.metrics_url)
     log.info("starting", store=list(config.store_endpoints))
     await api.start()
+    rest_runner = await _start_rest(config, api)
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving")
@@ -168,7 +172,30 @@ async def serve(config: APIServerConfig) -> None:
     await api.leave()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
+    if rest_runner is not None:
+        await rest_runner.cleanup()
     await api.stop()
+
+
+async def _start_rest(config: APIServerConfig, api: APIServer) -> Any:
+    """The Kubernetes REST edge over the same registries, if --secure-port is set."""
+    rest = config.rest
+    if not rest.port:
+        return None
+    try:
+        tokens = tokenfile.load(rest.token_file) if rest.token_file else None
+    except (OSError, tokenfile.TokenFileError) as e:
+        raise SystemExit(f"skiff-apiserver: --token-auth-file: {e}") from None
+    server = RESTServer(api.registries, tokens=tokens,
+                        ready=lambda: all(c.ready for c in api.cachers.values()))
+    try:
+        runner = await server.start(rest)
+    except OSError as e:
+        raise SystemExit(f"skiff-apiserver: cannot serve HTTPS on {rest.host}:{rest.port}: "
+                         f"{e}") from None
+    log.info("serving the Kubernetes API over HTTPS", port=rest.port,
+             authentication="token file" if tokens is not None else "none")
+    return runner
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.apiserver.admission.default_tolerations import DEFAULT_SECONDS
 from services.apiserver.admission.service_allocation import DEFAULT_CLUSTER_IPS, Ranges
 from services.apiserver.endpoint_reconciler import LeaseTiming
+from services.apiserver.rest.server import RESTConfig
 from services.apiserver.storage import endpoint_address
 
 #: --endpoint-reconciler-type's values (Kubernetes' less master-count).
@@ -48,6 +50,8 @@ class APIServerConfig:
         """--advertise-address, else the --listen host (0.0.0.0: loopback)."""
         host = self.advertise_address or self.listen.rpartition(":")[0].strip("[]")
         return "127.0.0.1" if host in ("", "0.0.0.0") else host
+    #: The Kubernetes REST API over HTTPS (port 0: not served).
+    rest: RESTConfig = field(default_factory=RESTConfig)
 
 
 def _endpoint(text: str) -> str:
@@ -96,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
                         "drop it from the Endpoints")
     p.add_argument("--identity-lease-renew-interval-seconds", type=float, default=5.0,
                    help="seconds between renewals of this apiserver's Lease")
+    p.add_argument("--secure-port", type=int, default=0,
+                   help="port of the Kubernetes REST API over HTTPS (0: off; skiff up "
+                        "uses 6444)")
+    p.add_argument("--bind-address", default="0.0.0.0",
+                   help="address the HTTPS port listens on")
+    p.add_argument("--tls-cert-file", type=Path, default=None,
+                   help="the HTTPS serving certificate (PEM)")
+    p.add_argument("--tls-private-key-file", type=Path, default=None,
+                   help="the serving certificate's key (PEM)")
+    p.add_argument("--token-auth-file", type=Path, default=None,
+                   help='bearer tokens, lines of token,user,uid,"group1,group2"; without '
+                        "it the HTTPS API does not authenticate")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -115,6 +131,13 @@ def parse_args(argv: list[str] | None = None) -> APIServerConfig:
                  "default_unreachable_toleration_seconds"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must not be negative")
+    if args.secure_port and not (args.tls_cert_file and args.tls_private_key_file):
+        parser.error("--secure-port needs --tls-cert-file and --tls-private-key-file")
+    if not 0 <= args.secure_port <= 65535:
+        parser.error("--secure-port must be 0-65535")
+    rest = RESTConfig(port=args.secure_port, host=args.bind_address,
+                      cert_file=args.tls_cert_file, key_file=args.tls_private_key_file,
+                      token_file=args.token_auth_file)
     return APIServerConfig(
         store_endpoints=endpoints, listen=args.listen, metrics_url=args.metrics_url,
         ranges=ranges, watch_cache_size=args.watch_cache_size,
@@ -124,7 +147,8 @@ def parse_args(argv: list[str] | None = None) -> APIServerConfig:
         log_level=args.log_level, advertise_address=args.advertise_address,
         endpoint_reconciler_type=args.endpoint_reconciler_type,
         lease_timing=LeaseTiming(duration=args.identity_lease_duration_seconds,
-                                 renew_interval=args.identity_lease_renew_interval_seconds))
+                                 renew_interval=args.identity_lease_renew_interval_seconds),
+        rest=rest)
 
 
 def _check_lease_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

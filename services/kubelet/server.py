@@ -1,5 +1,8 @@
 """The kubelet's API (``skiff.kubelet.v1.Kubelet``): container logs, exec and stats for
-the pods bound to this node; ``skiffctl logs``, ``exec`` and ``top`` call it.
+the pods bound to this node; ``skiffctl logs``, ``exec`` and ``top`` call it, and the
+apiserver's REST edge for ``pods/exec``, ``attach``, ``portforward`` and metrics. The
+streaming calls (``ExecStream``, ``Attach``, ``PortForward``) live in
+:mod:`services.kubelet.streaming`, the node's own usage in :mod:`services.kubelet.node_stats`.
 
 The edge is thin: validate the request, find the Docker container by the labels the
 kubelet put on it (:mod:`skiff.kubelet.labels`), ask Docker, map errors through one
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.kubelet import node_stats, streaming
 from services.kubelet.probes import exec_collect, wall_time
 from skiff.api import errors
 from skiff.api.v1 import core_pb2
@@ -42,6 +47,8 @@ log = get_logger("kubelet.server")
 DEFAULT_ADDRESS = "127.0.0.1:10250"
 #: Log bytes per streamed chunk (a chunk is one gRPC message).
 CHUNK_BYTES = 64 * 1024
+#: Seconds at least between the two samples of the node's CPU usage.
+NODE_CPU_WINDOW = 0.5
 SERVICE_NAME = kubelet_pb2.DESCRIPTOR.services_by_name["Kubelet"].full_name
 
 PodLookup = Callable[[str, str], core_pb2.Pod | None]
@@ -72,6 +79,19 @@ def _unary(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"docker: {e.message}")
 
     return wrapper
+
+
+async def _guarded(outputs: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                   what: str) -> AsyncIterator[Any]:
+    """A streaming call's replies, API errors turned into their gRPC status."""
+    try:
+        async for output in outputs:
+            yield output
+    except errors.APIError as e:
+        await context.abort(*errors.to_grpc(e))
+    except aiodocker.DockerError as e:
+        log.warning("docker failed", method=what, error=e.message)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"docker: {e.message}")
 
 
 @dataclass(frozen=True)
@@ -145,11 +165,15 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                                     previous=request.previous)
             if request.HasField("tail_lines") and request.tail_lines < 0:
                 raise errors.BadRequest("tail_lines: must be 0 or more")
+            if request.HasField("since_seconds") and request.since_seconds < 1:
+                raise errors.BadRequest("since_seconds: must be 1 or more")
         except errors.APIError as e:
             await context.abort(*errors.to_grpc(e))
         params: dict[str, Any] = {"timestamps": request.timestamps,
                                   "tail": str(request.tail_lines)
                                   if request.HasField("tail_lines") else "all"}
+        if request.HasField("since_seconds"):
+            params["since"] = int(time.time()) - request.since_seconds
         container = self._docker.containers.container(found.id)
         try:
             if request.follow:
@@ -187,6 +211,59 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
                               "(it may still be running in the container)") from None
         return kubelet_pb2.ExecResponse(stdout=stdout, stderr=stderr, exit_code=code)
 
+    # ---- streaming exec, attach, port-forward ----
+
+    async def _open(self, inputs: AsyncIterator[kubelet_pb2.StreamInput], *,
+                    attach: bool) -> tuple[kubelet_pb2.StreamStart, Found]:
+        start = await streaming.first_message(inputs, "start")
+        streaming.validate_start(start, needs_command=not attach)
+        found = await self.find(start.namespace, start.pod, start.container)
+        if not found.running:
+            raise NotRunning(f'container "{found.name}" in pod "{start.pod}" is not '
+                             "running")
+        log.debug("attach" if attach else "exec stream", pod=start.pod, container=found.name)
+        return start, found
+
+    async def _exec_stream(self, inputs: AsyncIterator[kubelet_pb2.StreamInput],
+                           ) -> AsyncIterator[kubelet_pb2.StreamOutput]:
+        start, found = await self._open(inputs, attach=False)
+        async for output in streaming.exec_stream(self._docker, found.id, start, inputs):
+            yield output
+
+    async def _attach(self, inputs: AsyncIterator[kubelet_pb2.StreamInput],
+                      ) -> AsyncIterator[kubelet_pb2.StreamOutput]:
+        start, found = await self._open(inputs, attach=True)
+        async for output in streaming.attach_stream(self._docker, found.id, start, inputs):
+            yield output
+
+    async def _port_forward(self, inputs: AsyncIterator[kubelet_pb2.PortForwardInput],
+                            ) -> AsyncIterator[kubelet_pb2.PortForwardOutput]:
+        start = await streaming.first_message(inputs, "start")
+        pod = self._pod(start.namespace, start.pod)
+        async for output in streaming.port_forward(pod, start.port, inputs):
+            yield output
+
+    async def ExecStream(self, request_iterator: AsyncIterator[kubelet_pb2.StreamInput],
+                   context: grpc.aio.ServicerContext,
+                   ) -> AsyncIterator[kubelet_pb2.StreamOutput]:
+        # An async generator function itself: grpc.aio tells streaming handlers by that.
+        async for output in _guarded(self._exec_stream(request_iterator), context, "ExecStream"):
+            yield output
+
+    async def Attach(self, request_iterator: AsyncIterator[kubelet_pb2.StreamInput],
+               context: grpc.aio.ServicerContext,
+               ) -> AsyncIterator[kubelet_pb2.StreamOutput]:
+        # An async generator function itself: grpc.aio tells streaming handlers by that.
+        async for output in _guarded(self._attach(request_iterator), context, "Attach"):
+            yield output
+
+    async def PortForward(self, request_iterator: AsyncIterator[kubelet_pb2.PortForwardInput],
+                    context: grpc.aio.ServicerContext,
+                    ) -> AsyncIterator[kubelet_pb2.PortForwardOutput]:
+        # An async generator function itself: grpc.aio tells streaming handlers by that.
+        async for output in _guarded(self._port_forward(request_iterator), context, "PortForward"):
+            yield output
+
     # ---- stats ----
 
     @_unary
@@ -199,10 +276,13 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
         listed = await self._docker.containers.list(filters=filters)  # running ones
         entries = [c._container for c in listed]
         # One-shot stats take Docker about a second (it samples twice for the CPU
-        # rate): ask for every container at once.
-        samples, info = await asyncio.gather(
+        # rate): ask for every container at once, and sample the node's own CPU around
+        # that wait (at least NODE_CPU_WINDOW apart).
+        cpu_before = await node_stats.cpu_sample()
+        samples, info, _ = await asyncio.gather(
             asyncio.gather(*(_one_stats(self._docker, e["Id"]) for e in entries)),
-            self._docker.system.info())
+            self._docker.system.info(), asyncio.sleep(NODE_CPU_WINDOW))
+        cpu_after = await node_stats.cpu_sample()
         pods: dict[str, kubelet_pb2.PodStats] = {}
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for entry, sample in zip(entries, samples, strict=True):
@@ -222,14 +302,16 @@ class KubeletServicer(kubelet_pb2_grpc.KubeletServicer):
             totals[uid][1] += memory
         response = kubelet_pb2.StatsResponse(node=kubelet_pb2.NodeStats(
             name=self._node, cpu_capacity_nanocores=int(info.get("NCPU") or 0) * 10**9,
-            memory_capacity_bytes=int(info.get("MemTotal") or 0)))
+            memory_capacity_bytes=int(info.get("MemTotal") or 0),
+            cpu_nanocores=node_stats.cpu_rate(cpu_before, cpu_after),
+            memory_working_set_bytes=await node_stats.memory_working_set()))
         response.time.GetCurrentTime()
         for uid, pod in sorted(pods.items(), key=lambda p: (p[1].namespace, p[1].name)):
             pod.cpu_nanocores, pod.memory_working_set_bytes = totals[uid]
             pod.containers.sort(key=lambda c: c.name)
             response.pods.append(pod)
-            response.node.cpu_nanocores += pod.cpu_nanocores
-            response.node.memory_working_set_bytes += pod.memory_working_set_bytes
+            response.node.pods_cpu_nanocores += pod.cpu_nanocores
+            response.node.pods_memory_working_set_bytes += pod.memory_working_set_bytes
         return response
 
 

@@ -44,7 +44,7 @@ import grpc
 
 from skiff.api.v1 import core_pb2
 from skiff.chaos import runner as chaos
-from skiff.cli import images
+from skiff.cli import images, kubeapi
 from skiff.cli.external_etcd import (
     configured_etcd_servers,
     etcd_problems,
@@ -307,6 +307,7 @@ def up(data_dir: Path, settings: ClusterSettings, *, timeout: float, demo: bool 
             asyncio.run(check_etcd(settings.etcd_servers))
         ensure_docker(data_dir, deadline)
         build_images()
+        kubeapi.prepare(data_dir, [n.address for n in settings.node_list])
         config = render_config(data_dir, settings)
         _start_supervisord(data_dir, config)
         endpoints = asyncio.run(start_and_wait(data_dir, settings, demo=demo,
@@ -334,6 +335,8 @@ def usage(data_dir: Path, settings: ClusterSettings, demo: DemoEndpoints | None)
     lines = [f"Skiff is up: {settings.nodes} node(s) Ready ({nodes}); data and logs in "
              f"{data_dir}.",
              f"  apiserver (gRPC, skiff.api.v1): {APISERVER}",
+             f"  kubectl (HTTPS, context skiff): https://{kubeapi.REST_HOST}:"
+             f"{kubeapi.REST_PORT}, {data_dir / 'kubeconfig'}",
              (f"  etcd (existing, not managed):   {store}" if settings.etcd_servers
               else f"  store (etcd v3 API):            {store}"),
              f"  network: {network_summary(settings)}"]

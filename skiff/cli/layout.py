@@ -21,6 +21,7 @@ from pathlib import Path
 from string import Template
 from typing import TypeVar
 
+from skiff.cli import kubeapi
 from skiff.cli.external_etcd import parse_etcd_servers, parse_etcd_url
 from skiff.cli.workloads import KUBE_DNS, KUBE_DNS_IP
 
@@ -230,6 +231,16 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def _advertise_flag(settings: ClusterSettings) -> str:
+    """With the bridge plugin, the ``kubernetes`` Service's endpoint is node 1's bridge
+    gateway: an address pods reach in both proxy modes (loopback they cannot: the
+    kernel does not route a pod's packet to the host's 127.0.0.1), where the HTTPS port
+    (bound to every address) answers."""
+    if settings.network_plugin != "bridge":
+        return ""
+    return f" --advertise-address {LocalNode(1).gateway}"
+
+
 def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
     """The [program:...] sections of every daemon (pure: reads only the templates)."""
     initial = ",".join(f"{r.name}=http://{HOST}:{r.client_port + 1}" for r in REPLICAS)
@@ -247,7 +258,8 @@ def render_programs(data_dir: Path, settings: ClusterSettings) -> str:
         metrics_port=APISERVER_METRICS_PORT,
         store_endpoints=",".join(settings.etcd_servers
                                  or [r.endpoint for r in REPLICAS]),
-        toleration_seconds=settings.default_toleration_seconds, service_cidr=SERVICE_CIDR)
+        toleration_seconds=settings.default_toleration_seconds, service_cidr=SERVICE_CIDR,
+        rest_flags=kubeapi.rest_flags(data_dir) + _advertise_flag(settings))
     scheduler = render("scheduler.program.tmpl", host=HOST, apiserver=APISERVER,
                        metrics_port=SCHEDULER_METRICS_PORT)
     controller_manager = render(

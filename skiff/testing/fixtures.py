@@ -118,3 +118,18 @@ def running_controller_manager(base: Path, servers: list[str], controllers: list
         yield manager
     finally:
         manager.stop()
+
+
+@contextlib.contextmanager
+def rest_apiserver(base: Path, store_endpoints: list[str], *,
+                   extra_args: list[str] | None = None) -> Iterator[APIServer]:
+    """An apiserver also serving the Kubernetes REST API over HTTPS (its CA, token and
+    kubeconfig under ``base``), healthy; stopped on leaving. Blocking, for module
+    fixtures."""
+    server = APIServer(base, store_endpoints, rest=True, extra_args=extra_args)
+    try:
+        server.start()
+        wait_serving(server.address, "the REST apiserver")
+        yield server
+    finally:
+        server.stop()

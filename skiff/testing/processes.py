@@ -290,16 +290,47 @@ async def control_plane(base_dir: Path, *, log_level: str = "info",
 
 
 class APIServer(Process):
-    """One ``skiff-apiserver`` process against ``store_endpoints``, on a free port."""
+    """One ``skiff-apiserver`` process against ``store_endpoints``, on a free port.
+
+    ``rest=True`` also serves the Kubernetes REST API over HTTPS on another free port
+    (:attr:`rest_url`), with a CA, serving certificate, admin token and kubeconfig made
+    in ``base_dir`` (:attr:`ca_file`, :attr:`token`, :attr:`kubeconfig`).
+    """
 
     def __init__(self, base_dir: Path, store_endpoints: list[str], *, name: str = "apiserver",
-                 extra_args: list[str] | None = None, log_level: str = "info") -> None:
+                 extra_args: list[str] | None = None, log_level: str = "info",
+                 rest: bool = False) -> None:
         self.port = free_port()
+        self.rest_port = 0
+        rest_args: list[str] = []
+        if rest:
+            rest_args = self._make_rest(base_dir)
         super().__init__(base_dir, name, [
             sys.executable, "-m", "services.apiserver",
             "--store-endpoints", ",".join(store_endpoints),
             "--listen", f"{LOOPBACK}:{self.port}", "--log-level", log_level,
-            *(extra_args or [])])
+            *rest_args, *(extra_args or [])])
+
+    def _make_rest(self, base_dir: Path) -> list[str]:
+        from skiff import kubeconfig, pki, tokenfile  # only tests with REST need them
+
+        self.rest_port = free_port()
+        pki_dir = base_dir / "pki"
+        ca = pki.ensure_ca(pki_dir)
+        serving = pki.ensure_serving_cert(pki_dir, ca)
+        tokens = base_dir / "tokens.csv"
+        self.token = tokenfile.ensure_admin_token(tokens)
+        self.ca_file = ca.cert
+        self.kubeconfig = base_dir / "kubeconfig"
+        kubeconfig.write_admin_kubeconfig(self.kubeconfig, server=self.rest_url,
+                                          ca_pem=ca.cert.read_bytes(), token=self.token)
+        return ["--secure-port", str(self.rest_port), "--bind-address", LOOPBACK,
+                "--tls-cert-file", str(serving.cert),
+                "--tls-private-key-file", str(serving.key), "--token-auth-file", str(tokens)]
+
+    @property
+    def rest_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.rest_port}"
 
     @property
     def address(self) -> str:

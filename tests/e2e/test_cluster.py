@@ -6,7 +6,9 @@ the default network plugin, bridge, with a cluster DNS per node), then through t
 apiserver, proxies, DNS programs and Docker: the ``kubernetes`` Service (10.96.0.1)
 lists the apiserver and ``kube-dns`` (10.96.0.10) both DNS programs; the guestbook's
 frontend answers through its NodePort on both nodes and its cluster IP with its
-backend's answer (found by Service name); the demo's ``hello`` Service answers
+backend's answer (found by Service name); a short session of the real kubectl over
+the REST API with the kubeconfig ``skiff up`` wrote (version, get nodes, apply, get -o
+wide, logs, exec, delete); the demo's ``hello`` Service answers
 from every replica on its NodePort and its cluster IP; a deleted pod is replaced; a
 rolling update keeps the Service answering (no failed request: the Deployment has
 maxUnavailable 0 and a readiness probe); scaling to 5 and back; a node whose kubelet is
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +42,7 @@ from skiff.cli.skiffctl.rollout import rollout_status
 from skiff.client.client import Client
 from skiff.health import wait_for
 from skiff.kubelet import labels as L
+from skiff.kubelet.images import BUSYBOX_IMAGE
 from skiff.testing.fixtures import failed
 
 CLUSTER = [sys.executable, "-m", "skiff.cli.cluster"]
@@ -234,8 +238,9 @@ async def check_cluster_services(api: Client, up_output: str) -> None:
     kubernetes = await api.services.get("kubernetes", "default")
     assert kubernetes.spec.cluster_ip == "10.96.0.1"
     endpoints = await api.endpoints.get("kubernetes", "default")
+    # The REST API's HTTPS port, advertised on node-1's bridge gateway (pods reach it).
     assert [(a.ip, p.port) for s in endpoints.subsets for a in s.addresses
-            for p in s.ports] == [("127.0.0.1", 6443)]
+            for p in s.ports] == [(GATEWAYS["node-1"], 6445)]
     dns = await api.services.get("kube-dns", "kube-system")
     assert dns.spec.cluster_ip == "10.96.0.10"
 
@@ -254,6 +259,50 @@ async def check_cluster_services(api: Client, up_output: str) -> None:
         assert answer.startswith("frontend-") and " -> backend-" in answer, (url, answer)
 
 
+async def kubectl(data_dir: Path, *args: str, stdin: str = "", timeout: float = 60.0) -> str:
+    """``kubectl ARGS`` with the kubeconfig ``skiff up`` wrote; its stdout (it must
+    succeed)."""
+    process = await asyncio.create_subprocess_exec(
+        "kubectl", *args, env={**os.environ, "KUBECONFIG": str(data_dir / "kubeconfig")},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout)
+    assert process.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+KUBECTL_POD = f"""apiVersion: v1
+kind: Pod
+metadata: {{name: kc, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: {BUSYBOX_IMAGE}
+      command: ["sh", "-c", "echo hello-kubectl; exec sleep 3600"]
+"""
+
+
+async def check_kubectl_session(data_dir: Path) -> None:
+    """What a user first does with kubectl: the REST API over HTTPS, end to end."""
+    assert "Server Version: v1.32" in await kubectl(data_dir, "version")
+    nodes = await kubectl(data_dir, "get", "nodes", "--no-headers")
+    assert [line.split()[:2] for line in nodes.splitlines()] == [
+        [n, "Ready"] for n in NODES]
+    assert (await kubectl(data_dir, "apply", "-f", "-", stdin=KUBECTL_POD)).strip() == (
+        "pod/kc created")
+    await kubectl(data_dir, "wait", "--for=condition=Ready", "pod/kc", "--timeout=90s",
+                  timeout=100)
+    row = (await kubectl(data_dir, "get", "pod", "kc", "-o", "wide", "--no-headers")).split()
+    assert row[:3] == ["kc", "1/1", "Running"] and row[5].startswith("10.244."), row
+    assert row[6] in NODES, row
+    assert (await kubectl(data_dir, "logs", "kc")).strip() == "hello-kubectl"
+    assert (await kubectl(data_dir, "exec", "kc", "--", "cat", "/etc/hostname")).strip() \
+        == "kc"
+    assert (await kubectl(data_dir, "delete", "pod", "kc", "--wait")).strip() == (
+        'pod "kc" deleted')
+
+
 # ------------------------------------------------------------------ the test
 
 
@@ -270,6 +319,11 @@ async def test_local_cluster_end_to_end(cluster: Cluster, api: Client) -> None:
         assert await node_ready_status(api, node) == "True"
     await check_cluster_services(api, cluster.up_output)
     step("kubernetes, kube-dns and the guestbook answered")
+    if shutil.which("kubectl") is None:
+        step("no kubectl on PATH: its session is left out")
+    else:
+        await check_kubectl_session(cluster.data_dir)
+        step("a kubectl session")
     service = await api.services.get(HELLO, "default")
     cluster_ip_url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/hostname"
     urls = (NODE_PORT_URL, NODE_2_PORT_URL, cluster_ip_url)

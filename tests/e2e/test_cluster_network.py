@@ -9,7 +9,8 @@ would) and from the host:
 - a pod IP on node-2 answers a pod on node-1 directly (cross-node routes, no NAT);
 - a headless Service resolves to its ready pods' IPs, and SRV names its port (UDP
   DNS through the ``kube-dns`` Service: the UDP Service case);
-- the Service environment variables are injected (``kubernetes`` included);
+- the Service environment variables are injected (``kubernetes`` included), and the
+  ``kubernetes`` Service answers HTTPS from a pod (busybox's TLS client: the REST API);
 - a backend reaches its own Service (hairpin);
 - ClientIP affinity keeps a client on one backend;
 - a deleted backend stops receiving new connections;
@@ -301,6 +302,15 @@ async def test_service_environment_variables_are_injected(api, cluster):
     resolv = await pod_sh("client", "cat /etc/resolv.conf")
     assert f"nameserver {DNS_IP}" in resolv and f"search {NS}.svc.{DOMAIN}" in resolv, resolv
     assert w.pods["client"].spec.node_name == "node-1"
+
+
+async def test_the_kubernetes_service_serves_the_rest_api_over_https(api, cluster):
+    """10.96.0.1:443 -> the apiserver's HTTPS port on node-1's bridge gateway, from a
+    pod on each node (busybox wget: TLS 1.2 without signature_algorithms)."""
+    await workload(api, cluster)
+    for pod in ("client", "web-2"):
+        out = await pod_sh(pod, "wget -q -O- --no-check-certificate https://10.96.0.1/version")
+        assert json.loads(out)["gitVersion"].startswith("v1.32."), (pod, out)
 
 
 async def test_a_backend_reaches_its_own_service(api, cluster):

@@ -443,6 +443,9 @@ async def test_api_exec_and_stats(pods, api):
     assert work.uid == pod.metadata.uid and [c.name for c in work.containers] == ["app"]
     assert work.memory_working_set_bytes > 0
     assert stats.node.memory_working_set_bytes >= work.memory_working_set_bytes
+    # The node's usage is the machine's (root cgroup), the pod sums are kept apart.
+    assert stats.node.pods_memory_working_set_bytes == work.memory_working_set_bytes
+    assert stats.node.memory_working_set_bytes > 32 * 2**20
     assert stats.node.memory_capacity_bytes > 0 and stats.node.cpu_capacity_nanocores > 0
     other = await stub.PodStats(kubelet_pb2.StatsRequest(namespace="elsewhere"),
                                 timeout=DEADLINE)

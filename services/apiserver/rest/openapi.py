@@ -14,8 +14,9 @@ kubectl reads these documents for three things, and each shapes what is here:
 
 Schemas are named as Kubernetes names them (``io.k8s.api.core.v1.Pod``,
 ``io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta``) and every property is the field's
-proto ``json_name`` (``podIP``, ``clusterIP``), which is what the REST codec writes, so
-a field the protos have is a field the schema has. The patch metadata, list types and
+JSON name as the REST codec writes it (:func:`codec.json_name`: the proto's
+``json_name``, ``podIP``, but ``DaemonEndpoint.Port``), so a field the protos have is a
+field the schema has, spelled alike. The patch metadata, list types and
 atomic structs are Kubernetes' (its ``types.go`` tags), in one table below.
 
 The server-side consumers (``patch.py``, ``field_validation.py``) read the same schemas
@@ -33,6 +34,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from services.apiserver.rest.codec import json_name
 from skiff.api.kinds import KINDS, Kind
 from skiff.api.v1 import core_pb2, meta_pb2
 
@@ -279,14 +281,14 @@ def _value_schema(owner: str, field: FieldDescriptor) -> dict[str, Any]:
     """The schema of one value of ``field`` (an element, for a repeated field)."""
     if field.type != _T.TYPE_MESSAGE:
         return dict(_SCALARS[field.type])
-    if (owner, field.json_name) in _MICRO_TIMES:
+    if (owner, json_name(field)) in _MICRO_TIMES:
         return ref(MICRO_TIME)
     return ref(schema_name(field.message_type))
 
 
 def field_schema(owner: str, field: FieldDescriptor) -> dict[str, Any]:
     """The property schema of one field of the Kubernetes type ``owner``."""
-    name = field.json_name
+    name = json_name(field)
     if _is_map(field):
         value = field.message_type.fields_by_name["value"]
         values = (ref(QUANTITY) if (owner, name) in _QUANTITY_MAPS
@@ -307,7 +309,7 @@ def message_schema(descriptor: Descriptor) -> dict[str, Any]:
     owner = _type_name(descriptor)
     schema: dict[str, Any] = {
         "type": "object",
-        "properties": {f.json_name: field_schema(owner, f) for f in descriptor.fields},
+        "properties": {json_name(f): field_schema(owner, f) for f in descriptor.fields},
     }
     if owner in _ATOMIC_STRUCTS:
         schema["x-kubernetes-map-type"] = "atomic"

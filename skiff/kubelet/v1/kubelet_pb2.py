@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eskiff/kubelet/v1/kubelet.proto\x12\x10skiff.kubelet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x17\n\ntail_lines\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x12\n\ntimestamps\x18\x06 \x01(\x08\x12\x10\n\x08previous\x18\x07 \x01(\x08\x42\r\n\x0b_tail_lines\"\x18\n\x08LogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"b\n\x0b\x45xecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0f\n\x07timeout\x18\x05 \x01(\x01\"A\n\x0c\x45xecResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\"!\n\x0cStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"W\n\x0e\x43ontainerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcpu_nanocores\x18\x02 \x01(\x04\x12 \n\x18memory_working_set_bytes\x18\x03 \x01(\x04\"\xa7\x01\n\x08PodStats\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x34\n\ncontainers\x18\x04 \x03(\x0b\x32 .skiff.kubelet.v1.ContainerStats\x12\x15\n\rcpu_nanocores\x18\x05 \x01(\x04\x12 \n\x18memory_working_set_bytes\x18\x06 \x01(\x04\"\x91\x01\n\tNodeStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcpu_nanocores\x18\x02 \x01(\x04\x12 \n\x18memory_working_set_bytes\x18\x03 \x01(\x04\x12\x1e\n\x16\x63pu_capacity_nanocores\x18\x04 \x01(\x04\x12\x1d\n\x15memory_capacity_bytes\x18\x05 \x01(\x04\"\x8e\x01\n\rStatsResponse\x12)\n\x04node\x18\x01 \x01(\x0b\x32\x1b.skiff.kubelet.v1.NodeStats\x12(\n\x04pods\x18\x02 \x03(\x0b\x32\x1a.skiff.kubelet.v1.PodStats\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xeb\x01\n\x07Kubelet\x12L\n\rContainerLogs\x12\x1d.skiff.kubelet.v1.LogsRequest\x1a\x1a.skiff.kubelet.v1.LogChunk0\x01\x12\x45\n\x04\x45xec\x12\x1d.skiff.kubelet.v1.ExecRequest\x1a\x1e.skiff.kubelet.v1.ExecResponse\x12K\n\x08PodStats\x12\x1e.skiff.kubelet.v1.StatsRequest\x1a\x1f.skiff.kubelet.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eskiff/kubelet/v1/kubelet.proto\x12\x10skiff.kubelet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x17\n\ntail_lines\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x12\n\ntimestamps\x18\x06 \x01(\x08\x12\x10\n\x08previous\x18\x07 \x01(\x08\x12\x1a\n\rsince_seconds\x18\x08 \x01(\x03H\x01\x88\x01\x01\x42\r\n\x0b_tail_linesB\x10\n\x0e_since_seconds\"\x18\n\x08LogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"b\n\x0b\x45xecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0f\n\x07timeout\x18\x05 \x01(\x01\"A\n\x0c\x45xecResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\"!\n\x0cStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"W\n\x0e\x43ontainerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcpu_nanocores\x18\x02 \x01(\x04\x12 \n\x18memory_working_set_bytes\x18\x03 \x01(\x04\"\xa7\x01\n\x08PodStats\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x34\n\ncontainers\x18\x04 \x03(\x0b\x32 .skiff.kubelet.v1.ContainerStats\x12\x15\n\rcpu_nanocores\x18\x05 \x01(\x04\x12 \n\x18memory_working_set_bytes\x18\x06 \x01(\x04\"\xd4\x01\n\tNodeStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcpu_nanocores\x18\x02 \x01(\x04\x12 \n\x18memory_working_set_bytes\x18\x03 \x01(\x04\x12\x1e\n\x16\x63pu_capacity_nanocores\x18\x04 \x01(\x04\x12\x1d\n\x15memory_capacity_bytes\x18\x05 \x01(\x04\x12\x1a\n\x12pods_cpu_nanocores\x18\x06 \x01(\x04\x12%\n\x1dpods_memory_working_set_bytes\x18\x07 \x01(\x04\"\x8e\x01\n\rStatsResponse\x12)\n\x04node\x18\x01 \x01(\x0b\x32\x1b.skiff.kubelet.v1.NodeStats\x12(\n\x04pods\x18\x02 \x03(\x0b\x32\x1a.skiff.kubelet.v1.PodStats\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x0bStreamStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x08\x12\x0e\n\x06stdout\x18\x06 \x01(\x08\x12\x0e\n\x06stderr\x18\x07 \x01(\x08\x12\x0b\n\x03tty\x18\x08 \x01(\x08\"-\n\x0cTerminalSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"\xa0\x01\n\x0bStreamInput\x12.\n\x05start\x18\x01 \x01(\x0b\x32\x1d.skiff.kubelet.v1.StreamStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12\x30\n\x06resize\x18\x03 \x01(\x0b\x32\x1e.skiff.kubelet.v1.TerminalSizeH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x42\x07\n\x05input\"\x1f\n\nExitStatus\x12\x11\n\texit_code\x18\x01 \x01(\x05\"j\n\x0cStreamOutput\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12,\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x1c.skiff.kubelet.v1.ExitStatusH\x00\x42\x08\n\x06output\"@\n\x10PortForwardStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\"w\n\x10PortForwardInput\x12\x33\n\x05start\x18\x01 \x01(\x0b\x32\".skiff.kubelet.v1.PortForwardStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x15\n\x0b\x63lose_write\x18\x03 \x01(\x08H\x00\x42\x07\n\x05input\"!\n\x11PortForwardOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xe5\x03\n\x07Kubelet\x12L\n\rContainerLogs\x12\x1d.skiff.kubelet.v1.LogsRequest\x1a\x1a.skiff.kubelet.v1.LogChunk0\x01\x12\x45\n\x04\x45xec\x12\x1d.skiff.kubelet.v1.ExecRequest\x1a\x1e.skiff.kubelet.v1.ExecResponse\x12K\n\x08PodStats\x12\x1e.skiff.kubelet.v1.StatsRequest\x1a\x1f.skiff.kubelet.v1.StatsResponse\x12O\n\nExecStream\x12\x1d.skiff.kubelet.v1.StreamInput\x1a\x1e.skiff.kubelet.v1.StreamOutput(\x01\x30\x01\x12K\n\x06\x41ttach\x12\x1d.skiff.kubelet.v1.StreamInput\x1a\x1e.skiff.kubelet.v1.StreamOutput(\x01\x30\x01\x12Z\n\x0bPortForward\x12\".skiff.kubelet.v1.PortForwardInput\x1a#.skiff.kubelet.v1.PortForwardOutput(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skiff.kubelet.v1.kubelet_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGSREQUEST']._serialized_start=86
-  _globals['_LOGSREQUEST']._serialized_end=244
-  _globals['_LOGCHUNK']._serialized_start=246
-  _globals['_LOGCHUNK']._serialized_end=270
-  _globals['_EXECREQUEST']._serialized_start=272
-  _globals['_EXECREQUEST']._serialized_end=370
-  _globals['_EXECRESPONSE']._serialized_start=372
-  _globals['_EXECRESPONSE']._serialized_end=437
-  _globals['_STATSREQUEST']._serialized_start=439
-  _globals['_STATSREQUEST']._serialized_end=472
-  _globals['_CONTAINERSTATS']._serialized_start=474
-  _globals['_CONTAINERSTATS']._serialized_end=561
-  _globals['_PODSTATS']._serialized_start=564
-  _globals['_PODSTATS']._serialized_end=731
-  _globals['_NODESTATS']._serialized_start=734
-  _globals['_NODESTATS']._serialized_end=879
-  _globals['_STATSRESPONSE']._serialized_start=882
-  _globals['_STATSRESPONSE']._serialized_end=1024
-  _globals['_KUBELET']._serialized_start=1027
-  _globals['_KUBELET']._serialized_end=1262
+  _globals['_LOGSREQUEST']._serialized_end=290
+  _globals['_LOGCHUNK']._serialized_start=292
+  _globals['_LOGCHUNK']._serialized_end=316
+  _globals['_EXECREQUEST']._serialized_start=318
+  _globals['_EXECREQUEST']._serialized_end=416
+  _globals['_EXECRESPONSE']._serialized_start=418
+  _globals['_EXECRESPONSE']._serialized_end=483
+  _globals['_STATSREQUEST']._serialized_start=485
+  _globals['_STATSREQUEST']._serialized_end=518
+  _globals['_CONTAINERSTATS']._serialized_start=520
+  _globals['_CONTAINERSTATS']._serialized_end=607
+  _globals['_PODSTATS']._serialized_start=610
+  _globals['_PODSTATS']._serialized_end=777
+  _globals['_NODESTATS']._serialized_start=780
+  _globals['_NODESTATS']._serialized_end=992
+  _globals['_STATSRESPONSE']._serialized_start=995
+  _globals['_STATSRESPONSE']._serialized_end=1137
+  _globals['_STREAMSTART']._serialized_start=1140
+  _globals['_STREAMSTART']._serialized_end=1281
+  _globals['_TERMINALSIZE']._serialized_start=1283
+  _globals['_TERMINALSIZE']._serialized_end=1328
+  _globals['_STREAMINPUT']._serialized_start=1331
+  _globals['_STREAMINPUT']._serialized_end=1491
+  _globals['_EXITSTATUS']._serialized_start=1493
+  _globals['_EXITSTATUS']._serialized_end=1524
+  _globals['_STREAMOUTPUT']._serialized_start=1526
+  _globals['_STREAMOUTPUT']._serialized_end=1632
+  _globals['_PORTFORWARDSTART']._serialized_start=1634
+  _globals['_PORTFORWARDSTART']._serialized_end=1698
+  _globals['_PORTFORWARDINPUT']._serialized_start=1700
+  _globals['_PORTFORWARDINPUT']._serialized_end=1819
+  _globals['_PORTFORWARDOUTPUT']._serialized_start=1821
+  _globals['_PORTFORWARDOUTPUT']._serialized_end=1854
+  _globals['_KUBELET']._serialized_start=1857
+  _globals['_KUBELET']._serialized_end=2342
 # @@protoc_insertion_point(module_scope)

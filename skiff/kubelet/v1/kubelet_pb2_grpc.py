@@ -49,6 +49,21 @@ class KubeletStub:
                 request_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StatsRequest.SerializeToString,
                 response_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/skiff.kubelet.v1.Kubelet/ExecStream',
+                request_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamInput.SerializeToString,
+                response_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamOutput.FromString,
+                _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/skiff.kubelet.v1.Kubelet/Attach',
+                request_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamInput.SerializeToString,
+                response_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamOutput.FromString,
+                _registered_method=True)
+        self.PortForward = channel.stream_stream(
+                '/skiff.kubelet.v1.Kubelet/PortForward',
+                request_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardInput.SerializeToString,
+                response_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardOutput.FromString,
+                _registered_method=True)
 
 
 class KubeletServicer:
@@ -72,6 +87,24 @@ class KubeletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attach(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PortForward(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KubeletServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +122,21 @@ def add_KubeletServicer_to_server(servicer, server):
                     servicer.PodStats,
                     request_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StatsRequest.FromString,
                     response_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StatsResponse.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamInput.FromString,
+                    response_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamOutput.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamInput.FromString,
+                    response_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamOutput.SerializeToString,
+            ),
+            'PortForward': grpc.stream_stream_rpc_method_handler(
+                    servicer.PortForward,
+                    request_deserializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardInput.FromString,
+                    response_serializer=skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +220,87 @@ class Kubelet:
             '/skiff.kubelet.v1.Kubelet/PodStats',
             skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StatsRequest.SerializeToString,
             skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/skiff.kubelet.v1.Kubelet/ExecStream',
+            skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamInput.SerializeToString,
+            skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/skiff.kubelet.v1.Kubelet/Attach',
+            skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamInput.SerializeToString,
+            skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.StreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortForward(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/skiff.kubelet.v1.Kubelet/PortForward',
+            skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardInput.SerializeToString,
+            skiff_dot_kubelet_dot_v1_dot_kubelet__pb2.PortForwardOutput.FromString,
             options,
             channel_credentials,
             insecure,
