@@ -621,6 +621,36 @@ def describe_namespace(lines: Lines, ns: Message, related: Related, now: float) 
     lines.add(0, f"Status:\t{ns.status.phase or 'Active'}")
 
 
+def describe_config_map(lines: Lines, cm: Message, related: Related, now: float) -> None:
+    """kubectl's way: each key, a rule, the value; binary values only by size."""
+    write_metadata(lines, cm)
+    lines.add(0, "")
+    lines.add(0, "Data")
+    lines.add(0, "====")
+    for key, value in sorted(cm.data.items()):
+        lines.add(0, f"{key}:")
+        lines.add(0, "----")
+        lines.add(0, value)
+        lines.add(0, "")
+    lines.add(0, "")
+    lines.add(0, "BinaryData")
+    lines.add(0, "====")
+    for key, data in sorted(cm.binary_data.items()):
+        lines.add(0, f"{key}:\t{len(data)} bytes")
+
+
+def describe_secret(lines: Lines, secret: Message, related: Related, now: float) -> None:
+    """The type and each key's size: values are not shown (kubectl's way)."""
+    write_metadata(lines, secret)
+    lines.add(0, "")
+    lines.add(0, f"Type:\t{secret.type}")
+    lines.add(0, "")
+    lines.add(0, "Data")
+    lines.add(0, "====")
+    for key, data in sorted(secret.data.items()):
+        lines.add(0, f"{key}:\t{len(data)} bytes")
+
+
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -671,4 +701,6 @@ DESCRIBERS: dict[str, Describer] = {
     "ReplicationController": describe_replica_set,
     "Endpoints": describe_endpoints,
     "Namespace": describe_namespace,
+    "ConfigMap": describe_config_map,
+    "Secret": describe_secret,
 }
