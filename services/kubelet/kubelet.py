@@ -2,10 +2,12 @@
 
 What it watches: pods with ``spec.nodeName=<node>`` (one informer), every Service (an
 informer read when a container is made, for its Service environment variables:
-:mod:`~services.kubelet.envvars`), and Docker's event stream of this node's containers
-(re-subscribed whenever it ends: dockerd restarted). Each pod's resolv.conf
-(:mod:`~services.kubelet.dns`) is written into its directory under ``--root-dir``
-(:mod:`~services.kubelet.pod_dirs`) when its sandbox is made.
+:mod:`~services.kubelet.envvars`), every ConfigMap and Secret (informers read for env
+``valueFrom``/``envFrom``: :mod:`~services.kubelet.env_sources`; a change retries the
+pods waiting with CreateContainerConfigError in its namespace), and Docker's event
+stream of this node's containers (re-subscribed whenever it ends: dockerd restarted).
+Each pod's resolv.conf (:mod:`~services.kubelet.dns`) is written into its directory
+under ``--root-dir`` (:mod:`~services.kubelet.pod_dirs`) when its sandbox is made.
 What it reconciles: for each pod, the containers Docker runs against the pod's spec
 (``sync_pod``), through :class:`~services.kubelet.pod_workers.PodWorkers` (one worker
 per pod, pods in parallel). Every ``sync_frequency`` seconds every pod the API or

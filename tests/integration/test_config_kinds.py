@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from apiclient import INVALID_ARGUMENT, NOT_FOUND, Client, fails, unique
 
 from services.controller_manager.serviceaccounts import ServiceAccountsController
@@ -24,6 +28,7 @@ from skiff.client.client import Client as SkiffClient
 from skiff.client.events import EventRecorder
 from skiff.client.informer import SharedInformerFactory
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config" / "env.yaml"
 IMMUTABLE = "Forbidden: field is immutable when `immutable` is set"
 
 
@@ -168,3 +173,48 @@ async def test_default_service_account_per_namespace(apiserver) -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await factory.stop_all()
+
+
+async def _skiffctl(server: str, *args: str) -> str:
+    """Run skiffctl (a subprocess, with a deadline) against ``server``; its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "skiff.cli.skiffctl", "--server", server, *args,
+        env={**os.environ, "SKIFF_CONFIG": "/nonexistent"}, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_skiffctl_apply_get_describe_delete(api_cluster, api: Client, ns: str) -> None:
+    server = api_cluster.apiserver.address
+    applied = await _skiffctl(server, "apply", "-n", ns, "-f", str(EXAMPLE))
+    assert applied.splitlines() == ["configmap/app-config created", "secret/app-db created",
+                                    "pod/config-demo created"]
+    again = await _skiffctl(server, "apply", "-n", ns, "-f", str(EXAMPLE))
+    assert all(line.endswith(" unchanged") for line in again.splitlines()), again
+    cms = [line.split() for line in (await _skiffctl(server, "get", "cm", "-n", ns))
+           .splitlines()]
+    assert cms[0] == ["NAME", "DATA", "AGE"] and cms[1][:2] == ["app-config", "2"]
+    secrets = [line.split() for line in (await _skiffctl(server, "get", "secrets", "-n", ns))
+               .splitlines()]
+    assert secrets[0] == ["NAME", "TYPE", "DATA", "AGE"]
+    assert secrets[1][:3] == ["app-db", "kubernetes.io/basic-auth", "2"]
+    described = await _skiffctl(server, "describe", "secret", "app-db", "-n", ns)
+    assert "password:" in described and "6 bytes" in described and "s3cret" not in described
+    as_yaml = yaml.safe_load(await _skiffctl(server, "get", "secret", "app-db", "-n", ns,
+                                             "-o", "yaml"))
+    assert base64.b64decode(as_yaml["data"]["password"]) == b"s3cret"
+    assert "stringData" not in as_yaml
+    await api.serviceaccounts.create(obj("ServiceAccount", ns, "builder"))
+    accounts = await _skiffctl(server, "get", "sa", "-n", ns, "-o", "name")
+    assert accounts == "serviceaccount/builder\n"
+    deleted = await _skiffctl(server, "delete", "cm/app-config", "sa/builder", "-n", ns)
+    assert deleted.splitlines() == ['configmap "app-config" deleted',
+                                    'serviceaccount "builder" deleted']
+    await fails(NOT_FOUND, api.configmaps.get("app-config", ns))
