@@ -51,7 +51,13 @@ from services.kubelet.config import KubeletConfig
 from services.kubelet.image_gc import ImageGCManager
 from services.kubelet.images import ERR_IMAGE_PULL, ImageError, ImageManager
 from services.kubelet.network_plugin import NetworkPlugin, make_plugin
-from services.kubelet.node_status import HostFigures, NodeStatusManager, disk_figures, host_memory
+from services.kubelet.node_status import (
+    HostFigures,
+    NodeStatusManager,
+    allocatable,
+    disk_figures,
+    host_memory,
+)
 from services.kubelet.pod_actions import PodActions, compute_pod_actions
 from services.kubelet.pod_dirs import PodDirs
 from services.kubelet.pod_workers import PodWorkers
@@ -212,13 +218,18 @@ class Kubelet:
             if waiting_in == namespace:
                 self.workers.update(uid)
 
-    def _config_sources(self) -> env_sources.Sources:
-        """ConfigMaps and Secrets as the informers have them."""
+    def _config_sources(self, container: core_pb2.Container) -> env_sources.Sources:
+        """ConfigMaps and Secrets as the informers have them; the node's allocatable
+        when the container reads a resource (what an unset limit reads as)."""
+        reads_resources = any(v.value_from.HasField("resource_field_ref")
+                               for v in container.env)
         return env_sources.Sources(
             config_map=lambda ns, name: cast(core_pb2.ConfigMap | None,
                                              self.config_maps.store.get(f"{ns}/{name}")),
             secret=lambda ns, name: cast(core_pb2.Secret | None,
-                                         self.secrets.store.get(f"{ns}/{name}")))
+                                         self.secrets.store.get(f"{ns}/{name}")),
+            allocatable=allocatable(self.node_status.capacity(), self.config.system_reserved)
+            if reads_resources else {})
 
     def request_sync(self, uid: str) -> None:
         """Sync the pod ``uid`` soon (what the probe manager calls when a result flips)."""
@@ -541,7 +552,7 @@ class Kubelet:
         """The container's env and the container with $(VAR) expanded in command and
         args; ConfigError when a required ConfigMap, Secret or key is missing."""
         pairs = envvars.resolved_env(pod, container, self._services_of(pod),
-                                     self._config_sources())
+                                     self._config_sources(container))
         self._config_waiting.pop(pod.metadata.uid, None)
         env = [f"{name}={value}" for name, value in pairs]
         command, args = env_sources.expand_command(container, pairs)

@@ -9,6 +9,7 @@ Each pod prints its environment and exits; the test reads the container's log.
 from __future__ import annotations
 
 import json
+import math
 
 from e2e_pods import BUSYBOX, container, pod, status_of, wait_pod
 
@@ -58,7 +59,11 @@ def _env_pod(ns: str, node: str) -> core_pb2.Pod:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+        {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory",
+                                                              "divisor": "1Mi"}}},
+        {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
         {"name": "GREETING", "value": "hi-$(MODE)"}],
+                          "resources": {"limits": {"memory": "64Mi"}},
                           "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "CFG_"}]}]}})
 
 
@@ -74,6 +79,11 @@ async def test_env_from_config_map_secret_and_fields(api, ns, node, docker):
     assert env["POD_NAME"] == "env" and env["SA"] == "default"
     assert env["POD_IP"] and env["POD_IP"] == done.status.pod_ip
     assert env["GREETING"] == "hi-fast"
+    # A set limit in the divisor's units; an unset one is the node's allocatable.
+    assert env["MEM_MI"] == "64"
+    node_cpus = (await api.nodes.get(node.name, "")).status.allocatable["cpu"]
+    assert env["CPUS"] == str(math.ceil(float(node_cpus.rstrip("m")) /
+                                         (1000 if node_cpus.endswith("m") else 1)))
     assert env["ARG"] == "hi-fast-env"
 
 
