@@ -112,3 +112,23 @@ async def test_missing_config_map_waits_then_starts(api, ns, node, docker):
     done = await wait_pod(api, ns, "late", _finished("show"), what="show finished")
     log = await _log(docker, node.name, done.metadata.uid)
     assert "LATE=arrived" in log, log
+
+
+async def test_missing_secret_waits_then_starts(api, ns, node, docker):
+    shown = container("show", "sh", "-c", "echo TOKEN=$APP_token")
+    shown.env_from.add(prefix="APP_").secret_ref.name = "late"
+    await api.pods.create(pod("late-secret", ns, node.name, shown, restart_policy="Never"))
+
+    def config_error(p: core_pb2.Pod) -> bool:
+        s = status_of(p, "show")
+        return s is not None and s.state.waiting.reason == "CreateContainerConfigError"
+
+    waiting = await wait_pod(api, ns, "late-secret", config_error,
+                             what="CreateContainerConfigError")
+    assert status_of(waiting, "show").state.waiting.message == 'secret "late" not found'
+    await api.secrets.create(from_dict({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "late", "namespace": ns},
+        "stringData": {"token": "t0k3n"}}))
+    done = await wait_pod(api, ns, "late-secret", _finished("show"), what="show finished")
+    log = await _log(docker, node.name, done.metadata.uid)
+    assert "TOKEN=t0k3n" in log, log
