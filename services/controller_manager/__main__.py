@@ -42,6 +42,7 @@ CONTROLLERS: dict[str, str] = {
     "nodelifecycle": "services.controller_manager.node_lifecycle:NodeLifecycleController",
     "nodeipam": "services.controller_manager.nodeipam:NodeIpamController",
     "servicelb": "services.controller_manager.service_lb:ServiceLBController",
+    "serviceaccounts": "services.controller_manager.serviceaccounts:ServiceAccountsController",
 }
 
 

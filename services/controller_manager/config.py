@@ -14,7 +14,7 @@ from skiff.client.leaderelection import LeaderElectionConfig
 
 #: Every controller this daemon knows, in the order they are started.
 ALL_CONTROLLERS = ("replication", "deployment", "garbagecollector", "endpoints", "namespace",
-                   "nodelifecycle", "nodeipam", "servicelb")
+                   "nodelifecycle", "nodeipam", "servicelb", "serviceaccounts")
 #: The pod network every node's podCIDR is cut from, and the size of each (Kubernetes'
 #: --cluster-cidr / --node-cidr-mask-size; DESIGN.md's default addresses).
 DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"

@@ -41,7 +41,8 @@ from skiff.client.informer import Informer, SharedInformerFactory
 from skiff.client.store import split_key
 
 #: The kinds whose objects can own or be owned.
-GC_KINDS = ("Pod", "ReplicaSet", "ReplicationController", "Deployment", "Endpoints", "Service")
+GC_KINDS = ("Pod", "ReplicaSet", "ReplicationController", "Deployment", "Endpoints", "Service",
+            "ConfigMap", "Secret", "ServiceAccount")
 ORPHAN_FINALIZER, FOREGROUND_FINALIZER = "orphan", "foregroundDeletion"
 UID_INDEX, OWNER_UID_INDEX = "gc-uid", "gc-owner-uid"
 #: How often a write racing with another writer (Conflict) is retried on a fresh read.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from services.kubelet import env_sources
 from skiff.api.v1 import core_pb2
 
 #: The Services whose variables every pod gets, from the ``default`` namespace.
@@ -90,11 +91,23 @@ def _link_variables(prefix: str, ip: str, ports: Iterable[core_pb2.ServicePort]
 
 
 def container_env(pod: core_pb2.Pod, container: core_pb2.Container,
-                  services: Iterable[core_pb2.Service]) -> list[str]:
+                  services: Iterable[core_pb2.Service],
+                  sources: env_sources.Sources | None = None) -> list[str]:
     """Docker's ``Env`` for ``container``: the pod's Service variables the container does
-    not set itself, then the container's own."""
-    own = [(e.name, e.value) for e in container.env]
-    names = {name for name, _ in own}
-    links = [(n, v) for n, v in service_env(services_for_pod(pod, services))
-             if n not in names]
-    return [f"{name}={value}" for name, value in (*links, *own)]
+    not set itself, then the container's own (envFrom, env with valueFrom and $(VAR):
+    :func:`~services.kubelet.env_sources.resolve_env`, which may raise ConfigError)."""
+    return [f"{name}={value}" for name, value
+            in resolved_env(pod, container, services, sources)]
+
+
+def resolved_env(pod: core_pb2.Pod, container: core_pb2.Container,
+                 services: Iterable[core_pb2.Service],
+                 sources: env_sources.Sources | None = None) -> list[tuple[str, str]]:
+    """:func:`container_env` as (name, value) pairs."""
+    links = service_env(services_for_pod(pod, services))
+    return env_sources.resolve_env(pod, container, links, sources or _NO_SOURCES)
+
+
+#: No ConfigMaps or Secrets at all (callers that have none to offer).
+_NO_SOURCES = env_sources.Sources(config_map=lambda ns, name: None,
+                                  secret=lambda ns, name: None)

@@ -2,10 +2,12 @@
 
 What it watches: pods with ``spec.nodeName=<node>`` (one informer), every Service (an
 informer read when a container is made, for its Service environment variables:
-:mod:`~services.kubelet.envvars`), and Docker's event stream of this node's containers
-(re-subscribed whenever it ends: dockerd restarted). Each pod's resolv.conf
-(:mod:`~services.kubelet.dns`) is written into its directory under ``--root-dir``
-(:mod:`~services.kubelet.pod_dirs`) when its sandbox is made.
+:mod:`~services.kubelet.envvars`), every ConfigMap and Secret (informers read for env
+``valueFrom``/``envFrom``: :mod:`~services.kubelet.env_sources`; a change retries the
+pods waiting with CreateContainerConfigError in its namespace), and Docker's event
+stream of this node's containers (re-subscribed whenever it ends: dockerd restarted).
+Each pod's resolv.conf (:mod:`~services.kubelet.dns`) is written into its directory
+under ``--root-dir`` (:mod:`~services.kubelet.pod_dirs`) when its sandbox is made.
 What it reconciles: for each pod, the containers Docker runs against the pod's spec
 (``sync_pod``), through :class:`~services.kubelet.pod_workers.PodWorkers` (one worker
 per pod, pods in parallel). Every ``sync_frequency`` seconds every pod the API or
@@ -40,15 +42,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiodocker
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.kubelet import container_gc, dns, envvars, metrics, server
+from services.kubelet import container_gc, dns, env_sources, envvars, metrics, server
 from services.kubelet.backoff import Backoff
 from services.kubelet.config import KubeletConfig
 from services.kubelet.image_gc import ImageGCManager
 from services.kubelet.images import ERR_IMAGE_PULL, ImageError, ImageManager
 from services.kubelet.network_plugin import NetworkPlugin, make_plugin
-from services.kubelet.node_status import HostFigures, NodeStatusManager, disk_figures, host_memory
+from services.kubelet.node_status import (
+    HostFigures,
+    NodeStatusManager,
+    allocatable,
+    disk_figures,
+    host_memory,
+)
 from services.kubelet.pod_actions import PodActions, compute_pod_actions
 from services.kubelet.pod_dirs import PodDirs
 from services.kubelet.pod_workers import PodWorkers
@@ -147,6 +156,15 @@ class Kubelet:
         #: Every Service, for the pods' Service environment variables (read when a
         #: container is created, as Kubernetes' kubelet reads its Service lister).
         self.services = self.factory.informer("services")
+        #: ConfigMaps and Secrets, for env valueFrom/envFrom (read when a container is
+        #: made; a change retries the pods waiting on one of their namespace).
+        self.config_maps = self.factory.informer("configmaps")
+        self.secrets = self.factory.informer("secrets")
+        for informer in (self.config_maps, self.secrets):
+            informer.add_handler(self._on_config, lambda old, new: self._on_config(new), None,
+                                 name="kubelet-config")
+        #: Pods with a container waiting on a missing ConfigMap/Secret: uid -> namespace.
+        self._config_waiting: dict[str, str] = {}
         self.pod_dirs = PodDirs(config.state_dir)
         #: Nodes, for the routes to the other nodes' pods (the bridge plugin's).
         self._nodes_changed = asyncio.Event()
@@ -193,6 +211,26 @@ class Kubelet:
                                     else pod.spec.termination_grace_period_seconds)
         self.workers.update(uid)
 
+    def _on_config(self, obj: Message) -> None:
+        """A ConfigMap or Secret came or changed: retry the pods waiting in its namespace."""
+        namespace = obj.metadata.namespace  # type: ignore[attr-defined]
+        for uid, waiting_in in list(self._config_waiting.items()):
+            if waiting_in == namespace:
+                self.workers.update(uid)
+
+    def _config_sources(self, container: core_pb2.Container) -> env_sources.Sources:
+        """ConfigMaps and Secrets as the informers have them; the node's allocatable
+        when the container reads a resource (what an unset limit reads as)."""
+        reads_resources = any(v.value_from.HasField("resource_field_ref")
+                               for v in container.env)
+        return env_sources.Sources(
+            config_map=lambda ns, name: cast(core_pb2.ConfigMap | None,
+                                             self.config_maps.store.get(f"{ns}/{name}")),
+            secret=lambda ns, name: cast(core_pb2.Secret | None,
+                                         self.secrets.store.get(f"{ns}/{name}")),
+            allocatable=allocatable(self.node_status.capacity(), self.config.system_reserved)
+            if reads_resources else {})
+
     def request_sync(self, uid: str) -> None:
         """Sync the pod ``uid`` soon (what the probe manager calls when a result flips)."""
         self.workers.update(uid)
@@ -228,6 +266,9 @@ class Kubelet:
         # A container started before the Services are known would miss their variables.
         if not await self.services.wait_synced(SYNC_TIMEOUT):
             raise RuntimeError("the service informer did not sync")
+        for informer in (self.config_maps, self.secrets):
+            if not await informer.wait_synced(SYNC_TIMEOUT):
+                raise RuntimeError(f"the {informer.name} informer did not sync")
         if not self.config.cluster_dns:
             self._log.warning("no --cluster-dns: ClusterFirst pods get the Default policy")
         self._log.info("started", pods=len(self._by_uid), pod_cidr=self.pod_cidr,
@@ -425,9 +466,12 @@ class Kubelet:
                 self.recorder.event(pod, WARNING, "FailedCreatePodSandBox",
                                     f"Failed to create pod sandbox: {e.message}")
                 raise
-            sandbox_id = created.id
+            sandbox_id, pod_ip = created.id, created.ip
+        else:
+            pod_ip = sandbox.ip if sandbox is not None else ""
+        env_pod = self._pod_for_env(pod, pod_ip)
         results = await asyncio.gather(*(
-            self._start_container(pod, name, count, observed.latest(name), sandbox_id)
+            self._start_container(env_pod, name, count, observed.latest(name), sandbox_id)
             for name, count in actions.start.items()))
         waiting: dict[str, Waiting] = {}
         again: float | None = None
@@ -468,7 +512,13 @@ class Kubelet:
         if not await asyncio.to_thread(os.path.exists, resolv_conf):
             # Written with the sandbox; gone only if the root dir was wiped since.
             resolv_conf = await self._write_resolv_conf(pod, record=False)
-        env = envvars.container_env(pod, container, self._services_of(pod))
+        try:
+            env, container = self._container_config(pod, container)
+        except env_sources.ConfigError as e:
+            self._config_waiting[uid] = pod.metadata.namespace
+            self.recorder.event(pod, WARNING, "Failed", f"Error: {e}")
+            return Waiting(env_sources.CREATE_CONTAINER_CONFIG_ERROR, str(e)), (
+                self.config.sync_frequency)
         try:
             cid = await self.runtime.create_container(pod, container, sandbox_id=sandbox_id,
                                                       restart_count=restart_count, env=env,
@@ -485,6 +535,36 @@ class Kubelet:
             return Waiting("RunContainerError", str(e.message)), delay
         self.recorder.event(pod, NORMAL, "Started", f"Started container {name}")
         return None, None
+
+    def _pod_for_env(self, pod: core_pb2.Pod, pod_ip: str) -> core_pb2.Pod:
+        """``pod`` with the IPs fieldRefs read (status.podIP may not be posted yet)."""
+        if (pod_ip or pod.status.pod_ip) == pod.status.pod_ip \
+                and pod.status.host_ip == self.config.address:
+            return pod
+        copy = core_pb2.Pod()
+        copy.CopyFrom(pod)
+        copy.status.pod_ip = pod_ip or pod.status.pod_ip
+        copy.status.host_ip = self.config.address
+        return copy
+
+    def _container_config(self, pod: core_pb2.Pod, container: core_pb2.Container
+                          ) -> tuple[list[str], core_pb2.Container]:
+        """The container's env and the container with $(VAR) expanded in command and
+        args; ConfigError when a required ConfigMap, Secret or key is missing."""
+        pairs = envvars.resolved_env(pod, container, self._services_of(pod),
+                                     self._config_sources(container))
+        self._config_waiting.pop(pod.metadata.uid, None)
+        env = [f"{name}={value}" for name, value in pairs]
+        command, args = env_sources.expand_command(container, pairs)
+        if list(container.command) == command and list(container.args) == args:
+            return env, container
+        expanded = core_pb2.Container()
+        expanded.CopyFrom(container)
+        expanded.ClearField("command")
+        expanded.ClearField("args")
+        expanded.command.extend(command)
+        expanded.args.extend(args)
+        return env, expanded
 
     def _image_failed(self, pod: core_pb2.Pod, container: core_pb2.Container,
                       error: ImageError) -> tuple[Waiting, float]:
@@ -604,6 +684,7 @@ class Kubelet:
         await asyncio.gather(*(self.runtime.remove(c.id) for c in observed.all))
 
     def _forget(self, uid: str) -> None:
+        self._config_waiting.pop(uid, None)
         self.probes.remove_pod(uid)
         self.crash_backoff.forget_prefix(f"{uid}/")
         self._statuses.pop(uid, None)

@@ -195,6 +195,7 @@ _KIND_FIELDS: dict[str, Callable[[Message], dict[str, str]]] = {
     "Node": lambda node: {"spec.unschedulable": _bool(node.spec.unschedulable)},
     "Event": _event_fields,
     "Namespace": lambda ns: {"status.phase": ns.status.phase},
+    "Secret": lambda secret: {"type": secret.type},
     "ReplicationController": _replicas_fields,
     "ReplicaSet": _replicas_fields,
 }

@@ -82,6 +82,9 @@ KINDS: tuple[Kind, ...] = (
     _kind("Event", core_pb2.Event, has_status=False, short=("ev",)),
     _kind("Lease", coordination_pb2.Lease, api_version="coordination.k8s.io/v1",
           has_status=False),
+    _kind("ConfigMap", core_pb2.ConfigMap, has_status=False, short=("cm",)),
+    _kind("Secret", core_pb2.Secret, has_status=False),
+    _kind("ServiceAccount", core_pb2.ServiceAccount, has_status=False, short=("sa",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}

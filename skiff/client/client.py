@@ -182,6 +182,18 @@ class Client:
     def leases(self) -> ResourceClient:
         return self.resource("Lease")
 
+    @property
+    def config_maps(self) -> ResourceClient:
+        return self.resource("ConfigMap")
+
+    @property
+    def secrets(self) -> ResourceClient:
+        return self.resource("Secret")
+
+    @property
+    def service_accounts(self) -> ResourceClient:
+        return self.resource("ServiceAccount")
+
 
 class ResourceClient:
     """Create, get, list, update, delete and watch objects of one kind."""

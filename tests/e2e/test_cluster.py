@@ -336,6 +336,18 @@ async def test_local_cluster_end_to_end(cluster: Cluster, api: Client) -> None:
 
     step("every replica answered")
 
+    # The controller-manager keeps a default ServiceAccount per namespace; pods run as it.
+    async def default_accounts() -> bool:
+        try:
+            for namespace in ("default", "kube-system"):
+                await api.service_accounts.get("default", namespace)
+        except errors.NotFound:
+            return False
+        return True
+
+    await wait_for(default_accounts, timeout=30, interval=0.2, what="default ServiceAccounts")
+    assert {p.spec.service_account_name for p in pods} == {"default"}
+
     # A deleted pod is replaced, and the replacement serves.
     victim = sorted(names)[0]
     await api.pods.delete(victim, "default")

@@ -125,6 +125,9 @@ class Client:
     deployments: Resource
     events: Resource
     leases: Resource
+    configmaps: Resource
+    secrets: Resource
+    serviceaccounts: Resource
 
     def __init__(self, address: str) -> None:
         self.address = address

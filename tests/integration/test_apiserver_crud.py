@@ -167,6 +167,36 @@ spec:
   holderIdentity: node-$id
   leaseDurationSeconds: 40
   renewTime: "2024-05-01T10:00:00Z"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: $ns
+data:
+  nginx.conf: "worker_processes 1;"
+binaryData:
+  logo.bin: AAEC
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+  namespace: $ns
+type: kubernetes.io/basic-auth
+stringData:
+  username: admin
+data:
+  password: czNjcmV0
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: web-sa
+  namespace: $ns
+imagePullSecrets:
+- name: regcred
+automountServiceAccountToken: false
 """)
 
 
@@ -237,6 +267,16 @@ def _namespace_defaults(obj: core_pb2.Namespace) -> None:
     assert obj.metadata.labels["kubernetes.io/metadata.name"] == obj.metadata.name
 
 
+def _config_map_defaults(obj: core_pb2.ConfigMap) -> None:
+    assert dict(obj.binary_data) == {"logo.bin": b"\x00\x01\x02"}
+
+
+def _secret_defaults(obj: core_pb2.Secret) -> None:
+    # stringData is folded into data and not stored.
+    assert dict(obj.data) == {"username": b"admin", "password": b"s3cret"}
+    assert not obj.string_data and obj.type == "kubernetes.io/basic-auth"
+
+
 def _nothing(obj: Any) -> None:
     pass
 
@@ -278,6 +318,9 @@ CASES = [
     Case("Event", _nothing, None, None),
     Case("Lease", _nothing, lambda o: setattr(o.spec, "holder_identity", "someone-else"),
          None),
+    Case("ConfigMap", _config_map_defaults, None, None),
+    Case("Secret", _secret_defaults, None, None),
+    Case("ServiceAccount", _nothing, None, None),
 ]
 
 

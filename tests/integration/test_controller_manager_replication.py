@@ -244,6 +244,20 @@ async def test_background_deletion_collects_pods(client: Client, ns: str) -> Non
     assert await gone(lambda: client.replication_controllers.get("bg", ns))
 
 
+async def test_owned_config_maps_and_secrets_are_collected(client: Client, ns: str) -> None:
+    rc = await client.replication_controllers.create(rc_manifest("cfg", ns, 0, {"app": "cfg"}))
+    owner = [{"apiVersion": "v1", "kind": "ReplicationController", "name": "cfg",
+              "uid": rc.metadata.uid}]
+    for kind in ("ConfigMap", "Secret", "ServiceAccount"):
+        await client.resource(kind).create(from_dict({
+            "apiVersion": "v1", "kind": kind,
+            "metadata": {"name": "owned", "namespace": ns, "ownerReferences": owner}}))
+    await client.replication_controllers.delete("cfg", ns)
+    for resource in (client.config_maps, client.secrets, client.service_accounts):
+        await wait_for(lambda r=resource: gone(lambda: r.get("owned", ns)),
+                       timeout=DEADLINE, interval=0.1, what=f"owned {resource.kind.kind} gone")
+
+
 async def test_orphan_deletion_keeps_pods(client: Client, ns: str) -> None:
     rc = await client.replication_controllers.create(rc_manifest("or", ns, 3, {"app": "or"}))
     await wait_pods(client, ns, 3, rc)

@@ -503,7 +503,7 @@ async def test_version_reports_the_server(apiserver: APIServer) -> None:
     lines = out.splitlines()
     assert lines[0].startswith("Client Version: v")
     assert lines[1] == (f"Server Version: skiff-apiserver at {apiserver.address} "
-                        "(SERVING, 10 API services)")
+                        "(SERVING, 13 API services)")
 
 
 @pytest.mark.parametrize("source", ["SKIFF_SERVER", "SKIFF_CONFIG"])

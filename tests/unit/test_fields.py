@@ -191,8 +191,9 @@ def test_supported_fields() -> None:
             "involvedObject.uid", "reason", "type", "source"} <= supported_fields("events")
     assert supported_fields("ns") == frozenset({"metadata.name", "metadata.namespace",
                                                 "status.phase"})
+    assert "type" in supported_fields("secrets")
     with pytest.raises(UnknownKind):
-        supported_fields("secrets")
+        supported_fields("widgets")
 
 
 def test_validate_field_selector() -> None:

@@ -350,7 +350,7 @@ POD = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
     ("apiVersion: apps/v2\nkind: Deployment\n",
      'bad.yaml: kind Deployment is in apiVersion "apps/v1", not "apps/v2"'),
     ("kind: Pod\n", 'bad.yaml: apiVersion not set (kind Pod is "v1")'),
-    ("apiVersion: v1\nkind: Secret\n", 'bad.yaml: unknown kind "Secret" (Skiff serves Namespace'),
+    ("apiVersion: v1\nkind: Widget\n", 'bad.yaml: unknown kind "Widget" (Skiff serves Namespace'),
     ("apiVersion: v1\n", "bad.yaml: kind not set"),
     ("- a\n- b\n", "bad.yaml: expected an object, got a list"),
     ("just a string\n", 'bad.yaml: expected an object, got "just a string"'),
@@ -456,6 +456,8 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return _text
     if field.type == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=6)
     if field.type in _INT_BOUNDS:
         return st.integers(*_INT_BOUNDS[field.type])
     raise AssertionError(f"no strategy for {field.full_name}")
@@ -478,7 +480,8 @@ def _fill(draw: st.DrawFn, message: Message, depth: int) -> None:
             continue
         is_message = field.type == FieldDescriptor.TYPE_MESSAGE
         if is_message and field.message_type.GetOptions().map_entry:
-            getattr(message, field.name).update(draw(st.dictionaries(_text, _text, max_size=2)))
+            values = _scalar(field.message_type.fields_by_name["value"])
+            getattr(message, field.name).update(draw(st.dictionaries(_text, values, max_size=2)))
         elif field.is_repeated:
             container = getattr(message, field.name)
             for _ in range(draw(st.integers(0, 2 if depth < 3 else 0))):

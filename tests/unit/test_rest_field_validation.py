@@ -150,6 +150,8 @@ def _scalar(field: FieldDescriptor) -> Any:
         return True
     if t == FieldDescriptor.TYPE_STRING:
         return "x"
+    if t == FieldDescriptor.TYPE_BYTES:
+        return b"x"
     if t == FieldDescriptor.TYPE_ENUM:
         return 0
     if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
@@ -166,7 +168,8 @@ def _fill_field(message: Message, field: FieldDescriptor, depth: int) -> None:
         if value_field.message_type is not None:
             _fill(value["k"], depth + 1)
         else:
-            value["k"] = "1" if value_field.type == FieldDescriptor.TYPE_STRING else 1
+            value["k"] = {FieldDescriptor.TYPE_STRING: "1",
+                          FieldDescriptor.TYPE_BYTES: b"1"}.get(value_field.type, 1)
     elif field.is_repeated:
         if field.message_type is not None:
             _fill(value.add(), depth + 1)

@@ -9,6 +9,7 @@ as pure functions with a thin ``Strategy`` subclass on top.
 
 from __future__ import annotations
 
+from services.apiserver.strategies.config_map import ConfigMapStrategy
 from services.apiserver.strategies.deployment import DeploymentStrategy
 from services.apiserver.strategies.endpoints import EndpointsStrategy
 from services.apiserver.strategies.event import EventStrategy
@@ -18,7 +19,9 @@ from services.apiserver.strategies.node import NodeStrategy
 from services.apiserver.strategies.pod import PodStrategy
 from services.apiserver.strategies.replica_set import ReplicaSetStrategy
 from services.apiserver.strategies.replication_controller import ReplicationControllerStrategy
+from services.apiserver.strategies.secret import SecretStrategy
 from services.apiserver.strategies.service import ServiceStrategy
+from services.apiserver.strategies.service_account import ServiceAccountStrategy
 from services.apiserver.strategy import Strategy
 from skiff.api.kinds import KINDS
 
@@ -33,6 +36,9 @@ _CLASSES: dict[str, type[Strategy]] = {
     "Deployment": DeploymentStrategy,
     "Event": EventStrategy,
     "Lease": LeaseStrategy,
+    "ConfigMap": ConfigMapStrategy,
+    "Secret": SecretStrategy,
+    "ServiceAccount": ServiceAccountStrategy,
 }
 
 STRATEGIES: dict[str, Strategy] = {

@@ -19,6 +19,7 @@ from fractions import Fraction
 
 from google.protobuf.message import Message
 
+from services.apiserver.strategies.pod_env import default_env, validate_env, validate_env_from
 from services.apiserver.strategy import Strategy
 from skiff.api import validation
 from skiff.api.errors import FieldError
@@ -54,7 +55,8 @@ UPDATE_FORBIDDEN = (
     "`spec.terminationGracePeriodSeconds`"
 )
 
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+#: What spec.serviceAccountName defaults to; the serviceaccounts controller makes it.
+DEFAULT_SERVICE_ACCOUNT = "default"
 _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
 _INT32_MAX = 2**31 - 1
 SelectorRequirement = core_pb2.NodeSelectorRequirement | meta_pb2.LabelSelectorRequirement
@@ -113,6 +115,7 @@ def _default_container(container: core_pb2.Container) -> None:
     for port in container.ports:
         if not port.protocol:
             port.protocol = "TCP"
+    default_env(container)
     for name in ("liveness_probe", "readiness_probe", "startup_probe"):
         if container.HasField(name):
             _default_probe(getattr(container, name))
@@ -212,10 +215,13 @@ def validate_pod_spec(spec: core_pb2.PodSpec, path: Path | str) -> list[FieldErr
     errors: list[FieldError] = []
     errors += validation.required(p.child("containers"), spec.containers)
     names: set[str] = set()
+    all_names = frozenset(c.name for c in (*spec.init_containers, *spec.containers))
     errors += _validate_containers(spec.init_containers, p.child("initContainers"),
-                                   names=names, init=True, host_network=spec.host_network)
+                                   names=names, init=True, host_network=spec.host_network,
+                                   all_names=all_names)
     errors += _validate_containers(spec.containers, p.child("containers"),
-                                   names=names, init=False, host_network=spec.host_network)
+                                   names=names, init=False, host_network=spec.host_network,
+                                   all_names=all_names)
     errors += _validate_host_ports(spec, p)
     errors += validation.one_of(p.child("restartPolicy"), spec.restart_policy,
                                 RESTART_POLICIES)
@@ -285,7 +291,8 @@ def _validate_scalars(spec: core_pb2.PodSpec, p: Path) -> list[FieldError]:
 
 
 def _validate_containers(containers: Iterable[core_pb2.Container], p: Path, *,
-                         names: set[str], init: bool, host_network: bool) -> list[FieldError]:
+                         names: set[str], init: bool, host_network: bool,
+                         all_names: frozenset[str]) -> list[FieldError]:
     errors: list[FieldError] = []
     for i, container in enumerate(containers):
         cp = p.index(i)
@@ -294,12 +301,13 @@ def _validate_containers(containers: Iterable[core_pb2.Container], p: Path, *,
         else:
             errors += validation.dns1123_label(cp.child("name"), container.name)
         names.add(container.name)
-        errors += _validate_container(container, cp, init=init, host_network=host_network)
+        errors += _validate_container(container, cp, init=init, host_network=host_network,
+                                      container_names=all_names)
     return errors
 
 
 def _validate_container(container: core_pb2.Container, p: Path, *, init: bool,
-                        host_network: bool) -> list[FieldError]:
+                        host_network: bool, container_names: frozenset[str]) -> list[FieldError]:
     errors: list[FieldError] = []
     errors += validation.required(p.child("image"), container.image)
     if container.image and container.image != container.image.strip():
@@ -307,7 +315,8 @@ def _validate_container(container: core_pb2.Container, p: Path, *, init: bool,
     errors += validation.one_of(p.child("imagePullPolicy"), container.image_pull_policy,
                                 PULL_POLICIES)
     errors += _validate_ports(container.ports, p.child("ports"), host_network=host_network)
-    errors += _validate_env(container.env, p.child("env"))
+    errors += validate_env(container.env, p.child("env"), container_names)
+    errors += validate_env_from(container.env_from, p.child("envFrom"))
     errors += _validate_resources(container.resources, p.child("resources"))
     errors += _validate_probes(container, p, init=init)
     return errors
@@ -349,17 +358,6 @@ def _validate_host_ports(spec: core_pb2.PodSpec, p: Path) -> list[FieldError]:
                     path = p.child(group).index(i).child("ports").index(j)
                     errors += _duplicate(path.child("hostPort"), key)
                 seen.add(key)
-    return errors
-
-
-def _validate_env(env: Iterable[core_pb2.EnvVar], p: Path) -> list[FieldError]:
-    errors: list[FieldError] = []
-    for i, var in enumerate(env):
-        field = p.index(i).child("name")
-        errors += validation.required(field, var.name)
-        if var.name and (not _ENV_NAME.match(var.name) or var.name in (".", "..")):
-            errors += _err(field, "a valid environment variable name must consist of alphabetic "
-                           "characters, digits, '_', '-', or '.', and must not start with a digit")
     return errors
 
 
@@ -671,6 +669,8 @@ class PodStrategy(Strategy):
         default_requests_from_limits(spec)
         if not spec.HasField("priority"):
             spec.priority = 0
+        # The ServiceAccount admission's default (pods only, not templates).
+        spec.service_account_name = spec.service_account_name or DEFAULT_SERVICE_ACCOUNT
 
     def prepare_for_create(self, obj: Message) -> None:
         super().prepare_for_create(obj)

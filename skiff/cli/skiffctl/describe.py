@@ -309,6 +309,7 @@ def write_containers(lines: Lines, title: str, containers: Iterable[Message],
                                   ("Startup", "startup_probe")):
             if container.HasField(probe_field):
                 lines.add(inner, f"{name}:\t{describe_probe(getattr(container, probe_field))}")
+        _write_env_from(lines, inner, container.env_from)
         _write_env(lines, inner, container.env)
 
 
@@ -349,7 +350,43 @@ def _write_env(lines: Lines, level: int, env: Iterable[Message]) -> None:
         return
     lines.add(level, "Environment:")
     for var in env:
-        lines.add(level + 1, f"{var.name}:\t{var.value}")
+        lines.add(level + 1, f"{var.name}:\t{_env_value(var)}")
+
+
+def _optional(ref: Message) -> str:
+    return f"Optional: {'true' if ref.HasField('optional') and ref.optional else 'false'}"
+
+
+def _env_value(var: Message) -> str:
+    """kubectl's words for where a variable comes from."""
+    source = var.value_from
+    if source.HasField("config_map_key_ref"):
+        ref = source.config_map_key_ref
+        return f"<set to the key '{ref.key}' of config map '{ref.name}'>  {_optional(ref)}"
+    if source.HasField("secret_key_ref"):
+        ref = source.secret_key_ref
+        return f"<set to the key '{ref.key}' in secret '{ref.name}'>  {_optional(ref)}"
+    if source.HasField("field_ref"):
+        ref = source.field_ref
+        return f"({ref.api_version or 'v1'}:{ref.field_path})"
+    if source.HasField("resource_field_ref"):
+        ref = source.resource_field_ref
+        return f"{ref.container_name or ''} {ref.resource}".strip() + \
+            (f" (divisor: {ref.divisor})" if ref.divisor else "")
+    return var.value
+
+
+def _write_env_from(lines: Lines, level: int, sources: Iterable[Message]) -> None:
+    sources = list(sources)
+    if not sources:
+        return
+    lines.add(level, "Environment Variables from:")
+    for source in sources:
+        is_secret = source.HasField("secret_ref")
+        ref = source.secret_ref if is_secret else source.config_map_ref
+        prefix = f" with prefix '{source.prefix}'" if source.prefix else ""
+        lines.add(level + 1, f"{ref.name}\t{'Secret' if is_secret else 'ConfigMap'}"
+                             f"{prefix}\t{_optional(ref)}")
 
 
 def format_toleration(t: Message) -> str:
@@ -621,6 +658,36 @@ def describe_namespace(lines: Lines, ns: Message, related: Related, now: float) 
     lines.add(0, f"Status:\t{ns.status.phase or 'Active'}")
 
 
+def describe_config_map(lines: Lines, cm: Message, related: Related, now: float) -> None:
+    """kubectl's way: each key, a rule, the value; binary values only by size."""
+    write_metadata(lines, cm)
+    lines.add(0, "")
+    lines.add(0, "Data")
+    lines.add(0, "====")
+    for key, value in sorted(cm.data.items()):
+        lines.add(0, f"{key}:")
+        lines.add(0, "----")
+        lines.add(0, value)
+        lines.add(0, "")
+    lines.add(0, "")
+    lines.add(0, "BinaryData")
+    lines.add(0, "====")
+    for key, data in sorted(cm.binary_data.items()):
+        lines.add(0, f"{key}:\t{len(data)} bytes")
+
+
+def describe_secret(lines: Lines, secret: Message, related: Related, now: float) -> None:
+    """The type and each key's size: values are not shown (kubectl's way)."""
+    write_metadata(lines, secret)
+    lines.add(0, "")
+    lines.add(0, f"Type:\t{secret.type}")
+    lines.add(0, "")
+    lines.add(0, "Data")
+    lines.add(0, "====")
+    for key, data in sorted(secret.data.items()):
+        lines.add(0, f"{key}:\t{len(data)} bytes")
+
+
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -671,4 +738,6 @@ DESCRIBERS: dict[str, Describer] = {
     "ReplicationController": describe_replica_set,
     "Endpoints": describe_endpoints,
     "Namespace": describe_namespace,
+    "ConfigMap": describe_config_map,
+    "Secret": describe_secret,
 }

@@ -360,6 +360,18 @@ def _lease_row(lease: Message, now: float, wide: bool) -> list[str]:
     return [lease.spec.holder_identity, age(lease.metadata.creation_timestamp, now)]
 
 
+def _config_map_row(cm: Message, now: float, wide: bool) -> list[str]:
+    return [str(len(cm.data) + len(cm.binary_data)), age(cm.metadata.creation_timestamp, now)]
+
+
+def _secret_row(secret: Message, now: float, wide: bool) -> list[str]:
+    return [secret.type, str(len(secret.data)), age(secret.metadata.creation_timestamp, now)]
+
+
+def _service_account_row(sa: Message, now: float, wide: bool) -> list[str]:
+    return [str(len(sa.secrets)), age(sa.metadata.creation_timestamp, now)]
+
+
 def _generic_row(obj: Message, now: float, wide: bool) -> list[str]:
     return [age(obj.metadata.creation_timestamp, now)]
 
@@ -398,6 +410,9 @@ TABLES: dict[str, TableSpec] = {
                        ("LAST SEEN", "TYPE", "REASON", "OBJECT", "SUBOBJECT", "SOURCE",
                         "MESSAGE", "FIRST SEEN", "COUNT", "NAME"), _event_row, named=False),
     "Lease": TableSpec(("HOLDER", "AGE"), (), _lease_row),
+    "ConfigMap": TableSpec(("DATA", "AGE"), (), _config_map_row),
+    "Secret": TableSpec(("TYPE", "DATA", "AGE"), (), _secret_row),
+    "ServiceAccount": TableSpec(("SECRETS", "AGE"), (), _service_account_row),
 }
 _GENERIC = TableSpec(("AGE",), (), _generic_row)
 
