@@ -2,7 +2,7 @@
 kubelet on Docker (the ``node`` fixture) and a real controller-manager (deployment,
 replication, garbage collector). Covers ``wait --for=condition=Available``, ``rollout
 status|history|undo|restart|pause|resume``, ``set image``, ``describe
-deployment|node|service``, ``cordon|uncordon|drain`` (drain evicts through
+deployment|pod|node|service``, ``cordon|uncordon|drain`` (drain evicts through
 pods/eviction) and ``cp`` into and out of a pod (busybox tar over exec streaming)."""
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ async def test_rollout_set_image_wait_and_describe(kubectl, node, tmp_path):
     await kubectl("expose", "deploy/d", "--port=80", "--target-port=8080", "--name=s")
     service = await kubectl("describe", "service", "s")
     assert "Selector:" in service and "app=d" in service and "80/TCP" in service
+    pods = await kubectl("describe", "pods", "-l", "app=d")
+    fields = [line.split(None, 1) for line in pods.splitlines() if line[:1].isalpha()]
+    assert any(f[0] == "Status:" and f[1].strip() == "Running" for f in fields if len(f) == 2)
+    assert "Controlled By:" in pods and "ReplicaSet/d-" in pods
     node_text = await kubectl("describe", "node", node.name)
     assert f"Name:               {node.name}" in node_text and "Conditions:" in node_text
 
