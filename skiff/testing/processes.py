@@ -270,14 +270,15 @@ class Process:
 @contextlib.asynccontextmanager
 async def control_plane(base_dir: Path, *, log_level: str = "info",
                         apiserver_args: list[str] | None = None, timeout: float = 60.0,
-                        unsafe_no_fsync: bool = False,
+                        unsafe_no_fsync: bool = False, rest: bool = False,
                         ) -> AsyncIterator[tuple[StoreCluster, APIServer]]:
     """Three store replicas and an apiserver under ``base_dir``, healthy; stopped on
-    leaving (what every benchmark that starts its own cluster needs)."""
+    leaving (what every benchmark that starts its own cluster needs). ``rest=True``
+    also serves the Kubernetes REST API (see :class:`APIServer`)."""
     store = StoreCluster(base_dir / "store", log_level=log_level,
                          unsafe_no_fsync=unsafe_no_fsync)
     apiserver = APIServer(base_dir / "apiserver", store.endpoints, log_level=log_level,
-                          extra_args=apiserver_args)
+                          extra_args=apiserver_args, rest=rest)
     store.start()
     try:
         await store.wait_healthy(timeout=timeout)

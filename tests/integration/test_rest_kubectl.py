@@ -111,6 +111,9 @@ async def test_version_and_discovery(kubectl):
     assert sorted((await kubectl("api-versions")).split()) == [
         "apps/v1", "coordination.k8s.io/v1", "metrics.k8s.io/v1beta1", "v1"]
     assert "couldn't get resource list" not in err
+    explained = await kubectl("explain", "deployments.spec.template.spec.containers")
+    assert "KIND:       Deployment" in explained and "FIELDS:" in explained
+    assert "image\t<string>" in explained
 
 
 async def test_create_get_and_delete(kubectl, ns):

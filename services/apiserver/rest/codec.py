@@ -15,6 +15,7 @@ leaves them out, as Kubernetes defaults them from the request.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections.abc import Mapping
 from copy import copy
@@ -263,6 +264,12 @@ def encode_json(obj: Message, kind: Kind) -> bytes:
             while len(_cache) > CACHE_SIZE:
                 del _cache[next(iter(_cache))]
     return data
+
+
+def encode_cached(obj: Message, kind: Kind) -> dict[str, Any]:
+    """:func:`encode`'s document, parsed back from :func:`encode_json`'s cache: a
+    version listed or watched before costs a ``json.loads``, cheaper than encoding."""
+    return json.loads(encode_json(obj, kind))
 
 
 def encode_list_json(result: Message, kind: Kind) -> bytes:
