@@ -96,6 +96,13 @@ SAMPLES = {
     "Lease": {"metadata": META, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
                                          "renewTime": "2024-05-01T10:00:00.123456Z",
                                          "leaseTransitions": 0}},
+    "ConfigMap": {"metadata": META, "data": {"a.conf": "x=1"},
+                  "binaryData": {"blob": "AAEC"}, "immutable": True},
+    "Secret": {"metadata": META, "type": "kubernetes.io/tls",
+               "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"}},
+    "ServiceAccount": {"metadata": META, "secrets": [{"name": "token"}],
+                       "imagePullSecrets": [{"name": "registry"}],
+                       "automountServiceAccountToken": False},
 }
 
 

@@ -269,6 +269,16 @@ def test_namespace_lease_and_default_rows() -> None:
     assert pr.table_row("Widget", {"metadata": _meta("w")}, now=NOW)["cells"] == ["w", "5m"]
 
 
+def test_config_map_secret_and_service_account_rows() -> None:
+    cm = {"metadata": _meta("conf"), "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}}
+    assert list(_cells("ConfigMap", cm).values()) == ["conf", 3, "5m"]
+    secret = {"metadata": _meta("tls"), "type": "kubernetes.io/tls",
+              "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"}}
+    assert list(_cells("Secret", secret).values()) == ["tls", "kubernetes.io/tls", 2, "5m"]
+    sa = {"metadata": _meta("default")}
+    assert list(_cells("ServiceAccount", sa).values()) == ["default", 0, "5m"]
+
+
 def test_event_row() -> None:
     assert _names("Event") == ["Last Seen", "Type", "Reason", "Object", "Subobject", "Source",
                                "Message", "First Seen", "Count", "Name"]

@@ -455,6 +455,11 @@ _EVENT_COLUMNS = (
     Column("Name", priority=1, format="name", description="Name must be unique within a "
            "namespace."),
 )
+_DATA = Column("Data", type="integer", description="The number of keys (data and binaryData).")
+_CONFIG_MAP_COLUMNS = (_NAME, _DATA, _AGE)
+_SECRET_COLUMNS = (_NAME, Column("Type", description="The type of the secret."), _DATA, _AGE)
+_SERVICE_ACCOUNT_COLUMNS = (_NAME, Column("Secrets", type="integer", description="The "
+                                          "number of secrets listed."), _AGE)
 _DEFAULT_COLUMNS = (_NAME, _AGE)
 
 
@@ -491,6 +496,23 @@ def _lease_cells(lease: JSON, now: datetime) -> list[Any]:
             age(_get(lease, "metadata", "creationTimestamp"), now)]
 
 
+def _config_map_cells(cm: JSON, now: datetime) -> list[Any]:
+    return [_get(cm, "metadata", "name", default=""),
+            len(cm.get("data") or {}) + len(cm.get("binaryData") or {}),
+            age(_get(cm, "metadata", "creationTimestamp"), now)]
+
+
+def _secret_cells(secret: JSON, now: datetime) -> list[Any]:
+    return [_get(secret, "metadata", "name", default=""), secret.get("type", ""),
+            len(secret.get("data") or {}),
+            age(_get(secret, "metadata", "creationTimestamp"), now)]
+
+
+def _service_account_cells(sa: JSON, now: datetime) -> list[Any]:
+    return [_get(sa, "metadata", "name", default=""), len(sa.get("secrets") or []),
+            age(_get(sa, "metadata", "creationTimestamp"), now)]
+
+
 def _default_cells(obj: JSON, now: datetime) -> list[Any]:
     return [_get(obj, "metadata", "name", default=""),
             age(_get(obj, "metadata", "creationTimestamp"), now)]
@@ -515,6 +537,9 @@ PRINTERS: Mapping[str, Printer] = {
     "ReplicationController": Printer(_REPLICA_COLUMNS, _rc_cells),
     "Event": Printer(_EVENT_COLUMNS, _event_cells),
     "Lease": Printer(_LEASE_COLUMNS, _lease_cells),
+    "ConfigMap": Printer(_CONFIG_MAP_COLUMNS, _config_map_cells),
+    "Secret": Printer(_SECRET_COLUMNS, _secret_cells),
+    "ServiceAccount": Printer(_SERVICE_ACCOUNT_COLUMNS, _service_account_cells),
 }
 DEFAULT_PRINTER = Printer(_DEFAULT_COLUMNS, _default_cells)
 
