@@ -74,7 +74,7 @@ from services.store.raft_transport import (
     RaftTimings,
     RaftTransport,
 )
-from services.store.snapshots import RaftState, Snapshotter
+from services.store.snapshots import RaftState, Snapshotter, check_received_dumps
 from skiff.logging import get_logger
 from skiff.store.v1 import raft_pb2
 
@@ -249,6 +249,8 @@ class Replica:
                                  tick_soon=self._tick_soon,
                                  own_durable=None if inline else self._own_durable)
         self._transport: RaftTransport = self._syncobj._SyncObj__transport  # type: ignore[attr-defined]
+        # A dump the leader sends is verified before pysyncobj installs it over ours.
+        check_received_dumps(self._syncobj._SyncObj__serializer)  # type: ignore[attr-defined]
         self._transport.on_forward = self._on_forward
         self._tick_timer = loop.call_later(TICK_PERIOD, self._periodic_tick)
 

@@ -14,8 +14,9 @@ So the store uses pysyncobj's custom serializer hooks instead:
   takes a :class:`~services.store.mvcc.StoreImage` (a list copy per key) and hands it
   to a background thread (started at pysyncobj's next ``check``, once pysyncobj has
   renamed its stand-in, see below), which serializes it and writes
-  ``MAGIC | len | pickle(raft state) | Snapshot`` to a side file, fsyncs it, renames
-  it over the dump and fsyncs the directory.
+  a self-verifying dump (``services.store.dump_format``: a header with the payload's
+  length and sha256, then ``pickle(raft state) | Snapshot``) to a side file, fsyncs it,
+  renames it over the dump and fsyncs the directory.
 - :meth:`Snapshotter.check` tells pysyncobj when that is done; only then does it drop
   the log entries the dump covers (and send the dump to a follower that needs it), so
   the dump is durable before the journal entries it replaces are gone. A replica
@@ -27,79 +28,105 @@ So the store uses pysyncobj's custom serializer hooks instead:
 - :meth:`Snapshotter.deserialize` loads a dump: at start, and when the leader installs
   one on this follower (which abandons any dump of this replica's still being written:
   it is older). pysyncobj writes an installed dump without syncing it, so it is synced
-  here, before the tick that installs it clears the journal and acknowledges it. It
-  also reads pysyncobj's own gzip format, written by earlier versions.
+  here, before the tick that installs it clears the journal and acknowledges it. A
+  dump is verified before anything in it is applied; one a leader sends is verified as
+  it arrives (:func:`check_received_dumps`), before pysyncobj renames it over ours.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import itertools
 import os
-import pickle
-import struct
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.pickle import load as pysyncobj_load
 
 from services.store.disk import SNAP_FSYNC_SECONDS, Disk
+from services.store.dump_format import (
+    MAGIC,
+    DumpCheck,
+    DumpCorrupt,
+    DumpWriter,
+    RaftState,
+    decode,
+)
 from services.store.mvcc import Store, StoreImage
 from skiff.logging import get_logger
 
 log = get_logger("store.snapshots")
 
-MAGIC = b"SKIFF-DUMP/1\n"
 #: Keys serialized between two rests of the dump's writer (about half a millisecond).
 CHUNK_KEYS = 64
 #: The writer rests this many times as long as it worked: it holds the GIL a third of
 #: the time at most, and a dump takes up to three times its CPU time to write.
 REST_PER_WORK = 2.0
-_LENGTH = struct.Struct(">Q")
-_GZIP_MAGIC = b"\x1f\x8b"
 
-#: What pysyncobj keeps in a dump besides the state: its last two applied entries and
-#: the cluster's nodes.
-RaftState = tuple[Any, ...]
+__all__ = ["MAGIC", "DumpCorrupt", "RaftState", "Snapshotter", "check_received_dumps",
+           "read_dump", "write_dump"]
 
 
 def write_dump(path: Path, raft_state: RaftState, image: StoreImage, disk: Disk | None = None,
                ) -> None:
     """Write a dump to ``path`` and fsync it, leaving the GIL to the loop most of the time."""
-    state = pickle.dumps(raft_state, protocol=pickle.HIGHEST_PROTOCOL)
     with open(path, "wb") as f:
-        f.write(MAGIC)
-        f.write(_LENGTH.pack(len(state)))
-        f.write(state)
+        writer = DumpWriter(f, raft_state)
         started = time.perf_counter()
         for chunk in image.chunks(keys_per_chunk=CHUNK_KEYS):
-            f.write(chunk)
+            writer.write(chunk)
             # Serializing holds the GIL; meanwhile every request on the loop waits for
             # it (each time the loop releases it for a syscall, it waits up to a switch
             # interval to get it back). Resting in between bounds that share.
             time.sleep((time.perf_counter() - started) * REST_PER_WORK)
             started = time.perf_counter()
+        writer.finish()
         f.flush()
         (disk or Disk()).fsync(f.fileno(), str(path), metric=SNAP_FSYNC_SECONDS)
 
 
 def read_dump(path: Path) -> tuple[RaftState, bytes]:
-    """A dump's raft state and serialized store snapshot (either format)."""
-    data = path.read_bytes()
-    if data.startswith(MAGIC):
-        start = len(MAGIC) + _LENGTH.size
-        (length,) = _LENGTH.unpack_from(data, len(MAGIC))
-        return pickle.loads(data[start:start + length]), data[start + length:]
-    if data.startswith(_GZIP_MAGIC):
-        # pysyncobj's own: gzip(pickle((consumers' states, *raft state))).
-        states, *raft_state = pysyncobj_load(io.BytesIO(gzip.decompress(data)))
-        return tuple(raft_state), states[1]
-    raise ValueError(f"{path}: not a store dump ({len(data)} bytes)")
+    """A dump's raft state and serialized store snapshot, verified (see ``dump_format``).
+
+    Raises :class:`DumpCorrupt` for a dump cut short, damaged, or not a dump.
+    """
+    return decode(path.read_bytes(), str(path))
+
+
+def check_received_dumps(serializer: Any) -> None:
+    """Verify each dump a leader sends before pysyncobj installs it.
+
+    pysyncobj (``Serializer.setTransmissionData``) writes the pieces to ``<dump>.1.tmp``,
+    renames it over this replica's dump on the last (empty) piece, loads it and
+    acknowledges it, even when loading fails. Wrapped here, the last piece reaches
+    pysyncobj only if the whole transfer verified: a bad one is dropped (logged), the
+    replica keeps its dump, acknowledges nothing, and the leader, finding its log still
+    behind, sends the dump again.
+    """
+    receive = serializer.setTransmissionData
+    check: DumpCheck | None = None
+
+    def set_transmission_data(data: Any) -> bool:
+        nonlocal check
+        if data is None:
+            return receive(data)
+        piece, is_first, is_last = data
+        if is_first:
+            check = DumpCheck()
+        if check is None:
+            return False  # the rest of a transfer already refused (or never started)
+        check.feed(piece)
+        if is_last:
+            problem, check = check.problem(), None
+            if problem is not None:
+                log.error("a dump received from the leader is damaged: refused; it is "
+                          "sent again", problem=problem)
+                return False
+        return receive(data)
+
+    serializer.setTransmissionData = set_transmission_data
 
 
 class Snapshotter:

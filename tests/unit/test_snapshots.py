@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.serializer import Serializer
 
-from services.store import snapshots
+from services.store import dump_format, snapshots
+from services.store.dump_format import DumpCorrupt
 from services.store.mvcc import Store
 from services.store.snapshots import MAGIC, Snapshotter
 from skiff.store.v1 import raft_pb2, rpc_pb2
@@ -224,3 +226,102 @@ def test_a_dump_that_cannot_be_read_is_moved_aside_and_the_store_left_empty(tmp_
     aside = list(tmp_path.glob("snapshot.unreadable.*"))
     assert len(aside) == 1 and aside[0].read_bytes() == damaged  # kept to investigate
     assert store.snapshot() == Store().snapshot()  # nothing half-restored
+
+
+# ---------------------------------------------------------------- the dump's format
+
+SNAPSHOT = filled(30).snapshot()
+
+
+def test_a_format_2_dump_round_trips():
+    data = dump_format.encode(RAFT_STATE, SNAPSHOT)
+    assert data.startswith(MAGIC)
+    assert dump_format.decode(data) == (RAFT_STATE, SNAPSHOT)
+
+
+def test_a_dump_cut_anywhere_is_refused():
+    data = dump_format.encode(RAFT_STATE, SNAPSHOT)
+    for length in range(len(data)):  # every cut, including at each protobuf field boundary
+        with pytest.raises(DumpCorrupt):
+            dump_format.decode(data[:length])
+
+
+def test_a_dump_with_any_bit_flipped_is_refused():
+    data = dump_format.encode(RAFT_STATE, SNAPSHOT)
+    for position in range(len(data)):
+        for bit in (0x01, 0x80):
+            flipped = bytearray(data)
+            flipped[position] ^= bit
+            with pytest.raises(DumpCorrupt):
+                dump_format.decode(bytes(flipped))
+
+
+def test_a_dump_with_bytes_appended_is_refused():
+    with pytest.raises(DumpCorrupt, match="header says"):
+        dump_format.decode(dump_format.encode(RAFT_STATE, SNAPSHOT) + b"\0")
+
+
+def test_format_1_dumps_written_before_the_checksum_still_load():
+    state = pickle.dumps(RAFT_STATE)
+    data = dump_format.MAGIC_V1 + len(state).to_bytes(8, "big") + state + SNAPSHOT
+    assert dump_format.decode(data) == (RAFT_STATE, SNAPSHOT)
+
+
+def test_a_damaged_pysyncobj_dump_is_refused():
+    data = gzip.compress(pickle.dumps(([{}, SNAPSHOT], *RAFT_STATE)))
+    for damaged in (data[:len(data) // 2], data[:-1],
+                    data[:-12] + bytes([data[-12] ^ 1]) + data[-11:]):
+        with pytest.raises(DumpCorrupt):
+            dump_format.decode(damaged)
+
+
+def test_the_written_dump_is_verified_whole(tmp_path):
+    dump = written_dump(tmp_path)
+    data = dump.read_bytes()
+    assert dump_format.decode(data)[0] == RAFT_STATE
+    dump.write_bytes(data[:-1])
+    with pytest.raises(DumpCorrupt, match="cut short"):
+        snapshots.read_dump(dump)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 100, 1 << 20])
+def test_a_dump_checked_as_it_arrives_in_pieces(piece):
+    data = dump_format.encode(RAFT_STATE, SNAPSHOT)
+
+    def problem(received: bytes) -> str | None:
+        check = dump_format.DumpCheck()
+        for start in range(0, len(received), piece):
+            check.feed(received[start:start + piece])
+        return check.problem()
+
+    assert problem(data) is None
+    for cut in (0, 5, dump_format.PAYLOAD_OFFSET - 1, dump_format.PAYLOAD_OFFSET,
+                len(data) // 2, len(data) - 1):
+        assert problem(data[:cut]) is not None
+    middle = len(data) // 2
+    assert problem(data[:middle] + bytes([data[middle] ^ 4]) + data[middle + 1:]) \
+        == "checksum mismatch"
+
+
+def transfer(serializer: Serializer, data: bytes, batch: int = 64) -> bool:
+    """Feed ``data`` to pysyncobj's receiving side as a leader's transfer arrives."""
+    pieces = [data[i:i + batch] for i in range(0, len(data), batch)] + [b""]
+    return [serializer.setTransmissionData((p, i == 0, p == b""))
+            for i, p in enumerate(pieces)][-1]
+
+
+def test_a_damaged_dump_from_the_leader_is_not_installed_over_ours(tmp_path):
+    """pysyncobj renames a received dump over ours before loading (and acknowledging)
+    it; a damaged one must never get that far."""
+    dump = tmp_path / "snapshot"
+    ours = dump_format.encode(RAFT_STATE, filled(3).snapshot())
+    dump.write_bytes(ours)
+    serializer = Serializer(str(dump), 64, False, None, None, None)
+    snapshots.check_received_dumps(serializer)
+    sent = dump_format.encode(RAFT_STATE, SNAPSHOT)
+    middle = len(sent) // 2
+    for bad in (sent[:middle], sent[:-1], sent[:middle] + b"\xff" + sent[middle + 1:]):
+        assert transfer(serializer, bad) is False
+        assert dump.read_bytes() == ours
+    assert transfer(serializer, sent) is True  # sent again, intact: installed
+    assert dump.read_bytes() == sent
