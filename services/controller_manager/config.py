@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from services.controller_manager.nodeipam import parse_cluster_cidr
 from services.controller_manager.service_lb import DEFAULT_LOAD_BALANCER_IP_RANGE, parse_ip_range
+from skiff.api.addresses import CLUSTER_CIDR
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
 from skiff.client.leaderelection import LeaderElectionConfig
 
@@ -17,7 +18,7 @@ ALL_CONTROLLERS = ("replication", "deployment", "garbagecollector", "endpoints",
                    "nodelifecycle", "nodeipam", "servicelb", "serviceaccounts")
 #: The pod network every node's podCIDR is cut from, and the size of each (Kubernetes'
 #: --cluster-cidr / --node-cidr-mask-size; DESIGN.md's default addresses).
-DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
+DEFAULT_CLUSTER_CIDR = CLUSTER_CIDR
 DEFAULT_NODE_CIDR_MASK_SIZE = 24
 
 

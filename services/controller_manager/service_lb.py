@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 
 from skiff.api import errors
+from skiff.api.addresses import LOAD_BALANCER_CIDR
 from skiff.api.v1 import core_pb2
 from skiff.client.client import Client
 from skiff.client.controller import Controller
@@ -50,7 +51,7 @@ from skiff.client.store import key_of
 
 LOAD_BALANCER = "LoadBalancer"
 #: The range addresses come from by default (DESIGN.md's default addresses).
-DEFAULT_LOAD_BALANCER_IP_RANGE = "10.112.0.0/24"
+DEFAULT_LOAD_BALANCER_IP_RANGE = LOAD_BALANCER_CIDR
 #: Event reasons (MetalLB's ``IPAllocated`` / ``AllocationFailed``).
 IP_ALLOCATED = "IPAllocated"
 ALLOCATION_FAILED = "AllocationFailed"

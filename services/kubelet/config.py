@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 
 from services.kubelet.container_gc import ContainerGCPolicy
 from services.kubelet.image_gc import ImageGCPolicy
+from skiff.api.addresses import CLUSTER_CIDR, CLUSTER_DOMAIN
 from skiff.api.quantity import parse_quantity
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
 from skiff.kubelet.containers import network_name
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
-DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
+DEFAULT_CLUSTER_CIDR = CLUSTER_CIDR
 NETWORK_PLUGINS = ("docker", "bridge")
 DEFAULT_PORT = 10250
-DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_CLUSTER_DOMAIN = CLUSTER_DOMAIN
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 
 

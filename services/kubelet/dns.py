@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from skiff.api.addresses import CLUSTER_DOMAIN
 from skiff.api.v1 import core_pb2
 
 CLUSTER_FIRST = "ClusterFirst"
@@ -77,7 +78,7 @@ class DNSSettings:
     resolv.conf (already read; None when ``--resolv-conf`` is empty)."""
 
     cluster_dns: tuple[str, ...] = ()
-    cluster_domain: str = "cluster.local"
+    cluster_domain: str = CLUSTER_DOMAIN
     host: ResolvConf | None = None
 
 

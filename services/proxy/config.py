@@ -9,12 +9,13 @@ import re
 from dataclasses import dataclass
 
 from services.proxy.nftables_rules import MODES, USERSPACE
+from skiff.api.addresses import CLUSTER_CIDR, SERVICE_CIDR
 from skiff.client.client import DEFAULT_SERVER, parse_addresses
 
 #: kube-proxy's healthz port, here serving gRPC health.
 DEFAULT_HEALTH_LISTEN = "127.0.0.1:10256"
-DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_CLUSTER_CIDR = CLUSTER_CIDR
+DEFAULT_SERVICE_CIDR = SERVICE_CIDR
 #: How long a userspace UDP session lives without traffic (kube-proxy's old default
 #: was 250 ms; DNS-like request/response traffic wants a few seconds at least).
 DEFAULT_UDP_TIMEOUT = 30.0

@@ -60,6 +60,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
 
+from skiff.api.addresses import CLUSTER_CIDR, SERVICE_CIDR
 from skiff.api.v1 import core_pb2
 
 TABLE = "skiff"
@@ -142,8 +143,8 @@ class Settings:
     """The node's and the cluster's side of the rules."""
 
     mode: str = USERSPACE
-    service_cidr: str = "10.96.0.0/12"
-    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = SERVICE_CIDR
+    cluster_cidr: str = CLUSTER_CIDR
     node_port_range: tuple[int, int] = (30000, 32767)
     #: Where NodePorts are served; empty: every local address but 127.0.0.0/8.
     node_addresses: tuple[str, ...] = ()

@@ -21,9 +21,16 @@ from pathlib import Path
 from string import Template
 from typing import TypeVar
 
+from skiff.api.addresses import (
+    CLUSTER_CIDR,
+    CLUSTER_DOMAIN,
+    KUBE_DNS_IP,
+    NODE_CIDR_MASK_SIZE,
+    SERVICE_CIDR,
+)
 from skiff.cli import kubeapi
 from skiff.cli.external_etcd import parse_etcd_servers, parse_etcd_url
-from skiff.cli.workloads import KUBE_DNS, KUBE_DNS_IP
+from skiff.cli.workloads import KUBE_DNS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -61,15 +68,9 @@ APISERVER_METRICS_PORT = 6444
 APISERVER = f"{HOST}:{APISERVER_PORT}"
 SCHEDULER_METRICS_PORT = 10259
 CONTROLLER_MANAGER_METRICS_PORT = 10257
-#: The pods' network the controller-manager cuts one podCIDR per node from (node IPAM).
-CLUSTER_CIDR, NODE_CIDR_MASK_SIZE = "10.244.0.0/16", 24
-#: Service cluster IPs (Kubernetes' default range): .1 is the kubernetes Service, .10
-#: the cluster DNS.
-SERVICE_CIDR = "10.96.0.0/12"
 #: The cluster's DNS domain, and the cluster DNS Service's IP(s) the kubelets give
 #: ClusterFirst pods (with the bridge network plugin: the docker one has no cluster
 #: DNS, and its pods get Default).
-CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_DNS: tuple[str, ...] = (KUBE_DNS_IP,)
 #: The DNS programs' registration: the Endpoints they list themselves in.
 KUBE_DNS_ENDPOINTS = f"kube-system/{KUBE_DNS}"

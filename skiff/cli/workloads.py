@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skiff.api import errors
+from skiff.api.addresses import KUBE_DNS_IP
 from skiff.api.namespaces import KUBE_SYSTEM
 from skiff.api.v1 import core_pb2, meta_pb2
 from skiff.client import Client
@@ -35,7 +36,7 @@ from skiff.health import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: The cluster DNS Service: Kubernetes' name and its tenth address of the range.
-KUBE_DNS, KUBE_DNS_IP = "kube-dns", "10.96.0.10"
+KUBE_DNS = "kube-dns"
 #: The demo's Deployment and Service (examples/deployment.yaml), in namespace default.
 DEMO = "hello"
 DEMO_NAMESPACE = "default"

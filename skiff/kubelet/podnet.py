@@ -36,18 +36,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff import commands
 
+# The cluster ranges this module keeps on the machine (podnet.SERVICE_CIDR etc. for callers).
+from skiff.api.addresses import CLUSTER_CIDR, LOAD_BALANCER_CIDR, SERVICE_CIDR  # noqa: F401
+
 #: The routing protocol number on every route Skiff adds (``ip route ... proto 147``).
 ROUTE_PROTO = 147
 #: Metric of the blackhole routes that keep the cluster ranges on the machine.
 BLACKHOLE_METRIC = 4242
-#: The Service range every node keeps on the machine (Kubernetes' default).
-SERVICE_CIDR = "10.96.0.0/12"
-#: The pod range of the whole cluster (the controller-manager cuts node CIDRs from it).
-CLUSTER_CIDR = "10.244.0.0/16"
-#: The range the controller-manager's load-balancer provider gives LoadBalancer Services
-#: their ingress IPs from (``--load-balancer-ip-range``); kept on the machine as the
-#: Service range is.
-LOAD_BALANCER_CIDR = "10.112.0.0/24"
 ALIAS_PREFIX = "skiff:"
 TABLE_PREFIX = "skiff-node-"
 #: The proxy's tables (services/proxy/nftables_rules.py names them).

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from services.apiserver.admission import CREATE, DELETE, UPDATE, Attributes
 from services.apiserver.strategies.service import WITH_NODE_PORTS
 from skiff.api import errors
+from skiff.api.addresses import SERVICE_CIDR
 from skiff.api.errors import FieldError
 from skiff.api.v1 import core_pb2
 
@@ -34,7 +35,7 @@ IP_PREFIX = "/registry/ranges/serviceips/"
 NODE_PORT_PREFIX = "/registry/ranges/servicenodeports/"
 HEADLESS = "None"
 EXTERNAL_NAME = "ExternalName"
-DEFAULT_CLUSTER_IPS = ipaddress.IPv4Network("10.96.0.0/12")
+DEFAULT_CLUSTER_IPS = ipaddress.IPv4Network(SERVICE_CIDR)
 DEFAULT_NODE_PORTS = range(30000, 32768)
 
 
